@@ -1,0 +1,240 @@
+// The scheduling core: who runs next when the GPU is the bottleneck.
+//
+// A pure, single-threaded state machine in the spirit of HAProxy's queue: the caller feeds it
+// events (a request arrives, a request is cancelled, a request finishes, time passes) with the
+// present time as an argument, and it answers with decisions (admit now, park with a ticket,
+// reject with a reason; which parked tickets to wake; which expired). It never reads a clock,
+// never blocks and does no I/O; the async layer (src/net) turns its answers into wake-ups.
+//
+// Semantics (DESIGN.md §2):
+//  * Limits. A request runs only when every limit that applies has room: the global
+//    max_concurrency (and max_inflight_tokens, if set) and, for each configured per-key limit,
+//    the limit of the request's value of that label. A request held back only by a per-key limit
+//    never blocks a request with other keys.
+//  * Order. Strict bands first (higher band always first). Inside a band, start-time weighted
+//    fair queuing between scheduling classes with the priority as the weight; a class is a
+//    workload, or (workload, priority) when a request overrides the priority. Inside a class,
+//    the same fair queuing with equal weights between fairness keys (exact, no hashing into
+//    buckets). Inside a key, FIFO. Idle classes and keys bank no credit.
+//  * Cost. Service is measured in tokens. release() with the real cost charges the difference
+//    between estimated and actual cost to the key and class, which moves their later turns.
+//  * Work conservation. After every event, while a slot is free and some parked request is
+//    admissible, one is admitted. A global token budget that cannot fit the next request in fair
+//    order holds everyone back (no bypass, so large requests cannot starve).
+//  * Deadlines. Each parked request has deadline = now + min(requested, workload queue_timeout,
+//    queue_timeout_cap); expire(now) removes those with deadline <= now and reports them.
+//  * Bounds. Parked requests are bounded globally, per workload and per key; a request over a
+//    bound is rejected, not parked.
+//
+// Invariants (checked by check_invariants(), exercised after every step by the model test):
+//  * in_flight <= max_concurrency unless a reconfigure lowered it (then no admission until
+//    below); the same for every per-key limit and token budget.
+//  * Every ticket ends exactly once: admitted, cancelled, expired, or rejected by drain().
+//    Every permit is released exactly once; a second cancel/release is a harmless no-op.
+//  * Counters (per workload, per key, global) equal the number of live entries they count.
+//
+// Handles: Ticket names a parked request, Permit an admitted one. They carry a generation, so a
+// stale handle is recognised and ignored. Both are plain values, cheap to copy.
+//
+// Complexity: enqueue, cancel, admit and expire-one are O(log n) in the number of parked
+// requests plus O(1) hash lookups; memory is ~100 bytes per parked request.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "sluice/core/labels.hpp"
+#include "sluice/core/time.hpp"
+#include "sluice/core/workload.hpp"
+
+namespace sluice::core {
+
+/// A limit that applies separately to each value of one label, e.g. {label: "user",
+/// max_concurrency: 1} or {label: "model", max_concurrency: 2}. Zero means "no limit".
+struct KeyLimitSpec {
+  std::string label;
+  std::int64_t max_concurrency = 0;
+  std::int64_t max_tokens = 0;  ///< in-flight token budget per key value
+  std::int64_t max_queue = 0;   ///< parked requests per key value
+};
+
+struct SchedulerConfig {
+  std::int64_t max_concurrency = 2;      ///< >= 1
+  std::int64_t max_inflight_tokens = 0;  ///< 0 = no global token budget
+  std::int64_t max_queue = 10'000;       ///< parked requests in total, >= 0
+  Duration queue_timeout_cap = std::chrono::seconds(240);
+  std::vector<KeyLimitSpec> per_key;
+  std::vector<WorkloadSpec> workloads;
+  WorkloadSpec default_workload{.name = "default"};
+};
+
+/// Returns "" when the config is valid, else a message naming the offending field.
+std::string validate(const SchedulerConfig& config);
+
+/// Stable identifier of a workload inside one Scheduler (survives reconfigure()).
+using WorkloadId = std::uint32_t;
+
+struct Ticket {
+  std::uint64_t value = 0;
+  explicit operator bool() const { return value != 0; }
+  friend bool operator==(Ticket, Ticket) = default;
+};
+
+struct Permit {
+  std::uint64_t value = 0;
+  explicit operator bool() const { return value != 0; }
+  friend bool operator==(Permit, Permit) = default;
+};
+
+enum class RejectReason : std::uint8_t {
+  queue_full,           ///< global max_queue reached
+  workload_queue_full,  ///< the workload's max_queue reached
+  key_queue_full,       ///< a per-key max_queue reached (e.g. one user's parked requests)
+  shutting_down,        ///< drain() was called
+};
+
+/// The wire name of a reason (X-Sluice-Reason): queue_full, user_queue_full, shutting_down.
+std::string_view reason_name(RejectReason reason);
+
+/// What the caller knows about a request when it asks for a slot.
+struct Request {
+  WorkloadId workload = 0;
+  /// > 0 overrides the workload's priority (X-Priority); 0 keeps the workload's.
+  double priority = 0;
+  /// The value of the workload's fairness label (usually the user id).
+  std::string_view fairness_key;
+  /// One value per SchedulerConfig::per_key entry, in the same order: the request's value of
+  /// that label, or "" when the request has none (the limit then does not apply to it).
+  /// Shorter spans are padded with "".
+  std::span<const std::string_view> limit_keys;
+  /// Expected cost in tokens (>= 1; smaller values are clamped to 1).
+  std::int64_t cost = 1;
+  /// Longest the client is willing to wait (X-Queue-Timeout); nullopt = no own bound.
+  std::optional<Duration> queue_timeout;
+};
+
+struct Admission {
+  Ticket ticket;  ///< the parked request that may now run
+  Permit permit;  ///< release it exactly once when the request ends
+};
+
+struct EnqueueResult {
+  enum class Kind : std::uint8_t { admitted, parked, rejected };
+  Kind kind = Kind::rejected;
+  Permit permit;                                   ///< when admitted
+  Ticket ticket;                                   ///< when parked
+  Time deadline{};                                 ///< when parked
+  RejectReason reason = RejectReason::queue_full;  ///< when rejected
+};
+
+struct WorkloadStats {
+  std::string name;
+  WorkloadId id = 0;
+  double priority = 0;
+  int band = 0;
+  std::int64_t parked = 0;
+  std::int64_t in_flight = 0;
+  std::int64_t in_flight_tokens = 0;
+  std::optional<Duration> oldest_wait;  ///< of its parked requests
+  bool retired = false;                 ///< removed by a reconfigure, draining
+};
+
+struct KeyStats {
+  std::string label;  ///< the fairness label or the per-key limit's label
+  std::string value;
+  std::int64_t parked = 0;
+  std::int64_t in_flight = 0;
+};
+
+struct Snapshot {
+  std::int64_t max_concurrency = 0;
+  std::int64_t parked = 0;
+  std::int64_t in_flight = 0;
+  std::int64_t in_flight_tokens = 0;
+  std::vector<WorkloadStats> workloads;
+  std::vector<KeyStats> keys;  ///< only keys with parked or in-flight requests
+};
+
+class Scheduler {
+ public:
+  /// Precondition: validate(config) == "".
+  explicit Scheduler(SchedulerConfig config);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  const SchedulerConfig& config() const { return config_; }
+
+  /// The workload the labels select (first match, else the default).
+  WorkloadId classify(const Labels& labels) const;
+  /// A workload by name (X-Workload), including "default"; nullopt when unknown or retired.
+  std::optional<WorkloadId> find_workload(std::string_view name) const;
+  const WorkloadSpec& workload(WorkloadId id) const;
+  std::size_t workload_count() const;
+
+  /// Admits the request now, parks it, or rejects it. Never admits ahead of a parked request
+  /// that fair order puts first and that could run.
+  EnqueueResult enqueue(const Request& request, Time now);
+
+  /// Removes a parked request. Returns true if it was parked; false if it was already admitted,
+  /// cancelled, expired or never existed (safe to call twice). Removing a request may let
+  /// others run (their admissions are appended to `admitted`).
+  bool cancel(Ticket ticket, Time now, std::vector<Admission>& admitted);
+
+  /// Ends an admitted request, freeing its slot. `actual_cost` (tokens really used; < 0 means
+  /// unknown, keep the estimate) charges the difference to the request's key and class. Appends
+  /// the parked requests this lets run. Returns false for an unknown or already released permit.
+  bool release(Permit permit, std::int64_t actual_cost, Time now, std::vector<Admission>& admitted);
+
+  /// Removes every parked request whose deadline is <= now, appending their tickets to
+  /// `expired` in deadline order, and any admissions that follows to `admitted`.
+  void expire(Time now, std::vector<Ticket>& expired, std::vector<Admission>& admitted);
+
+  /// The earliest deadline among parked requests, or nullopt when nothing is parked.
+  std::optional<Time> next_deadline() const;
+
+  /// Rejects every parked request (shutdown); appends their tickets. Later enqueues are
+  /// rejected with shutting_down. In-flight permits stay valid.
+  void drain(std::vector<Ticket>& rejected);
+  bool draining() const { return draining_; }
+
+  /// Applies a new config. Parked requests keep their place; a lower max_concurrency takes
+  /// effect as slots free up; a higher one admits at once (appended to `admitted`). Workloads
+  /// are matched by name: new ones are added, removed ones drain and then disappear.
+  /// Returns "" on success, else why nothing was changed (invalid config, or a change of the
+  /// per-key labels, which needs a restart).
+  std::string reconfigure(SchedulerConfig config, Time now, std::vector<Admission>& admitted);
+
+  /// Seconds a rejected client should wait before retrying: the parked backlog divided by the
+  /// recent completion rate, clamped to [1, queue_timeout_cap].
+  std::int64_t retry_after_seconds(Time now) const;
+
+  std::int64_t parked() const;
+  std::int64_t in_flight() const;
+  /// The workload of an admitted permit (for metrics); nullopt when the permit is not live.
+  std::optional<WorkloadId> permit_workload(Permit permit) const;
+  /// The estimated cost an admitted permit was charged.
+  std::optional<std::int64_t> permit_cost(Permit permit) const;
+
+  Snapshot snapshot(Time now) const;
+
+  /// Recomputes every counter from scratch and compares; returns "" or the first violation.
+  /// O(n); for tests.
+  std::string check_invariants() const;
+
+  struct State;  // implementation detail, defined in scheduler.cpp
+
+ private:
+  SchedulerConfig config_;
+  bool draining_ = false;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace sluice::core

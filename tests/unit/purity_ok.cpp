@@ -1,0 +1,10 @@
+// Must compile with cmake/core_purity_guard.hpp force-included: every public core header.
+#include "sluice/core/cost.hpp"
+#include "sluice/core/duration.hpp"
+#include "sluice/core/labels.hpp"
+#include "sluice/core/scheduler.hpp"
+#include "sluice/core/time.hpp"
+#include "sluice/core/workload.hpp"
+int main() {
+  return 0;
+}
