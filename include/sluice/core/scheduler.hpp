@@ -180,8 +180,10 @@ class Scheduler {
   std::size_t workload_count() const;
 
   /// Admits the request now, parks it, or rejects it. Never admits ahead of a parked request
-  /// that fair order puts first and that could run.
-  EnqueueResult enqueue(const Request& request, Time now);
+  /// that fair order puts first and that could run. With a global token budget, admitting the
+  /// newcomer can move fair order so that parked requests become next and fit: those are
+  /// appended to `admitted` (always empty without a token budget).
+  EnqueueResult enqueue(const Request& request, Time now, std::vector<Admission>& admitted);
 
   /// Removes a parked request. Returns true if it was parked; false if it was already admitted,
   /// cancelled, expired or never existed (safe to call twice). Removing a request may let
