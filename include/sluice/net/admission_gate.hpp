@@ -1,0 +1,166 @@
+// The admission gate: the asynchronous adapter around the pure scheduling core.
+//
+// A session co_awaits admit(request). The gate hands the request to core::Scheduler; if the core
+// admits it at once the coroutine continues immediately, otherwise it is parked until the core
+// wakes it (a release, a reconfigure, another request's cancellation), its deadline passes, the
+// gate drains for shutdown, or the caller cancels the wait (the client went away).
+//
+// Threading: single-threaded. Every member function must be called on the gate's executor (the
+// io_context thread); nothing here locks.
+//
+// Time: the gate converts its Clock to core time (nanoseconds since the clock's epoch). One timer
+// is armed for the core's next_deadline(); when it fires the gate calls Scheduler::expire. The
+// Clock is a template parameter so tests can use a manual clock and step the io_context
+// (AdmissionGate is the production instantiation over std::chrono::steady_clock).
+//
+// Cancellation: admit() supports terminal, partial and total cancellation through the awaiting
+// coroutine's cancellation slot, e.g. `co_await (gate.admit(r) || client_closed())` with
+// asio::experimental::awaitable_operators. A cancelled wait removes the request from the queue
+// (its place is given to nobody and no slot is taken) and returns Kind::cancelled. If the
+// request had been admitted in the same instant, the slot is released at once.
+//
+// Slots: an admitted request holds a Slot, an RAII permit. Destroying or releasing it returns the
+// slot exactly once and wakes the next parked requests immediately. The gate must outlive every
+// Slot it handed out.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/basic_waitable_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "sluice/core/scheduler.hpp"
+
+namespace sluice::net {
+
+/// Who a Slot returns its permit to. Implemented by BasicAdmissionGate.
+class SlotOwner {
+ public:
+  virtual void release_slot(core::Permit permit, std::int64_t actual_cost) = 0;
+
+ protected:
+  ~SlotOwner() = default;
+};
+
+/// An admitted request's hold on a concurrency slot. Move-only; releases on destruction.
+class Slot {
+ public:
+  Slot() = default;
+  Slot(SlotOwner* owner, core::Permit permit, core::WorkloadId workload, std::int64_t cost)
+      : owner_(owner), permit_(permit), workload_(workload), cost_(cost) {}
+  Slot(Slot&& other) noexcept { *this = std::move(other); }
+  Slot& operator=(Slot&& other) noexcept {
+    if (this != &other) {
+      release();
+      owner_ = std::exchange(other.owner_, nullptr);
+      permit_ = other.permit_;
+      workload_ = other.workload_;
+      cost_ = other.cost_;
+      actual_cost_ = other.actual_cost_;
+    }
+    return *this;
+  }
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+  ~Slot() { release(); }
+
+  explicit operator bool() const { return owner_ != nullptr; }
+  core::WorkloadId workload() const { return workload_; }
+  /// The estimated cost the request was admitted with.
+  std::int64_t estimated_cost() const { return cost_; }
+  /// Records the real cost (prompt + output tokens) to charge back on release.
+  void set_actual_cost(std::int64_t tokens) { actual_cost_ = tokens; }
+
+  /// Returns the slot now (idempotent).
+  void release() {
+    if (SlotOwner* owner = std::exchange(owner_, nullptr)) owner->release_slot(permit_, actual_cost_);
+  }
+
+ private:
+  SlotOwner* owner_ = nullptr;
+  core::Permit permit_;
+  core::WorkloadId workload_ = 0;
+  std::int64_t cost_ = 0;
+  std::int64_t actual_cost_ = -1;  // unknown: keep the estimate
+};
+
+struct AdmitResult {
+  enum class Kind : std::uint8_t {
+    admitted,   ///< `slot` holds the permit
+    rejected,   ///< a queue bound or shutdown refused it; see `reason`
+    timed_out,  ///< its queue deadline passed while parked
+    cancelled,  ///< the caller cancelled the wait (client gone)
+  };
+  Kind kind = Kind::rejected;
+  core::RejectReason reason = core::RejectReason::queue_full;  ///< when rejected
+  Slot slot;                                                   ///< when admitted
+  core::WorkloadId workload = 0;
+  core::Duration waited{};  ///< time spent parked (0 when admitted at once)
+};
+
+template <class Clock>
+class BasicAdmissionGate final : public SlotOwner {
+ public:
+  using timer_type = boost::asio::basic_waitable_timer<Clock>;
+
+  /// Precondition: core::validate(config) == "".
+  BasicAdmissionGate(boost::asio::any_io_executor executor, core::SchedulerConfig config);
+  ~BasicAdmissionGate();
+  BasicAdmissionGate(const BasicAdmissionGate&) = delete;
+  BasicAdmissionGate& operator=(const BasicAdmissionGate&) = delete;
+
+  /// Waits for a slot. See the file comment for cancellation.
+  boost::asio::awaitable<AdmitResult> admit(core::Request request);
+
+  /// Applies a new scheduler config (see Scheduler::reconfigure); "" on success, else why
+  /// nothing changed. Parked requests keep their place; newly admissible ones wake at once.
+  std::string reconfigure(core::SchedulerConfig config);
+
+  /// Shutdown: every parked request wakes with Kind::rejected / shutting_down, and so does every
+  /// later admit(). Slots already handed out stay valid.
+  void drain();
+
+  /// The scheduling core, for classification (classify, find_workload, workload) and reads.
+  const core::Scheduler& scheduler() const { return scheduler_; }
+  core::Snapshot snapshot() const { return scheduler_.snapshot(now()); }
+  std::int64_t retry_after_seconds() const { return scheduler_.retry_after_seconds(now()); }
+  std::size_t waiting() const { return waiters_.size(); }
+
+  /// Called (synchronously) after each event that changes queue or in-flight counts, so metrics
+  /// can follow without polling. Optional.
+  std::function<void()> on_change;
+
+  void release_slot(core::Permit permit, std::int64_t actual_cost) override;
+
+  core::Time now() const {
+    return core::Time{std::chrono::duration_cast<core::Duration>(Clock::now().time_since_epoch())};
+  }
+
+ private:
+  struct Waiter;
+  void wake(const std::vector<core::Admission>& admitted);
+  void arm_deadline_timer();
+  void on_deadline(boost::system::error_code ec);
+  void changed();
+
+  boost::asio::any_io_executor executor_;
+  core::Scheduler scheduler_;
+  timer_type deadline_timer_;
+  core::Time armed_for_ = core::never();
+  std::unordered_map<std::uint64_t, Waiter*> waiters_;  // by ticket value
+  std::vector<core::Admission> scratch_;
+  std::vector<core::Ticket> expired_scratch_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+using AdmissionGate = BasicAdmissionGate<std::chrono::steady_clock>;
+extern template class BasicAdmissionGate<std::chrono::steady_clock>;
+
+}  // namespace sluice::net
