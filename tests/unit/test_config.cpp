@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "sluice/config/config.hpp"
@@ -567,4 +568,48 @@ TEST_CASE("config: dump_config round-trips") {
   }
   Config c = parse_ok(dump_config(parse_ok(R"({"upstream": {"idle_timeout": 1234}})")));
   CHECK(c.upstream.idle_timeout == 1234ms);
+}
+
+TEST_CASE("config: mangled files never crash and every error names a line") {
+  std::ifstream in(example_path(), std::ios::binary);
+  const std::string original((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  REQUIRE(!original.empty());
+  const char replacements[] = {'{', '}', '[',  ']', '"', ',', ':',
+                               '/', '*', '\\', '0', 'x', ' ', '\n'};
+  std::uint64_t state = 12345;  // fixed seed: deterministic
+  auto next = [&state] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return state >> 33;
+  };
+  std::size_t rejected = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::string text = original;
+    const int edits = 1 + static_cast<int>(next() % 3);
+    for (int e = 0; e < edits; ++e) {
+      const std::size_t pos = next() % text.size();
+      switch (next() % 3) {
+        case 0:
+          text[pos] = replacements[next() % sizeof replacements];
+          break;
+        case 1:
+          text.erase(pos, 1 + next() % 8);
+          break;
+        default:
+          text.resize(pos);
+          break;
+      }
+      if (text.empty()) text.push_back('{');
+    }
+    ConfigResult r = parse(text);
+    if (r.ok()) continue;
+    ++rejected;
+    for (const auto& e : r.errors) {
+      if (e.message.find("more errors") != std::string::npos) continue;
+      INFO(text);
+      INFO(e.to_string());
+      CHECK(e.line >= 1);
+    }
+  }
+  CHECK(rejected > 1000);
 }
