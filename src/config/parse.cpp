@@ -954,6 +954,12 @@ ConfigResult parse_config(std::string_view text, std::string_view source_name) {
   Config config;
   Context ctx(source, map, result);
   read_root(ctx, root, config);
+  if (result.errors.empty()) {
+    // Backstop: the scheduler's own validation. The checks above are at least as strict and
+    // name the line; this fires only if the two ever drift apart.
+    std::string problem = core::validate(config.scheduler.core);
+    if (!problem.empty()) ctx.error(Path{} / "scheduler", problem);
+  }
 
   auto by_line = [](const ConfigDiagnostic& a, const ConfigDiagnostic& b) {
     return a.line < b.line;

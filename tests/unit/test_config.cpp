@@ -109,6 +109,7 @@ TEST_CASE("config: the documented example file loads cleanly") {
     INFO(w.to_string());
   CHECK(r.warnings.empty());
   const Config& c = *r.config;
+  CHECK(sluice::core::validate(c.scheduler.core) == "");
   REQUIRE(c.scheduler.core.workloads.size() == 2);
   CHECK(c.scheduler.core.workloads[0].name == "paid");
   CHECK(c.scheduler.core.workloads[0].priority == 8);
@@ -602,7 +603,11 @@ TEST_CASE("config: mangled files never crash and every error names a line") {
       if (text.empty()) text.push_back('{');
     }
     ConfigResult r = parse(text);
-    if (r.ok()) continue;
+    if (r.ok()) {
+      // Whatever the loader accepts, the scheduler accepts too.
+      CHECK(sluice::core::validate(r.config->scheduler.core) == "");
+      continue;
+    }
     ++rejected;
     for (const auto& e : r.errors) {
       if (e.message.find("more errors") != std::string::npos) continue;
