@@ -4,7 +4,7 @@
 // Invariants of a Config returned by parse_config()/load_config_file():
 //  * every field holds a validated value; fields absent from the file hold the defaults below, so
 //    an empty object `{}` is a complete, valid production config;
-//  * scheduler.core passes sluice::core::validate() for each workload, workload names (including
+//  * scheduler.core passes sluice::core::validate(SchedulerConfig), workload names (including
 //    the default workload's) are unique and none is a reserved name (kPassthroughWorkload,
 //    kUnclassifiedWorkload), per_key labels are unique, label names are lowercase;
 //  * every duration is >= 0 and every count is inside the bounds documented in
