@@ -49,17 +49,24 @@ class SlotOwner {
   ~SlotOwner() = default;
 };
 
-/// An admitted request's hold on a concurrency slot. Move-only; releases on destruction.
+/// An admitted request's hold on a concurrency slot. Move-only; releases on destruction. If the
+/// owner is already gone (process teardown), releasing does nothing.
 class Slot {
  public:
   Slot() = default;
-  Slot(SlotOwner* owner, core::Permit permit, core::WorkloadId workload, std::int64_t cost)
-      : owner_(owner), permit_(permit), workload_(workload), cost_(cost) {}
+  Slot(SlotOwner* owner, std::weak_ptr<void> owner_alive, core::Permit permit,
+       core::WorkloadId workload, std::int64_t cost)
+      : owner_(owner),
+        owner_alive_(std::move(owner_alive)),
+        permit_(permit),
+        workload_(workload),
+        cost_(cost) {}
   Slot(Slot&& other) noexcept { *this = std::move(other); }
   Slot& operator=(Slot&& other) noexcept {
     if (this != &other) {
       release();
       owner_ = std::exchange(other.owner_, nullptr);
+      owner_alive_ = std::move(other.owner_alive_);
       permit_ = other.permit_;
       workload_ = other.workload_;
       cost_ = other.cost_;
@@ -80,11 +87,13 @@ class Slot {
 
   /// Returns the slot now (idempotent).
   void release() {
-    if (SlotOwner* owner = std::exchange(owner_, nullptr)) owner->release_slot(permit_, actual_cost_);
+    SlotOwner* owner = std::exchange(owner_, nullptr);
+    if (owner && !owner_alive_.expired()) owner->release_slot(permit_, actual_cost_);
   }
 
  private:
   SlotOwner* owner_ = nullptr;
+  std::weak_ptr<void> owner_alive_;
   core::Permit permit_;
   core::WorkloadId workload_ = 0;
   std::int64_t cost_ = 0;
@@ -157,7 +166,7 @@ class BasicAdmissionGate final : public SlotOwner {
   std::unordered_map<std::uint64_t, Waiter*> waiters_;  // by ticket value
   std::vector<core::Admission> scratch_;
   std::vector<core::Ticket> expired_scratch_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // weak_ptrs see the gate's death
 };
 
 using AdmissionGate = BasicAdmissionGate<std::chrono::steady_clock>;
