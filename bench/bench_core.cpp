@@ -34,14 +34,18 @@ void* operator new(std::size_t n) {
                         std::memory_order_relaxed);
   return p;
 }
-void operator delete(void* p) noexcept {
-  if (p)
+static void counted_free(void* p) noexcept {
+  if (p) {
     g_allocated.fetch_sub(static_cast<std::int64_t>(malloc_usable_size(p)),
                           std::memory_order_relaxed);
+  }
   std::free(p);
 }
+void operator delete(void* p) noexcept {
+  counted_free(p);
+}
 void operator delete(void* p, std::size_t) noexcept {
-  operator delete(p);
+  counted_free(p);
 }
 
 namespace {
