@@ -208,6 +208,17 @@ std::string dump_config(const Config& c) {
       {"access_log", c.log.access_log},
   };
   out["shutdown"] = {{"drain_timeout", duration_json(c.shutdown.drain_timeout)}};
+  json keys = json::array();
+  for (const ApiKey& k : c.auth.keys) {
+    json key = {{"name", k.name},
+                {"sha256", k.sha256},
+                {"user", k.user},
+                {"tier", k.tier},
+                {"trusted_gateway", k.trusted_gateway}};
+    if (k.max_priority) key["max_priority"] = *k.max_priority;
+    keys.push_back(std::move(key));
+  }
+  out["auth"] = {{"keys", std::move(keys)}, {"admin_token_sha256", c.auth.admin_token_sha256}};
   return out.dump(2, ' ', false, json::error_handler_t::replace);
 }
 

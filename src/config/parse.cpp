@@ -840,6 +840,105 @@ void read_log(Context& ctx, const json& node, const Path& path, LogConfig& log) 
           [&](const json& v, const Path& p) { read_bool(ctx, v, p, log.access_log); });
 }
 
+bool is_sha256_hex(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char ch) {
+           return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+         });
+}
+
+bool read_sha256(Context& ctx, const json& v, const Path& p, std::string& out) {
+  std::string text;
+  if (!read_string(ctx, v, p, text)) return false;
+  std::string lower = lowercase(text);
+  if (!lower.empty() && !is_sha256_hex(lower)) {
+    ctx.error(p, "must be a SHA-256 digest: 64 hex digits (print one with `sluice hash-key`)");
+    return false;
+  }
+  out = std::move(lower);
+  return true;
+}
+
+void read_api_key(Context& ctx, const json& node, const Path& path, ApiKey& key) {
+  ObjectReader r(ctx, node, path);
+  r.field("name", [&](const json& v, const Path& p) {
+    std::string name;
+    if (!read_string(ctx, v, p, name)) return;
+    std::string why;
+    if (!core::valid_label_value(name, &why)) {
+      ctx.error(p, "key name " + why);
+      return;
+    }
+    key.name = std::move(name);
+  });
+  r.field("sha256", [&](const json& v, const Path& p) {
+    if (read_sha256(ctx, v, p, key.sha256) && key.sha256.empty()) {
+      ctx.error(p, "must not be empty");
+    }
+  });
+  r.field("user", [&](const json& v, const Path& p) {
+    std::string user, why;
+    if (!read_string(ctx, v, p, user)) return;
+    if (!core::valid_label_value(user, &why)) {
+      ctx.error(p, "user " + why);
+      return;
+    }
+    key.user = std::move(user);
+  });
+  r.field("tier", [&](const json& v, const Path& p) {
+    std::string tier, why;
+    if (!read_string(ctx, v, p, tier)) return;
+    if (!tier.empty() && !core::valid_label_value(tier, &why)) {
+      ctx.error(p, "tier " + why);
+      return;
+    }
+    key.tier = std::move(tier);
+  });
+  r.field("max_priority", [&](const json& v, const Path& p) {
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() <= 0 ||
+        v.get<double>() > core::kMaxPriority) {
+      ctx.error(p, "must be a number > 0 and <= 1000000, not " + v.dump());
+      return;
+    }
+    key.max_priority = v.get<double>();
+  });
+  r.field("trusted_gateway",
+          [&](const json& v, const Path& p) { read_bool(ctx, v, p, key.trusted_gateway); });
+  if (r.valid() && !r.has("name")) ctx.error(path / "name", "required");
+  if (r.valid() && !r.has("sha256")) ctx.error(path / "sha256", "required");
+  if (key.user.empty()) key.user = key.name;
+}
+
+constexpr std::size_t kMaxApiKeys = 10'000;
+
+void read_auth(Context& ctx, const json& node, const Path& path, AuthConfig& auth) {
+  ObjectReader r(ctx, node, path);
+  r.field("keys", [&](const json& v, const Path& p) {
+    if (!v.is_array()) {
+      ctx.error(p, "must be an array of keys, not " + type_name(v));
+      return;
+    }
+    if (v.size() > kMaxApiKeys) {
+      ctx.error(p, "at most " + std::to_string(kMaxApiKeys) + " keys");
+      return;
+    }
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      ApiKey key;
+      read_api_key(ctx, v[i], p[i], key);
+      for (const ApiKey& other : auth.keys) {
+        if (!key.name.empty() && other.name == key.name) {
+          ctx.error(p[i] / "name", "name \"" + key.name + "\" is used twice");
+        }
+        if (!key.sha256.empty() && other.sha256 == key.sha256) {
+          ctx.error(p[i] / "sha256", "the same key hash is listed twice");
+        }
+      }
+      auth.keys.push_back(std::move(key));
+    }
+  });
+  r.field("admin_token_sha256",
+          [&](const json& v, const Path& p) { read_sha256(ctx, v, p, auth.admin_token_sha256); });
+}
+
 void read_root(Context& ctx, const json& root, Config& c) {
   ObjectReader r(ctx, root, Path{});
   r.field("$schema", [&](const json& v, const Path& p) {
@@ -867,6 +966,7 @@ void read_root(Context& ctx, const json& root, Config& c) {
   r.field("headers", [&](const json& v, const Path& p) { read_headers(ctx, v, p, c.headers); });
   r.field("routes", [&](const json& v, const Path& p) { read_routes(ctx, v, p, c.routes); });
   r.field("log", [&](const json& v, const Path& p) { read_log(ctx, v, p, c.log); });
+  r.field("auth", [&](const json& v, const Path& p) { read_auth(ctx, v, p, c.auth); });
   r.field("shutdown", [&](const json& v, const Path& p) {
     ObjectReader s(ctx, v, p);
     s.field("drain_timeout", [&](const json& dv, const Path& dp) {

@@ -618,3 +618,51 @@ TEST_CASE("config: mangled files never crash and every error names a line") {
   }
   CHECK(rejected > 1000);
 }
+
+TEST_CASE("config: auth keys") {
+  const std::string hash(64, 'a');
+  Config c = parse_ok(R"({"auth": {"keys": [
+      {"name": "acme", "sha256": ")" +
+                      std::string(64, 'A') + R"(", "tier": "paid",
+       "max_priority": 8},
+      {"name": "gw", "sha256": ")" +
+                      std::string(64, 'b') + R"(", "user": "gateway",
+       "trusted_gateway": true}],
+      "admin_token_sha256": ")" +
+                      std::string(64, 'c') + R"("}})");
+  REQUIRE(c.auth.keys.size() == 2);
+  CHECK(c.auth.enabled());
+  CHECK(c.auth.keys[0].sha256 == hash);  // stored lowercase
+  CHECK(c.auth.keys[0].user == "acme");  // defaults to the name
+  CHECK(c.auth.keys[0].tier == "paid");
+  CHECK(c.auth.keys[0].max_priority == 8.0);
+  CHECK_FALSE(c.auth.keys[0].trusted_gateway);
+  CHECK(c.auth.keys[1].user == "gateway");
+  CHECK(c.auth.keys[1].trusted_gateway);
+  CHECK_FALSE(c.auth.keys[1].max_priority);
+  CHECK(c.auth.admin_token_sha256 == std::string(64, 'c'));
+  CHECK_FALSE(parse_ok("{}").auth.enabled());
+
+  CHECK(contains(only_error(R"({"auth": {"keys": [{"name": "k", "sha256": "abc"}]}})"),
+                 "sluice.json:1: auth.keys[0].sha256: must be a SHA-256 digest"));
+  CHECK(contains(only_error(R"({"auth": {"keys": [{"name": "k"}]}})"),
+                 "auth.keys[0].sha256: required"));
+  CHECK(contains(only_error(R"({"auth": {"keys": [{"sha256": ")" + hash + R"("}]}})"),
+                 "auth.keys[0].name: required"));
+  CHECK(contains(only_error(R"({"auth": {"keys": [{"name": "k", "sha256": ")" + hash +
+                            R"(", "max_priority": 0}]}})"),
+                 "auth.keys[0].max_priority: must be a number > 0"));
+  CHECK(contains(only_error(R"({"auth": {"keys": [{"name": "k", "sha256": ")" + hash +
+                            R"("}, {"name": "k", "sha256": ")" + std::string(64, 'd') + R"("}]}})"),
+                 "auth.keys[1].name: name \"k\" is used twice"));
+  CHECK(contains(only_error(R"({"auth": {"keys": [{"name": "k", "sha256": ")" + hash +
+                            R"("}, {"name": "j", "sha256": ")" + hash + R"("}]}})"),
+                 "auth.keys[1].sha256: the same key hash is listed twice"));
+  CHECK(contains(only_error(R"({"auth": {"keys": [{"name": "k", "sha256": ")" + hash +
+                            R"(", "key": "plaintext"}]}})"),
+                 "auth.keys[0].key: unknown key"));
+  CHECK(contains(only_error(R"({"auth": {"admin_token_sha256": "secret"}})"),
+                 "auth.admin_token_sha256: must be a SHA-256 digest"));
+  // Round trip through dump_config keeps every field.
+  CHECK(dump_config(parse_ok(dump_config(c))) == dump_config(c));
+}

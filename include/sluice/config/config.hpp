@@ -127,6 +127,31 @@ struct ShutdownConfig {
   Duration drain_timeout = std::chrono::seconds(30);
 };
 
+/// One API key (auth.keys[]). The key itself is never stored: only its SHA-256, as 64 lowercase
+/// hex digits (`sluice hash-key` prints it).
+struct ApiKey {
+  std::string name;    ///< for logs and metrics; unique
+  std::string sha256;  ///< lowercase hex digest of the key; unique
+  std::string user;    ///< the `user` label of every request made with this key (default: name)
+  std::string tier;    ///< the `tier` label; "" = none (the request then matches no tier rule)
+  /// Highest X-Priority this key may claim; a higher one is clamped to it. nullopt: X-Priority is
+  /// ignored for this key (the workload's priority applies).
+  std::optional<double> max_priority;
+  /// A gateway that authenticates its own users may pass their X-User-Id / X-Tier through; for
+  /// every other key those headers are ignored.
+  bool trusted_gateway = false;
+};
+
+struct AuthConfig {
+  /// When non-empty, every proxied request must present one of these keys
+  /// (`Authorization: Bearer KEY` or `X-Api-Key: KEY`), else 401.
+  std::vector<ApiKey> keys;
+  /// SHA-256 (hex) of the bearer token the admin listener requires; "" = no token.
+  std::string admin_token_sha256;
+
+  bool enabled() const { return !keys.empty(); }
+};
+
 struct Config {
   HostPort listen{"127.0.0.1", 11435};
   /// nullopt when the config sets "admin_listen": "" (no admin listener).
@@ -138,6 +163,7 @@ struct Config {
   RoutesConfig routes;
   LogConfig log;
   ShutdownConfig shutdown;
+  AuthConfig auth;
 
   /// True when `path` (no query string) is one of routes.scheduled.
   bool is_scheduled_route(std::string_view path) const;
