@@ -366,7 +366,10 @@ struct SimServer::Impl : std::enable_shared_from_this<Impl> {
     std::int64_t deadline = *rec.start_ns + model.prefill_duration(rec.prompt_tokens).count() +
                             std::chrono::nanoseconds(job.faults.slow_first_token).count();
     co_await sleep_until(deadline);
-    const std::int64_t prefill_end = clock.now_ns();
+    // Prompt evaluation is reported as scheduled; a late wake-up (timer jitter times the time
+    // scale) shows in eval_duration and total_duration, which are measured, never in a split
+    // that would make eval look faster than the model allows.
+    const std::int64_t prefill_end = deadline;
 
     if (is_embedding(job.route)) {
       std::vector<std::vector<float>> vectors;
@@ -687,6 +690,14 @@ struct SimServer::Impl : std::enable_shared_from_this<Impl> {
         c.stream.expires_after(cfg.idle_timeout);
         auto [ec, n] = co_await http::async_read_header(c.stream, c.buffer, parser,
                                                         asio::as_tuple(use_awaitable));
+        if (ec == http::error::body_limit) {  // Content-Length above the limit
+          Request dummy{http::verb::get, "/", 11};
+          dummy.keep_alive(false);
+          co_await write_body(c, dummy, http::status::payload_too_large, kJsonNative,
+                              native_error_body("request body too large (limit " +
+                                                std::to_string(cfg.max_body_bytes) + " bytes)"));
+          break;
+        }
         if (ec == http::error::header_limit) {
           Request dummy{http::verb::get, "/", 11};
           dummy.keep_alive(false);

@@ -167,6 +167,9 @@ std::optional<int> ChildProcess::wait_exit(std::chrono::milliseconds timeout) {
     if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  // Let the reader drain what the child wrote before it exited.
+  std::unique_lock lock(mutex_);
+  changed_.wait_until(lock, deadline, [this] { return streams_closed_; });
   return exit_code_;
 }
 

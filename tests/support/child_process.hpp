@@ -48,8 +48,8 @@ class ChildProcess {
 
   /// Sends a signal (no-op once reaped).
   void signal(int sig);
-  /// Waits for the child to exit; returns its exit code (128 + signal if killed), or nullopt
-  /// if it is still running after `timeout`.
+  /// Waits for the child to exit (and its output to be captured); returns its exit code
+  /// (128 + signal if killed), or nullopt if it is still running after `timeout`.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
   /// SIGTERM, then SIGKILL after `grace`, and reap. Idempotent.
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));
