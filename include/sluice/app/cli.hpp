@@ -1,0 +1,73 @@
+// The `sluice` command line: flags, and the effective Config they select.
+//
+// Flags (CLI11): --config FILE, the overrides --listen, --admin-listen, --upstream,
+// --max-concurrency, --log-level, --log-format, and the one-shot modes --check-config FILE,
+// --version, --help.
+//
+// Overrides are applied on top of the file (or the defaults when there is no --config) and
+// validated by the config module's own parser, so a bad override is reported exactly like a bad
+// file value, naming the flag. The same overrides are re-applied on every reload, so SIGHUP never
+// silently reverts a --listen or --upstream given at start.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sluice/config/config.hpp"
+
+namespace sluice::app {
+
+/// Values of the command-line overrides; nullopt = not given.
+struct Overrides {
+  std::optional<std::string> listen;
+  std::optional<std::string> admin_listen;
+  std::optional<std::string> upstream_url;
+  std::optional<std::int64_t> max_concurrency;
+  std::optional<std::string> log_level;
+  std::optional<std::string> log_format;
+
+  bool empty() const {
+    return !listen && !admin_listen && !upstream_url && !max_concurrency && !log_level &&
+           !log_format;
+  }
+};
+
+struct CliOptions {
+  std::optional<std::string> config_file;   ///< --config
+  std::optional<std::string> check_config;  ///< --check-config FILE: validate and exit
+  Overrides overrides;
+};
+
+/// What parse_command_line() decided.
+struct CliParse {
+  /// Set when the process should exit now (help, version, a usage error) with this status;
+  /// `output` / `error_output` hold what to print on stdout / stderr.
+  std::optional<int> exit_code;
+  std::string output;
+  std::string error_output;
+  CliOptions options;
+};
+
+/// Exit statuses of the sluice binary.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitRuntimeError = 1;  ///< could not bind, unexpected failure
+inline constexpr int kExitConfigError = 2;   ///< invalid config file or override
+inline constexpr int kExitUsage = 64;        ///< bad command line (EX_USAGE)
+
+/// Parses argv. Never throws and never prints.
+CliParse parse_command_line(int argc, const char* const* argv);
+
+/// Applies `overrides` to `base` and revalidates. Errors name the flag ("--listen").
+config::ConfigResult apply_overrides(const config::Config& base, const Overrides& overrides);
+
+/// The effective config: `config_file` (or the defaults when nullopt) plus the overrides.
+/// Errors in the file name its path, line and field.
+config::ConfigResult load_effective_config(const std::optional<std::string>& config_file,
+                                           const Overrides& overrides);
+
+/// "sluice 0.1.0".
+std::string version_string();
+
+}  // namespace sluice::app

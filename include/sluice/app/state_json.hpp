@@ -1,0 +1,37 @@
+// The JSON document served by GET /admin/state: a point-in-time view of the scheduler for an
+// operator (who is parked, who runs, how long the oldest has waited) and the limits in force.
+// Pure: built from a core::Snapshot and the running Config.
+//
+// Bounds: the per-key list is capped (`max_keys`, busiest keys first: parked + in flight); the
+// total number of keys and whether the list was cut are reported, so a flood of users cannot
+// make the answer unbounded.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "sluice/config/config.hpp"
+#include "sluice/core/scheduler.hpp"
+
+namespace sluice::app {
+
+struct StateContext {
+  bool draining = false;        ///< shutdown has begun
+  double uptime_seconds = 0;    ///< since start
+  std::size_t max_keys = 1000;  ///< cap on the "keys" array
+};
+
+/// Shape (durations in milliseconds, as numbers):
+/// { "version", "uptime_seconds", "draining", "upstream",
+///   "limits": {max_concurrency, max_inflight_tokens, max_queue, queue_timeout_cap_ms,
+///              max_inflight_duration_ms, per_key: [{label, max_concurrency, max_tokens,
+///              max_queue}]},
+///   "totals": {parked, in_flight, in_flight_tokens},
+///   "workloads": [{name, priority, band, parked, in_flight, in_flight_tokens, oldest_wait_ms
+///                  (null when nothing is parked), queue_timeout_ms, max_queue, fairness_key,
+///                  retired}],
+///   "keys": [{label, value, parked, in_flight}], "keys_total", "keys_truncated" }
+std::string state_json(const core::Snapshot& snapshot, const config::Config& config,
+                       const StateContext& context);
+
+}  // namespace sluice::app

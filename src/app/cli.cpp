@@ -1,0 +1,146 @@
+// Command-line parsing (CLI11) and applying the overrides to a Config. See cli.hpp.
+//
+// Overrides go through the config parser: the base Config is dumped to JSON (dump_config), the
+// flag values are written into that document, and parse_config() validates the result. A
+// diagnostic on an overridden field is reported under the flag's name.
+#include "sluice/app/cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#ifndef SLUICE_VERSION
+#define SLUICE_VERSION "unknown"
+#endif
+
+namespace sluice::app {
+
+std::string version_string() {
+  return std::string("sluice ") + SLUICE_VERSION;
+}
+
+CliParse parse_command_line(int argc, const char* const* argv) {
+  CliParse result;
+  CliOptions& o = result.options;
+  CLI::App app{
+      "sluice: a scheduling reverse proxy for Ollama. Point apps at it instead of Ollama; "
+      "GPU-heavy requests are queued fairly by user, tier and priority.",
+      "sluice"};
+  app.set_version_flag("--version", version_string());
+  app.get_formatter()->column_width(34);
+
+  auto* config = app.add_option("--config", o.config_file,
+                                "config file (JSON with comments; see docs/configuration.md); "
+                                "SIGHUP and POST /admin/reload re-read it");
+  config->type_name("FILE");
+  app.add_option("--check-config", o.check_config,
+                 "validate FILE (with any overrides), print every error, and exit: 0 when valid")
+      ->type_name("FILE");
+
+  Overrides& v = o.overrides;
+  app.add_option("--listen", v.listen, "override listen: HOST:PORT clients connect to")
+      ->type_name("HOST:PORT");
+  app.add_option("--admin-listen", v.admin_listen,
+                 "override admin_listen: HOST:PORT of /metrics, /healthz, /readyz, /admin/*; "
+                 "\"\" disables it")
+      ->type_name("HOST:PORT");
+  app.add_option("--upstream", v.upstream_url, "override upstream.url, e.g. http://127.0.0.1:11434")
+      ->type_name("URL");
+  app.add_option("--max-concurrency", v.max_concurrency,
+                 "override scheduler.max_concurrency: requests running upstream at once")
+      ->type_name("N");
+  app.add_option("--log-level", v.log_level,
+                 "override log.level: trace, debug, info, warn, error, critical, off")
+      ->type_name("LEVEL");
+  app.add_option("--log-format", v.log_format, "override log.format: text or json")
+      ->type_name("FORMAT");
+
+  std::ostringstream out;
+  std::ostringstream err;
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    result.exit_code = app.exit(e, out, err);
+  } catch (const CLI::CallForAllHelp& e) {
+    result.exit_code = app.exit(e, out, err);
+  } catch (const CLI::CallForVersion& e) {
+    result.exit_code = app.exit(e, out, err);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e, out, err);
+    result.exit_code = kExitUsage;
+  }
+  result.output = out.str();
+  result.error_output = err.str();
+  return result;
+}
+
+config::ConfigResult apply_overrides(const config::Config& base, const Overrides& overrides) {
+  if (overrides.empty()) {
+    config::ConfigResult same;
+    same.config = base;
+    return same;
+  }
+  nlohmann::ordered_json doc = nlohmann::ordered_json::parse(config::dump_config(base));
+  // (flag, config field) of each override given, to name the flag in diagnostics.
+  std::vector<std::pair<std::string, std::string>> given;
+  if (overrides.listen) {
+    doc["listen"] = *overrides.listen;
+    given.emplace_back("--listen", "listen");
+  }
+  if (overrides.admin_listen) {
+    doc["admin_listen"] = *overrides.admin_listen;
+    given.emplace_back("--admin-listen", "admin_listen");
+  }
+  if (overrides.upstream_url) {
+    doc["upstream"]["url"] = *overrides.upstream_url;
+    given.emplace_back("--upstream", "upstream.url");
+  }
+  if (overrides.max_concurrency) {
+    doc["scheduler"]["max_concurrency"] = *overrides.max_concurrency;
+    given.emplace_back("--max-concurrency", "scheduler.max_concurrency");
+  }
+  if (overrides.log_level) {
+    doc["log"]["level"] = *overrides.log_level;
+    given.emplace_back("--log-level", "log.level");
+  }
+  if (overrides.log_format) {
+    doc["log"]["format"] = *overrides.log_format;
+    given.emplace_back("--log-format", "log.format");
+  }
+
+  config::ConfigResult result = config::parse_config(doc.dump(2), "command line");
+  // Line numbers refer to the generated document, which means nothing to the operator.
+  for (auto* list : {&result.errors, &result.warnings}) {
+    for (config::ConfigDiagnostic& d : *list) {
+      d.line = 0;
+      for (const auto& [flag, field] : given) {
+        if (d.field == field) {
+          d.field = flag;
+          break;
+        }
+      }
+    }
+  }
+  return result;
+}
+
+config::ConfigResult load_effective_config(const std::optional<std::string>& config_file,
+                                           const Overrides& overrides) {
+  config::ConfigResult file =
+      config_file ? config::load_config_file(*config_file) : config::parse_config("{}", "defaults");
+  if (!file.ok()) return file;
+  config::ConfigResult result = apply_overrides(*file.config, overrides);
+  // Warnings about the file keep their file position; the overrides' own come after.
+  if (!overrides.empty()) {
+    std::vector<config::ConfigDiagnostic> warnings = std::move(file.warnings);
+    for (config::ConfigDiagnostic& w : result.warnings) {
+      if (w.source == "command line" && w.field.starts_with("--")) warnings.push_back(w);
+    }
+    result.warnings = std::move(warnings);
+  } else {
+    result.warnings = std::move(file.warnings);
+  }
+  return result;
+}
+
+}  // namespace sluice::app

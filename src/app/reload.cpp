@@ -1,0 +1,170 @@
+// Reload decision and change description. See reload.hpp.
+//
+// Changes are found by diffing the two effective configs as JSON (dump_config, every field with
+// its default filled in) with nlohmann's RFC 6902 diff, so every field the config module knows is
+// covered without a hand-kept list here.
+#include "sluice/app/reload.hpp"
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+
+namespace sluice::app {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+// "/scheduler/workloads/0/priority" -> "scheduler.workloads[0].priority"
+std::string display_path(const std::string& pointer) {
+  std::string out;
+  std::size_t pos = 1;
+  while (pos <= pointer.size()) {
+    std::size_t end = pointer.find('/', pos);
+    if (end == std::string::npos) end = pointer.size();
+    std::string token;  // RFC 6901 unescaping: ~1 is '/', ~0 is '~'
+    for (std::size_t i = pos; i < end; ++i) {
+      if (pointer[i] == '~' && i + 1 < end) {
+        token += pointer[i + 1] == '1' ? '/' : '~';
+        ++i;
+      } else {
+        token += pointer[i];
+      }
+    }
+    bool index = !token.empty() && token.find_first_not_of("0123456789") == std::string::npos;
+    if (index) {
+      out += "[" + token + "]";
+    } else {
+      if (!out.empty()) out += '.';
+      out += token;
+    }
+    pos = end + 1;
+  }
+  return out.empty() ? "(root)" : out;
+}
+
+std::string short_value(const json& v) {
+  std::string text = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  constexpr std::size_t kMax = 160;
+  if (text.size() > kMax) text = text.substr(0, kMax) + "...";
+  return text;
+}
+
+}  // namespace
+
+std::string_view to_string(ReloadOutcome::Status status) {
+  switch (status) {
+    case ReloadOutcome::Status::applied:
+      return "applied";
+    case ReloadOutcome::Status::unchanged:
+      return "unchanged";
+    case ReloadOutcome::Status::invalid:
+      return "invalid";
+    case ReloadOutcome::Status::needs_restart:
+      return "needs_restart";
+    case ReloadOutcome::Status::failed:
+      return "failed";
+  }
+  return "failed";
+}
+
+int ReloadOutcome::http_status() const {
+  switch (status) {
+    case Status::applied:
+    case Status::unchanged:
+      return 200;
+    case Status::invalid:
+      return 400;
+    case Status::needs_restart:
+      return 409;
+    case Status::failed:
+      return 500;
+  }
+  return 500;
+}
+
+std::string ReloadOutcome::to_json() const {
+  json out = {{"status", std::string(to_string(status))}, {"message", message}};
+  if (!changes.empty()) out["changes"] = changes;
+  if (!errors.empty()) out["errors"] = errors;
+  if (!warnings.empty()) out["warnings"] = warnings;
+  if (http_status() >= 400) out["error"] = message;
+  return out.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+std::vector<std::string> describe_changes(const config::Config& old, const config::Config& next,
+                                          std::size_t max_lines) {
+  const json before = json::parse(config::dump_config(old));
+  const json after = json::parse(config::dump_config(next));
+  const json patch = json::diff(before, after);
+  std::vector<std::string> lines;
+  std::map<std::string, std::size_t> appended;  // array pointer -> elements added at its end
+  for (const json& op : patch) {
+    if (lines.size() == max_lines) {
+      lines.push_back("... and " + std::to_string(patch.size() - max_lines) + " more");
+      break;
+    }
+    std::string pointer = op.at("path").get<std::string>();
+    if (pointer.ends_with("/-")) {  // RFC 6902 "append": show the index it lands at
+      const std::string array = pointer.substr(0, pointer.size() - 2);
+      const std::size_t index = before.at(json::json_pointer(array)).size() + appended[array]++;
+      pointer = array + "/" + std::to_string(index);
+    }
+    const std::string kind = op.at("op").get<std::string>();
+    const std::string where = display_path(pointer);
+    if (kind == "replace") {
+      const json::json_pointer ptr(pointer);
+      lines.push_back(where + ": " + short_value(before.at(ptr)) + " -> " +
+                      short_value(op.at("value")));
+    } else if (kind == "add") {
+      lines.push_back(where + ": added " + short_value(op.at("value")));
+    } else if (kind == "remove") {
+      const json::json_pointer ptr(pointer);
+      lines.push_back(where + ": removed (was " + short_value(before.at(ptr)) + ")");
+    } else {
+      lines.push_back(where + ": changed");
+    }
+  }
+  return lines;
+}
+
+ReloadPlan plan_reload(const config::Config& running, const std::optional<std::string>& config_file,
+                       const Overrides& overrides) {
+  ReloadPlan plan;
+  ReloadOutcome& out = plan.outcome;
+  if (!config_file) {
+    out.status = ReloadOutcome::Status::needs_restart;
+    out.message = "sluice was started without --config: there is no file to reload";
+    return plan;
+  }
+  config::ConfigResult loaded = load_effective_config(config_file, overrides);
+  for (const config::ConfigDiagnostic& w : loaded.warnings)
+    out.warnings.push_back(w.to_string());
+  if (!loaded.ok()) {
+    out.status = ReloadOutcome::Status::invalid;
+    for (const config::ConfigDiagnostic& e : loaded.errors)
+      out.errors.push_back(e.to_string());
+    out.message = "config " + *config_file + " is invalid (" + std::to_string(out.errors.size()) +
+                  (out.errors.size() == 1 ? " error" : " errors") + "); nothing changed";
+    return plan;
+  }
+  std::string reason = config::reload_incompatibility(running, *loaded.config);
+  if (!reason.empty()) {
+    out.status = ReloadOutcome::Status::needs_restart;
+    out.message = reason + "; nothing changed";
+    return plan;
+  }
+  const std::size_t change_count = describe_changes(running, *loaded.config, SIZE_MAX).size();
+  out.changes = describe_changes(running, *loaded.config);
+  if (out.changes.empty()) {
+    out.status = ReloadOutcome::Status::unchanged;
+    out.message = "config " + *config_file + " reloaded: no changes";
+    return plan;
+  }
+  out.status = ReloadOutcome::Status::applied;
+  out.message = "config " + *config_file + " reloaded: " + std::to_string(change_count) +
+                (change_count == 1 ? " change" : " changes");
+  plan.next = std::make_shared<const config::Config>(std::move(*loaded.config));
+  return plan;
+}
+
+}  // namespace sluice::app

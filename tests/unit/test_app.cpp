@@ -1,0 +1,306 @@
+// The sluice program's pure logic: command line and overrides, reload decisions and change
+// descriptions, the /admin/state document, admin routing.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "sluice/app/admin_server.hpp"
+#include "sluice/app/cli.hpp"
+#include "sluice/app/reload.hpp"
+#include "sluice/app/state_json.hpp"
+
+using namespace std::chrono_literals;
+using namespace sluice::app;
+using sluice::config::Config;
+using sluice::config::ConfigResult;
+using sluice::config::parse_config;
+
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+CliParse parse_args(std::vector<std::string> args) {
+  args.insert(args.begin(), "sluice");
+  std::vector<const char*> argv;
+  for (const std::string& a : args)
+    argv.push_back(a.c_str());
+  return parse_command_line(static_cast<int>(argv.size()), argv.data());
+}
+
+Config parse_ok(const std::string& text) {
+  ConfigResult r = parse_config(text, "test.json");
+  INFO(r.error_text());
+  REQUIRE(r.ok());
+  return *r.config;
+}
+
+// A temporary config file, removed at scope end.
+struct TempFile {
+  std::filesystem::path path;
+  explicit TempFile(const std::string& text) {
+    static int counter = 0;
+    path =
+        std::filesystem::temp_directory_path() / ("sluice-app-test-" + std::to_string(::getpid()) +
+                                                  "-" + std::to_string(++counter) + ".json");
+    write(text);
+  }
+  void write(const std::string& text) const { std::ofstream(path) << text; }
+  ~TempFile() { std::filesystem::remove(path); }
+};
+
+}  // namespace
+
+TEST_CASE("cli: flags are parsed into options") {
+  CliParse p = parse_args({"--config", "x.json", "--listen", "127.0.0.1:0", "--admin-listen",
+                           "127.0.0.1:0", "--upstream", "http://127.0.0.1:9", "--max-concurrency",
+                           "3", "--log-level", "debug", "--log-format", "json"});
+  REQUIRE_FALSE(p.exit_code);
+  CHECK(p.options.config_file == "x.json");
+  CHECK_FALSE(p.options.check_config);
+  CHECK(p.options.overrides.listen == "127.0.0.1:0");
+  CHECK(p.options.overrides.admin_listen == "127.0.0.1:0");
+  CHECK(p.options.overrides.upstream_url == "http://127.0.0.1:9");
+  CHECK(p.options.overrides.max_concurrency == 3);
+  CHECK(p.options.overrides.log_level == "debug");
+  CHECK(p.options.overrides.log_format == "json");
+}
+
+TEST_CASE("cli: --help lists every flag and exits 0; --version prints the version") {
+  CliParse help = parse_args({"--help"});
+  REQUIRE(help.exit_code == 0);
+  for (const char* flag :
+       {"--config", "--check-config", "--listen", "--admin-listen", "--upstream",
+        "--max-concurrency", "--log-level", "--log-format", "--version", "--help"}) {
+    INFO(flag);
+    CHECK(contains(help.output, flag));
+  }
+  CliParse version = parse_args({"--version"});
+  REQUIRE(version.exit_code == 0);
+  CHECK(contains(version.output, version_string()));
+}
+
+TEST_CASE("cli: usage errors exit with EX_USAGE and say what is wrong") {
+  CliParse unknown = parse_args({"--frobnicate"});
+  REQUIRE(unknown.exit_code == kExitUsage);
+  CHECK(contains(unknown.error_output, "frobnicate"));
+  CliParse not_a_number = parse_args({"--max-concurrency", "lots"});
+  REQUIRE(not_a_number.exit_code == kExitUsage);
+  CHECK(contains(not_a_number.error_output, "max-concurrency"));
+  CliParse missing_value = parse_args({"--config"});
+  REQUIRE(missing_value.exit_code == kExitUsage);
+}
+
+TEST_CASE("overrides: applied on top of the file and validated by the config parser") {
+  Config base = parse_ok(R"({"scheduler": {"max_concurrency": 2}, "log": {"level": "warn"}})");
+  Overrides o;
+  o.listen = "127.0.0.1:0";
+  o.admin_listen = "";
+  o.upstream_url = "http://10.1.2.3:8080/ollama";
+  o.max_concurrency = 7;
+  o.log_format = "json";
+  ConfigResult r = apply_overrides(base, o);
+  INFO(r.error_text());
+  REQUIRE(r.ok());
+  CHECK(r.config->listen.port == 0);
+  CHECK_FALSE(r.config->admin_listen.has_value());
+  CHECK(r.config->upstream.host == "10.1.2.3");
+  CHECK(r.config->upstream.port == 8080);
+  CHECK(r.config->upstream.base_path == "/ollama");
+  CHECK(r.config->scheduler.core.max_concurrency == 7);
+  CHECK(r.config->log.level == sluice::config::LogLevel::warn);  // from the file
+  CHECK(r.config->log.format == sluice::config::LogFormat::json);
+}
+
+TEST_CASE("overrides: a bad value is reported under the flag's name") {
+  Config base = parse_ok("{}");
+  Overrides o;
+  o.max_concurrency = 0;
+  o.upstream_url = "https://x";
+  o.log_level = "loud";
+  ConfigResult r = apply_overrides(base, o);
+  REQUIRE_FALSE(r.ok());
+  std::string text = r.error_text();
+  INFO(text);
+  CHECK(r.errors.size() == 3);
+  CHECK(contains(text, "command line: --max-concurrency: "));
+  CHECK(contains(text, "command line: --upstream: "));
+  CHECK(contains(text, "command line: --log-level: "));
+  CHECK_FALSE(contains(text, "command line:1"));  // no meaningless line numbers
+}
+
+TEST_CASE("load_effective_config: file errors keep file, line and field; no file = defaults") {
+  TempFile bad("{\n  \"scheduler\": {\n    \"max_concurency\": 3\n  }\n}\n");
+  ConfigResult r = load_effective_config(bad.path.string(), {});
+  REQUIRE_FALSE(r.ok());
+  CHECK(contains(r.error_text(), bad.path.string() + ":3: scheduler.max_concurency: unknown key"));
+
+  ConfigResult defaults = load_effective_config(std::nullopt, {});
+  REQUIRE(defaults.ok());
+  CHECK(defaults.config->scheduler.core.max_concurrency == 2);
+
+  Overrides o;
+  o.max_concurrency = 5;
+  TempFile good(R"({"scheduler": {"max_concurrency": 1}})");
+  ConfigResult overridden = load_effective_config(good.path.string(), o);
+  REQUIRE(overridden.ok());
+  CHECK(overridden.config->scheduler.core.max_concurrency == 5);
+}
+
+TEST_CASE("describe_changes: one readable line per changed field") {
+  Config a = parse_ok(R"({"scheduler": {"max_concurrency": 1,
+      "workloads": [{"name": "paid", "match": {"tier": "paid"}, "priority": 8}]}})");
+  Config b = parse_ok(R"({"scheduler": {"max_concurrency": 3,
+      "workloads": [{"name": "paid", "match": {"tier": "paid"}, "priority": 4},
+                    {"name": "free", "match": {"tier": "free"}}]}, "log": {"level": "debug"}})");
+  std::vector<std::string> changes = describe_changes(a, b);
+  std::string all;
+  for (const std::string& c : changes)
+    all += c + "\n";
+  INFO(all);
+  CHECK(contains(all, "scheduler.max_concurrency: 1 -> 3\n"));
+  CHECK(contains(all, "scheduler.workloads[0].priority: 8.0 -> 4.0\n"));
+  CHECK(contains(all, "scheduler.workloads[1]: added {"));
+  CHECK(contains(all, "log.level: \"info\" -> \"debug\"\n"));
+  CHECK(changes.size() == 4);
+  CHECK(describe_changes(a, a).empty());
+  std::vector<std::string> cut = describe_changes(a, b, 2);
+  REQUIRE(cut.size() == 3);
+  CHECK(cut.back() == "... and 2 more");
+}
+
+TEST_CASE("plan_reload: invalid, needs restart, unchanged, applied") {
+  TempFile file(R"({"listen": "127.0.0.1:0", "scheduler": {"max_concurrency": 1}})");
+  Config running = *load_effective_config(file.path.string(), {}).config;
+
+  ReloadPlan same = plan_reload(running, file.path.string(), {});
+  CHECK(same.outcome.status == ReloadOutcome::Status::unchanged);
+  CHECK(same.outcome.http_status() == 200);
+  CHECK_FALSE(same.next);
+
+  file.write("{\"listen\": \"127.0.0.1:0\",\n \"scheduler\": {\"max_concurrency\": 3}}");
+  ReloadPlan raised = plan_reload(running, file.path.string(), {});
+  CHECK(raised.outcome.status == ReloadOutcome::Status::applied);
+  REQUIRE(raised.next);
+  CHECK(raised.next->scheduler.core.max_concurrency == 3);
+  REQUIRE(raised.outcome.changes.size() == 1);
+  CHECK(raised.outcome.changes[0] == "scheduler.max_concurrency: 1 -> 3");
+  nlohmann::json body = nlohmann::json::parse(raised.outcome.to_json());
+  CHECK(body["status"] == "applied");
+  CHECK(body["changes"][0] == "scheduler.max_concurrency: 1 -> 3");
+
+  // The command-line overrides given at start are re-applied, so they do not count as changes.
+  Overrides o;
+  o.max_concurrency = 3;
+  Config running_with_flag = *load_effective_config(file.path.string(), o).config;
+  CHECK(plan_reload(running_with_flag, file.path.string(), o).outcome.status ==
+        ReloadOutcome::Status::unchanged);
+
+  file.write("{\"listen\": \"127.0.0.1:0\",\n \"scheduler\": {\"max_concurrency\": -1}}");
+  ReloadPlan invalid = plan_reload(running, file.path.string(), {});
+  CHECK(invalid.outcome.status == ReloadOutcome::Status::invalid);
+  CHECK(invalid.outcome.http_status() == 400);
+  CHECK_FALSE(invalid.next);
+  REQUIRE(invalid.outcome.errors.size() == 1);
+  CHECK(contains(invalid.outcome.errors[0], ":2: scheduler.max_concurrency: "));
+  nlohmann::json err = nlohmann::json::parse(invalid.outcome.to_json());
+  CHECK(err["status"] == "invalid");
+  CHECK(err["error"].get<std::string>().find("nothing changed") != std::string::npos);
+
+  file.write(R"({"listen": "127.0.0.1:1234", "scheduler": {"max_concurrency": 1}})");
+  ReloadPlan restart = plan_reload(running, file.path.string(), {});
+  CHECK(restart.outcome.status == ReloadOutcome::Status::needs_restart);
+  CHECK(restart.outcome.http_status() == 409);
+  CHECK(contains(restart.outcome.message, "listen"));
+  CHECK_FALSE(restart.next);
+
+  ReloadPlan no_file = plan_reload(running, std::nullopt, {});
+  CHECK(no_file.outcome.status == ReloadOutcome::Status::needs_restart);
+  CHECK(contains(no_file.outcome.message, "--config"));
+
+  std::filesystem::remove(file.path);
+  ReloadPlan missing = plan_reload(running, file.path.string(), {});
+  CHECK(missing.outcome.status == ReloadOutcome::Status::invalid);
+  CHECK(contains(missing.outcome.errors.at(0), "cannot open"));
+}
+
+TEST_CASE("state_json: shape, workload details, keys busiest first and bounded") {
+  Config config = parse_ok(R"({"scheduler": {"max_concurrency": 4,
+      "per_key": {"label": "user", "max_queue": 10},
+      "workloads": [{"name": "paid", "match": {"tier": "paid"}, "priority": 8, "band": 1,
+                     "queue_timeout": "30s"}]}})");
+  sluice::core::Snapshot s;
+  s.max_concurrency = 4;
+  s.parked = 5;
+  s.in_flight = 4;
+  s.in_flight_tokens = 400;
+  s.workloads.push_back({.name = "paid",
+                         .id = 0,
+                         .priority = 8,
+                         .band = 1,
+                         .parked = 5,
+                         .in_flight = 3,
+                         .in_flight_tokens = 300,
+                         .oldest_wait = 1500ms});
+  s.workloads.push_back({.name = "default", .id = 1, .priority = 1, .in_flight = 1});
+  s.workloads.push_back({.name = "gone", .id = 2, .priority = 2, .in_flight = 0, .retired = true});
+  s.keys.push_back({"user", "alice", 1, 1});
+  s.keys.push_back({"user", "bob", 4, 2});
+  s.keys.push_back({"user", "carol", 0, 1});
+
+  nlohmann::json doc = nlohmann::json::parse(
+      state_json(s, config, {.draining = true, .uptime_seconds = 12.5, .max_keys = 2}));
+  CHECK(doc["draining"] == true);
+  CHECK(doc["uptime_seconds"] == 12.5);
+  CHECK(doc["limits"]["max_concurrency"] == 4);
+  CHECK(doc["limits"]["per_key"][0]["label"] == "user");
+  CHECK(doc["limits"]["per_key"][0]["max_queue"] == 10);
+  CHECK(doc["totals"]["parked"] == 5);
+  CHECK(doc["totals"]["in_flight"] == 4);
+  REQUIRE(doc["workloads"].size() == 3);
+  const nlohmann::json& paid = doc["workloads"][0];
+  CHECK(paid["name"] == "paid");
+  CHECK(paid["priority"] == 8.0);
+  CHECK(paid["band"] == 1);
+  CHECK(paid["parked"] == 5);
+  CHECK(paid["in_flight"] == 3);
+  CHECK(paid["oldest_wait_ms"] == 1500.0);
+  CHECK(paid["queue_timeout_ms"] == 30000.0);
+  CHECK(paid["fairness_key"] == "user");
+  CHECK(doc["workloads"][1]["oldest_wait_ms"].is_null());
+  CHECK(doc["workloads"][2]["retired"] == true);
+  CHECK_FALSE(doc["workloads"][2].contains("queue_timeout_ms"));
+  REQUIRE(doc["keys"].size() == 2);
+  CHECK(doc["keys"][0]["value"] == "bob");
+  CHECK(doc["keys"][1]["value"] == "alice");
+  CHECK(doc["keys_total"] == 3);
+  CHECK(doc["keys_truncated"] == true);
+}
+
+TEST_CASE("route_admin: endpoints, 404 and 405 with Allow") {
+  CHECK(route_admin("GET", "/metrics").endpoint == AdminEndpoint::metrics);
+  CHECK(route_admin("HEAD", "/healthz").endpoint == AdminEndpoint::healthz);
+  CHECK(route_admin("GET", "/readyz?verbose=1").endpoint == AdminEndpoint::readyz);
+  CHECK(route_admin("GET", "/admin/state").endpoint == AdminEndpoint::state);
+  CHECK(route_admin("POST", "/admin/reload").endpoint == AdminEndpoint::reload);
+
+  AdminRoute missing = route_admin("GET", "/nope");
+  CHECK_FALSE(missing.endpoint);
+  CHECK(missing.error.status == 404);
+  CHECK(nlohmann::json::parse(missing.error.body)["error"].get<std::string>().find("/nope") !=
+        std::string::npos);
+
+  AdminRoute wrong = route_admin("GET", "/admin/reload");
+  CHECK_FALSE(wrong.endpoint);
+  CHECK(wrong.error.status == 405);
+  CHECK(wrong.error.allow == "POST");
+  AdminRoute wrong2 = route_admin("DELETE", "/metrics");
+  CHECK(wrong2.error.status == 405);
+  CHECK(wrong2.error.allow == "GET, HEAD");
+  CHECK(nlohmann::json::parse(wrong2.error.body).contains("error"));
+}
