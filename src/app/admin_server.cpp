@@ -67,6 +67,10 @@ AdminRoute route_admin(std::string_view method, std::string_view target) {
   return route;
 }
 
+bool needs_authorization(AdminEndpoint endpoint) {
+  return endpoint != AdminEndpoint::healthz && endpoint != AdminEndpoint::readyz;
+}
+
 struct AdminServer::State : std::enable_shared_from_this<AdminServer::State> {
   State(asio::any_io_executor ex, AdminHandlers h, AdminLimits l)
       : executor(ex), handlers(std::move(h)), limits(l), acceptor(ex) {}
@@ -127,6 +131,15 @@ asio::awaitable<AdminResponse> AdminServer::State::handle(
       route_admin(std::string_view(request.method_string()), std::string_view(request.target()));
   if (!route.endpoint) co_return route.error;
   AdminResponse response;
+  if (handlers.authorize && needs_authorization(*route.endpoint) &&
+      !handlers.authorize(std::string_view(request[http::field::authorization]))) {
+    response.status = 401;
+    response.www_authenticate = "Bearer realm=\"sluice-admin\"";
+    response.body = json_error(
+        "this admin endpoint needs the admin token: send Authorization: Bearer TOKEN "
+        "(auth.admin_token_sha256 in the config)");
+    co_return response;
+  }
   try {
     switch (*route.endpoint) {
       case AdminEndpoint::healthz:
@@ -210,6 +223,9 @@ asio::awaitable<void> AdminServer::State::session(tcp::socket socket) {
     res.set(http::field::content_type, response.content_type);
     res.set(http::field::cache_control, "no-store");
     if (!response.allow.empty()) res.set(http::field::allow, response.allow);
+    if (!response.www_authenticate.empty()) {
+      res.set(http::field::www_authenticate, response.www_authenticate);
+    }
     res.keep_alive(keep_alive);
     if (is_head) {
       res.content_length(response.body.size());

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "sluice/auth/auth.hpp"
+
 #ifndef SLUICE_VERSION
 #define SLUICE_VERSION "unknown"
 #endif
@@ -55,6 +57,14 @@ CliParse parse_command_line(int argc, const char* const* argv) {
   app.add_option("--log-format", v.log_format, "override log.format: text or json")
       ->type_name("FORMAT");
 
+  CLI::App* hash = app.add_subcommand(
+      "hash-key",
+      "print the SHA-256 of an API key or admin token read from standard input (for "
+      "auth.keys[].sha256 and auth.admin_token_sha256); the key never appears in argv");
+  hash->add_flag("--generate", o.generate_key,
+                 "generate a new random key instead; print it and its SHA-256");
+  hash->callback([&o] { o.hash_key = true; });
+
   std::ostringstream out;
   std::ostringstream err;
   try {
@@ -72,6 +82,21 @@ CliParse parse_command_line(int argc, const char* const* argv) {
   result.output = out.str();
   result.error_output = err.str();
   return result;
+}
+
+std::optional<std::string> hash_key_output(bool generate, std::string_view input) {
+  if (generate) {
+    std::string key = auth::generate_key();
+    return "key: " + key + "\nsha256: " + auth::sha256_hex(key) + "\n";
+  }
+  std::string_view key = input.substr(0, input.find('\n'));
+  while (!key.empty() && (key.back() == '\r' || key.back() == ' ' || key.back() == '\t')) {
+    key.remove_suffix(1);
+  }
+  while (!key.empty() && (key.front() == ' ' || key.front() == '\t'))
+    key.remove_prefix(1);
+  if (key.empty()) return std::nullopt;
+  return auth::sha256_hex(key) + "\n";
 }
 
 config::ConfigResult apply_overrides(const config::Config& base, const Overrides& overrides) {

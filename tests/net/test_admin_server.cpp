@@ -252,3 +252,53 @@ TEST_CASE("admin server: listen() reports an address in use") {
     CHECK(e.code() == boost::asio::error::address_in_use);
   }
 }
+
+TEST_CASE("admin server: with authorize set, /metrics and /admin/* need it; probes stay open") {
+  asio::io_context io;
+  AdminHandlers h;
+  int reloads = 0;
+  h.metrics = [] { return std::string("m\n"); };
+  h.state = [] { return std::string("{}\n"); };
+  h.reload = [&] {
+    ++reloads;
+    return AdminResponse{};
+  };
+  h.authorize = [](std::string_view authorization) { return authorization == "Bearer s3cret"; };
+  auto server = std::make_shared<AdminServer>(io.get_executor(), std::move(h));
+  tcp::endpoint ep = server->listen({"127.0.0.1", 0});
+  server->start();
+  bool done = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (const char* target : {"/metrics", "/admin/state"}) {
+          auto denied = co_await one_request(ep, get(target));
+          CHECK(denied.result_int() == 401);
+          CHECK(std::string(denied[http::field::www_authenticate]).starts_with("Bearer"));
+          CHECK(nlohmann::json::parse(denied.body()).contains("error"));
+          auto wrong =
+              co_await one_request(ep, std::string("GET ") + target +
+                                           " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n"
+                                           "Connection: close\r\n\r\n");
+          CHECK(wrong.result_int() == 401);
+          auto allowed = co_await one_request(
+              ep, std::string("GET ") + target +
+                      " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+                      "Connection: close\r\n\r\n");
+          CHECK(allowed.result_int() == 200);
+        }
+        auto reload_denied = co_await one_request(
+            ep, "POST /admin/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        CHECK(reload_denied.result_int() == 401);
+        CHECK(reloads == 0);
+        CHECK((co_await one_request(ep, get("/healthz"))).result_int() == 200);
+        CHECK((co_await one_request(ep, get("/readyz"))).result_int() == 200);
+      },
+      [&](std::exception_ptr e) {
+        done = true;
+        server->stop();
+        if (e) std::rethrow_exception(e);
+      });
+  io.run_for(5s);
+  CHECK(done);
+}

@@ -304,3 +304,32 @@ TEST_CASE("route_admin: endpoints, 404 and 405 with Allow") {
   CHECK(wrong2.error.allow == "GET, HEAD");
   CHECK(nlohmann::json::parse(wrong2.error.body).contains("error"));
 }
+
+TEST_CASE("cli: hash-key subcommand hashes stdin's first line or generates a key") {
+  CliParse p = parse_args({"hash-key"});
+  REQUIRE_FALSE(p.exit_code);
+  CHECK(p.options.hash_key);
+  CHECK_FALSE(p.options.generate_key);
+  CliParse g = parse_args({"hash-key", "--generate"});
+  CHECK(g.options.hash_key);
+  CHECK(g.options.generate_key);
+  CHECK_FALSE(parse_args({"--config", "x"}).options.hash_key);
+
+  // sha256("abc")
+  const std::string abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n";
+  CHECK(hash_key_output(false, "abc") == abc);
+  CHECK(hash_key_output(false, "  abc \r\nignored second line\n") == abc);
+  CHECK_FALSE(hash_key_output(false, "\n"));
+  CHECK_FALSE(hash_key_output(false, ""));
+
+  std::optional<std::string> generated = hash_key_output(true, "");
+  REQUIRE(generated);
+  const std::size_t key_at = generated->find("key: sk-sluice-");
+  const std::size_t digest_at = generated->find("\nsha256: ");
+  REQUIRE(key_at == 0);
+  REQUIRE(digest_at != std::string::npos);
+  const std::string key = generated->substr(5, digest_at - 5);
+  const std::string digest = generated->substr(digest_at + 9, 64);
+  CHECK(hash_key_output(false, key) == digest + "\n");
+  CHECK(hash_key_output(true, "") != generated);  // fresh each time
+}

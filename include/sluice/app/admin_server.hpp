@@ -5,8 +5,10 @@
 //   GET  /readyz         200 when handlers.readiness says ready, else 503
 //   GET  /admin/state    JSON snapshot of the scheduler (handlers.state)
 //   POST /admin/reload   re-read the config file (handlers.reload)
-// HEAD is accepted wherever GET is. Unknown path: 404 JSON; known path, wrong method: 405 JSON
-// with Allow. Every error body is {"error": "..."}.
+// HEAD is accepted wherever GET is. When handlers.authorize is set, /metrics and /admin/* need
+// its approval of the request's Authorization header (else 401 with WWW-Authenticate: Bearer);
+// /healthz and /readyz stay open for load balancers and orchestrators. Unknown path: 404 JSON;
+// known path, wrong method: 405 JSON with Allow. Every error body is {"error": "..."}.
 //
 // Shape: one coroutine per connection on the caller's single-threaded executor; a fresh parser
 // per request with header and body limits; expires_after before every read and write; at most
@@ -36,7 +38,8 @@ struct AdminResponse {
   unsigned status = 200;
   std::string content_type = "application/json";
   std::string body;
-  std::string allow;  ///< the Allow header of a 405
+  std::string allow;             ///< the Allow header of a 405
+  std::string www_authenticate;  ///< the WWW-Authenticate header of a 401
 };
 
 struct Readiness {
@@ -49,6 +52,9 @@ struct AdminHandlers {
   std::function<std::string()> state;    ///< JSON document
   std::function<boost::asio::awaitable<Readiness>()> readiness;
   std::function<AdminResponse()> reload;
+  /// Whether a request with this Authorization header ("" when absent) may use /metrics and
+  /// /admin/*. Unset: everyone may.
+  std::function<bool(std::string_view authorization)> authorize;
 };
 
 struct AdminLimits {
@@ -61,6 +67,9 @@ struct AdminLimits {
 };
 
 enum class AdminEndpoint : std::uint8_t { metrics, healthz, readyz, state, reload };
+
+/// Whether an endpoint needs handlers.authorize's approval (everything but the probes).
+bool needs_authorization(AdminEndpoint endpoint);
 
 /// Routing, pure: the endpoint for (method, target), or the 404/405 response to send.
 /// The query string is ignored.

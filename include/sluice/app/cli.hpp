@@ -2,7 +2,7 @@
 //
 // Flags (CLI11): --config FILE, the overrides --listen, --admin-listen, --upstream,
 // --max-concurrency, --log-level, --log-format, and the one-shot modes --check-config FILE,
-// --version, --help.
+// --version, --help; and the subcommand `hash-key [--generate]`.
 //
 // Overrides are applied on top of the file (or the defaults when there is no --config) and
 // validated by the config module's own parser, so a bad override is reported exactly like a bad
@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sluice/config/config.hpp"
@@ -35,6 +36,10 @@ struct Overrides {
 };
 
 struct CliOptions {
+  /// `sluice hash-key`: print the SHA-256 of the key read from stdin (for auth.keys[].sha256
+  /// and auth.admin_token_sha256); with --generate, make a new key and print it and its digest.
+  bool hash_key = false;
+  bool generate_key = false;
   std::optional<std::string> config_file;   ///< --config
   std::optional<std::string> check_config;  ///< --check-config FILE: validate and exit
   Overrides overrides;
@@ -66,6 +71,11 @@ config::ConfigResult apply_overrides(const config::Config& base, const Overrides
 /// Errors in the file name its path, line and field.
 config::ConfigResult load_effective_config(const std::optional<std::string>& config_file,
                                            const Overrides& overrides);
+
+/// The output of `sluice hash-key`: for --generate, "key: K\nsha256: D\n" with a fresh key;
+/// else the digest of the first line of `input` (trailing CR/LF and surrounding blanks removed)
+/// and a newline. nullopt when the input holds no key.
+std::optional<std::string> hash_key_output(bool generate, std::string_view input);
 
 /// "sluice 0.1.0".
 std::string version_string();
