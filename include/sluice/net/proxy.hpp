@@ -117,7 +117,7 @@ class Proxy {
   boost::asio::awaitable<std::string> probe_upstream();
 
  private:
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;  // shared with the sessions, which may outlive the Proxy
 };
 
 }  // namespace sluice::net

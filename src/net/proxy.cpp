@@ -1,0 +1,230 @@
+// Proxy: the listener, the session registry and the control calls (see proxy.hpp). The
+// per-connection protocol lives in session.cpp.
+#include "sluice/net/proxy.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <spdlog/spdlog.h>
+
+#include "proxy_impl.hpp"
+#include "sluice/obs/metrics.hpp"
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+std::vector<std::string> workload_names(const config::Config& config) {
+  std::vector<std::string> names;
+  for (const auto& workload : config.scheduler.core.workloads)
+    names.push_back(workload.name);
+  names.push_back(config.scheduler.core.default_workload.name);
+  return names;
+}
+
+}  // namespace
+
+Proxy::Impl::Impl(asio::io_context& io_context, std::shared_ptr<const config::Config> initial,
+                  obs::Metrics& metrics_sink)
+    : io(io_context),
+      config(std::move(initial)),
+      metrics(metrics_sink),
+      gate(io_context.get_executor(), config->scheduler.core),
+      pool(io_context.get_executor(),
+           static_cast<std::size_t>(std::max<std::int64_t>(config->upstream.max_idle_connections, 0))),
+      acceptor(io_context),
+      accept_wakeup(io_context, asio::steady_timer::time_point::max()),
+      idle_wakeup(io_context, asio::steady_timer::time_point::max()) {
+  auto names = workload_names(*config);
+  metrics.add_workloads(names);
+  metrics.set_concurrency_limit(config->scheduler.core.max_concurrency);
+}
+
+asio::awaitable<void> Proxy::Impl::accept_loop() {
+  auto self = shared_from_this();
+  for (;;) {
+    while (!shutting_down &&
+           sessions.size() >= static_cast<std::size_t>(config->limits.max_connections)) {
+      accept_wakeup.expires_at(asio::steady_timer::time_point::max());
+      co_await accept_wakeup.async_wait(use_tuple);
+    }
+    if (shutting_down || !acceptor.is_open()) co_return;
+    auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
+    if (shutting_down || !acceptor.is_open()) co_return;
+    if (ec) {
+      // EMFILE/ENFILE/ENOBUFS and friends: back off briefly instead of spinning.
+      spdlog::warn("accept failed: {}", ec.message());
+      asio::steady_timer pause(io, std::chrono::milliseconds(50));
+      co_await pause.async_wait(use_tuple);
+      continue;
+    }
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    auto record = sessions.insert(sessions.end(), SessionRecord{});
+    asio::co_spawn(io, run_session(self, std::move(socket), record),
+                   [](std::exception_ptr error) {
+                     if (!error) return;
+                     try {
+                       std::rethrow_exception(error);
+                     } catch (const std::exception& e) {
+                       spdlog::error("session ended by an unexpected error: {}", e.what());
+                     }
+                   });
+  }
+}
+
+void Proxy::Impl::close_session(SessionRecord& record, bool upstream_too) {
+  error_code ignored;
+  if (record.client) {
+    record.client->socket().shutdown(tcp::socket::shutdown_both, ignored);
+    record.client->socket().close(ignored);
+  }
+  if (upstream_too && record.upstream) record.upstream->socket().close(ignored);
+}
+
+void Proxy::Impl::session_ended(std::list<SessionRecord>::iterator record) {
+  sessions.erase(record);
+  accept_wakeup.cancel();
+  if (sessions.empty()) idle_wakeup.cancel();
+}
+
+Proxy::Proxy(asio::io_context& io, std::shared_ptr<const config::Config> config,
+             obs::Metrics& metrics)
+    : impl_(std::make_shared<Impl>(io, std::move(config), metrics)) {}
+
+Proxy::~Proxy() {
+  // Sessions keep the Impl alive; make sure nothing new starts and nothing waits forever.
+  error_code ignored;
+  impl_->acceptor.close(ignored);
+  impl_->accept_wakeup.cancel();
+  impl_->idle_wakeup.cancel();
+}
+
+tcp::endpoint Proxy::listen() {
+  const auto& where = impl_->config->listen;
+  tcp::endpoint endpoint(asio::ip::make_address(where.host), where.port);
+  auto& acceptor = impl_->acceptor;
+  acceptor.open(endpoint.protocol());
+  acceptor.set_option(asio::socket_base::reuse_address(true));
+  acceptor.bind(endpoint);
+  acceptor.listen(asio::socket_base::max_listen_connections);
+  return acceptor.local_endpoint();
+}
+
+void Proxy::start() {
+  if (impl_->started) return;
+  impl_->started = true;
+  asio::co_spawn(impl_->io, impl_->accept_loop(), [](std::exception_ptr error) {
+    if (!error) return;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      spdlog::critical("accept loop ended by an unexpected error: {}", e.what());
+    }
+  });
+}
+
+std::string Proxy::reconfigure(std::shared_ptr<const config::Config> next) {
+  if (!next) return "no config";
+  if (std::string why = config::reload_incompatibility(*impl_->config, *next); !why.empty())
+    return why;
+  if (std::string why = impl_->gate.reconfigure(next->scheduler.core); !why.empty()) return why;
+  impl_->config = std::move(next);
+  auto names = workload_names(*impl_->config);
+  impl_->metrics.add_workloads(names);
+  impl_->metrics.set_concurrency_limit(impl_->config->scheduler.core.max_concurrency);
+  impl_->accept_wakeup.cancel();  // max_connections may have grown
+  return {};
+}
+
+const std::shared_ptr<const config::Config>& Proxy::config() const { return impl_->config; }
+
+void Proxy::begin_shutdown() {
+  Impl& impl = *impl_;
+  if (impl.shutting_down) return;
+  impl.shutting_down = true;
+  error_code ignored;
+  impl.acceptor.close(ignored);
+  impl.accept_wakeup.cancel();
+  impl.gate.drain();
+  impl.pool.close_idle();
+  for (SessionRecord& record : impl.sessions) {
+    if (!record.busy) Impl::close_session(record, false);
+  }
+  if (impl.sessions.empty()) impl.idle_wakeup.cancel();
+}
+
+bool Proxy::shutting_down() const { return impl_->shutting_down; }
+
+std::size_t Proxy::connections() const { return impl_->sessions.size(); }
+
+std::size_t Proxy::active_requests() const { return impl_->active_requests; }
+
+asio::awaitable<void> Proxy::wait_idle() {
+  auto impl = impl_;
+  while (!impl->sessions.empty()) {
+    impl->idle_wakeup.expires_at(asio::steady_timer::time_point::max());
+    co_await impl->idle_wakeup.async_wait(use_tuple);
+    auto state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none) co_return;
+  }
+}
+
+void Proxy::close_all() {
+  Impl& impl = *impl_;
+  error_code ignored;
+  impl.acceptor.close(ignored);
+  impl.accept_wakeup.cancel();
+  impl.pool.stop();
+  for (SessionRecord& record : impl.sessions)
+    Impl::close_session(record, true);
+}
+
+core::Snapshot Proxy::snapshot() const { return impl_->gate.snapshot(); }
+
+std::int64_t Proxy::retry_after_seconds() const { return impl_->gate.retry_after_seconds(); }
+
+const AdmissionGate& Proxy::gate() const { return impl_->gate; }
+
+asio::awaitable<std::string> Proxy::probe_upstream() {
+  auto impl = impl_;
+  const config::UpstreamConfig upstream = impl->config->upstream;
+  UpstreamPool probe_pool(impl->io.get_executor(), 0);
+  AcquireResult acquired = co_await probe_pool.connect(upstream);
+  if (!acquired.connection) {
+    co_return acquired.timed_out ? std::string("connect: timeout")
+                                 : "connect: " + acquired.error.message();
+  }
+  auto& stream = acquired.connection->stream;
+  std::string request = "GET " + upstream.base_path + "/api/version HTTP/1.1\r\nHost: " +
+                        upstream.host_header + "\r\nConnection: close\r\n\r\n";
+  stream.expires_after(upstream.connect_timeout);
+  auto [write_error, written] = co_await asio::async_write(stream, asio::buffer(request), use_tuple);
+  if (write_error) co_return "send: " + write_error.message();
+  asio::streambuf response(4096);
+  stream.expires_after(upstream.connect_timeout);
+  auto [read_error, length] = co_await asio::async_read_until(stream, response, "\r\n", use_tuple);
+  if (read_error) {
+    co_return read_error == boost::beast::error::timeout ? std::string("timeout")
+                                                          : "receive: " + read_error.message();
+  }
+  std::string line(asio::buffers_begin(response.data()),
+                   asio::buffers_begin(response.data()) + static_cast<std::ptrdiff_t>(length));
+  // "HTTP/1.1 200 OK\r\n"
+  if (line.size() < 12 || line.compare(0, 5, "HTTP/") != 0) co_return "not an HTTP response";
+  int status = std::atoi(line.c_str() + 9);
+  if (status < 100 || status >= 500) co_return "status " + std::to_string(status);
+  co_return std::string();
+}
+
+}  // namespace sluice::net

@@ -1,0 +1,1012 @@
+// One client connection: HTTP/1.1 keep-alive, one request at a time, each either scheduled
+// (classified, admitted by the gate, relayed) or passed straight through.
+//
+// Shape (Beast's awaitable server and relay() examples): state lives in coroutine locals; a fresh
+// parser per request with the limits of the config the request started with; expires_after()
+// before every read and write; expected failures are error_code values, and an exception ends
+// only this session (caught at co_spawn in proxy.cpp).
+//
+// Invariants:
+//  * A scheduled request's Slot is a local of the coroutine that relays it, so it is released
+//    exactly once on every path: end of stream, client gone, upstream failure, inflight deadline,
+//    close_all(), or the frame being destroyed by cancellation.
+//  * An upstream connection goes back to the pool only when the response was read to its end,
+//    the request was written completely and the upstream allowed keep-alive. Every other
+//    connection is closed, which is also how Ollama learns that a client went away.
+//  * From the end of the request body to the end of the response, a watcher waits for the client
+//    to close its socket (EOF or reset seen with MSG_PEEK). If it does, the request is cancelled:
+//    a parked one leaves the queue, a running one has its upstream connection closed.
+//  * Once the response headers went out, a failure cannot change the status: a streamed
+//    NDJSON/SSE response ends with one error line/event and the connection closes; any other
+//    body is cut (the client sees a short body).
+//  * Bodies are never copied: a scheduled body is parsed in place and moved into the upstream
+//    request; streamed bodies go through one fixed buffer per relay.
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cctype>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <cerrno>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proxy_impl.hpp"
+#include "request_info.hpp"
+#include "sluice/core/cost.hpp"
+#include "sluice/core/duration.hpp"
+#include "sluice/obs/access_log.hpp"
+#include "sluice/obs/logging.hpp"
+#include "sluice/obs/metrics.hpp"
+#include "usage_scanner.hpp"
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+/// Relay buffer: one per response being relayed (not per connection, so parked connections stay
+/// small).
+constexpr std::size_t kRelayBufferBytes = 16 * 1024;
+/// First read of a request: enough for the headers of typical requests.
+constexpr std::size_t kFirstReadBytes = 2048;
+/// Upstream response headers larger than this are a bad response.
+constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
+/// Pass-through responses (pulls, pushes, model creation) may be silent for minutes: they only
+/// get this generous bound on silence, and are cancelled when the client leaves.
+constexpr auto kPassthroughSilence = std::chrono::hours(1);
+/// Closing a connection whose request body was not read: keep reading (and discarding) this long
+/// so the client sees our response instead of a reset.
+constexpr auto kLingerTimeout = std::chrono::seconds(2);
+constexpr std::size_t kLingerMaxBytes = 1024 * 1024;
+
+constexpr std::string_view kWorkloadHeader = "X-Sluice-Workload";
+constexpr std::string_view kQueueMsHeader = "X-Sluice-Queue-Ms";
+constexpr std::string_view kReasonHeader = "X-Sluice-Reason";
+
+struct Client {
+  beast::tcp_stream stream;
+  beast::flat_buffer buffer;
+  std::string address;  ///< peer address, the fairness key of requests without one
+  SessionRecord& record;
+};
+
+/// What one request did, for the response headers, the metrics and the access log.
+struct Exchange {
+  std::shared_ptr<const config::Config> config;
+  Clock::time_point arrival;
+  std::string method;
+  std::string path;
+  Dialect dialect = Dialect::ollama;
+  unsigned client_version = 11;
+  bool client_keep_alive = true;
+  bool is_head = false;
+  bool scheduled = false;
+  std::string request_id;
+  std::string user;
+  std::string workload_name{config::kUnclassifiedWorkload};
+  obs::Metrics::Workload metrics_workload;
+  // results
+  int status = 0;
+  obs::Outcome outcome = obs::Outcome::ok;
+  std::optional<obs::UpstreamError> upstream_error;
+  std::optional<core::Duration> queue_wait;
+  std::optional<core::Duration> ttfb;
+  std::int64_t prompt_tokens = -1;
+  std::int64_t output_tokens = -1;
+  bool client_reusable = true;  ///< the connection may carry another request
+  bool linger = false;          ///< request body left unread: linger before closing
+};
+
+/// Marks the session busy with a request for as long as it lives.
+struct ActiveRequest {
+  ActiveRequest(Proxy::Impl& proxy, SessionRecord& record) : proxy(proxy), record(record) {
+    record.busy = true;
+    ++proxy.active_requests;
+  }
+  ~ActiveRequest() {
+    record.busy = false;
+    --proxy.active_requests;
+  }
+  Proxy::Impl& proxy;
+  SessionRecord& record;
+};
+
+/// Publishes the upstream connection in use in the session record (for close_all()).
+struct UpstreamInUse {
+  UpstreamInUse(SessionRecord& record, beast::tcp_stream& stream) : record(record) {
+    record.upstream = &stream;
+  }
+  ~UpstreamInUse() { record.upstream = nullptr; }
+  SessionRecord& record;
+};
+
+core::Duration since(Clock::time_point start) {
+  return std::chrono::duration_cast<core::Duration>(Clock::now() - start);
+}
+
+/// `timeout`, shortened so that it ends no later than `deadline`.
+Clock::duration bounded(Clock::duration timeout, Clock::time_point deadline) {
+  if (deadline == Clock::time_point::max()) return timeout;
+  auto left = deadline - Clock::now();
+  if (left < Clock::duration::zero()) left = Clock::duration::zero();
+  return std::min(timeout, left);
+}
+
+bool iequals(std::string_view a, std::string_view b) { return beast::iequals(a, b); }
+
+std::string lowercase(std::string_view text) {
+  std::string out(text);
+  for (char& c : out)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): Connection and every header it names,
+/// Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade.
+void strip_hop_by_hop(http::fields& fields) {
+  std::vector<std::string> named;
+  auto [first, last] = fields.equal_range(http::field::connection);
+  for (auto it = first; it != last; ++it) {
+    for (auto token : http::token_list(it->value()))
+      named.push_back(lowercase(token));
+  }
+  for (auto it = fields.begin(); it != fields.end();) {
+    const auto name = it->name();
+    const std::string_view name_text = it->name_string();
+    bool drop = name == http::field::connection || name == http::field::keep_alive ||
+                name == http::field::te || name == http::field::trailer ||
+                name == http::field::transfer_encoding || name == http::field::upgrade ||
+                (name_text.size() >= 6 && iequals(name_text.substr(0, 6), "proxy-"));
+    if (!drop && !named.empty()) {
+      const std::string lower = lowercase(name_text);
+      drop = std::find(named.begin(), named.end(), lower) != named.end();
+    }
+    it = drop ? fields.erase(it) : std::next(it);
+  }
+}
+
+/// Rewrites a client request header into the upstream request header (in place).
+void prepare_upstream_request(http::request_header<>& header, std::string_view target,
+                              const Exchange& x, bool chunked_body) {
+  const auto& upstream = x.config->upstream;
+  strip_hop_by_hop(header);
+  header.erase(http::field::host);
+  header.erase(http::field::expect);
+  header.set(http::field::host, upstream.host_header);
+  header.set(x.config->headers.request_id, x.request_id);
+  if (chunked_body) header.set(http::field::transfer_encoding, "chunked");
+  std::string full_target = upstream.base_path;
+  full_target.append(target);
+  header.target(full_target);
+  header.version(11);
+}
+
+/// Finds a header that must appear at most once. Sets `duplicate` when it appears twice.
+std::optional<std::string_view> single_header(const http::fields& fields, std::string_view name,
+                                              std::string& duplicate) {
+  auto range = fields.equal_range(name);
+  if (range.first == range.second) return std::nullopt;
+  if (std::next(range.first) != range.second && duplicate.empty()) {
+    duplicate = "invalid ";
+    duplicate.append(name).append(" header: given more than once");
+  }
+  return range.first->value();
+}
+
+bool expects_continue(const http::fields& fields) {
+  auto it = fields.find(http::field::expect);
+  return it != fields.end() && iequals(it->value(), "100-continue");
+}
+
+std::string queue_ms_text(core::Duration waited) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(waited).count());
+}
+
+/// Adds sluice's own response headers.
+template <class Fields>
+void add_sluice_headers(Fields& fields, const Exchange& x) {
+  fields.set(x.config->headers.request_id, x.request_id);
+  if (!x.scheduled || x.workload_name == config::kUnclassifiedWorkload) return;
+  fields.set(kWorkloadHeader, x.workload_name);
+  if (x.queue_wait) fields.set(kQueueMsHeader, queue_ms_text(*x.queue_wait));
+}
+
+struct LocalResponse {
+  http::status status = http::status::bad_request;
+  std::string message;
+  std::string_view reason;                 ///< X-Sluice-Reason, "" for none
+  std::optional<std::int64_t> retry_after;  ///< Retry-After seconds
+  bool close = false;                       ///< close the connection after it
+};
+
+/// Sends a response generated by sluice (errors, rejections) in the request's dialect.
+asio::awaitable<void> send_local(Client& client, Exchange& x, LocalResponse response) {
+  const unsigned status_code = static_cast<unsigned>(response.status);
+  const char* openai_type = status_code < 500 && status_code != 429 ? "invalid_request_error"
+                                                                    : "api_error";
+  http::response<http::string_body> res{response.status, x.client_version < 11 ? 10u : 11u};
+  res.set(http::field::content_type, "application/json; charset=utf-8");
+  add_sluice_headers(res, x);
+  if (!response.reason.empty()) res.set(kReasonHeader, response.reason);
+  if (response.retry_after) res.set(http::field::retry_after, std::to_string(*response.retry_after));
+  if (!x.is_head) res.body() = error_body(x.dialect, response.message, openai_type);
+  const bool keep = !response.close && x.client_keep_alive && x.client_reusable;
+  res.keep_alive(keep);
+  res.prepare_payload();
+  x.status = static_cast<int>(status_code);
+  client.stream.expires_after(x.config->limits.write_timeout);
+  auto [ec, written] = co_await http::async_write(client.stream, res, use_tuple);
+  if (!x.ttfb) x.ttfb = since(x.arrival);
+  if (ec || !keep) x.client_reusable = false;
+  if (response.close) x.linger = x.linger || !ec;
+}
+
+/// Completes when the client has gone (EOF, reset, or its socket closed by close_all()); never
+/// completes while the client merely pipelines its next request. On detection it closes the
+/// session's upstream connection so that a pending upstream operation ends at once.
+asio::awaitable<void> watch_client(SessionRecord& record) {
+  auto& socket = record.client->socket();
+  for (;;) {
+    auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, use_tuple);
+    auto state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none) co_return;  // the request finished
+    if (!ec) {
+      char byte;
+      ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) {
+        // Pipelined bytes: the client is still there. We cannot watch further without
+        // consuming them, so wait until the request ends (and cancels this watch).
+        asio::steady_timer forever(socket.get_executor(), Clock::time_point::max());
+        co_await forever.async_wait(use_tuple);
+        co_return;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+    }
+    if (record.upstream) {
+      error_code ignored;
+      record.upstream->socket().close(ignored);
+    }
+    co_return;
+  }
+}
+
+obs::UpstreamError classify_read_error(const error_code& ec) {
+  if (ec == beast::error::timeout) return obs::UpstreamError::idle_timeout;
+  if (ec.category() == http::make_error_code(http::error::bad_version).category() &&
+      ec != http::error::end_of_stream && ec != http::error::partial_message) {
+    return obs::UpstreamError::bad_response;
+  }
+  return obs::UpstreamError::reset;
+}
+
+bool is_stale_connection_error(const error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == http::error::partial_message;
+}
+
+std::string format_seconds(Clock::duration d) {
+  return core::format_duration(std::chrono::duration_cast<core::Duration>(d));
+}
+
+enum class RelayResult { finished, retry };
+
+/// Reads the upstream response and relays it to the client: headers as soon as they arrive,
+/// each body piece as it arrives. `connection` goes back to the pool when the exchange ended
+/// cleanly. Returns retry (nothing sent to the client) when `may_retry` and a reused
+/// connection turned out to be closed by the upstream before answering.
+asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, Exchange& x,
+                                            std::unique_ptr<UpstreamConnection>& connection,
+                                            Clock::time_point deadline, UsageScanner* scanner,
+                                            bool may_retry) {
+  const auto& upstream = x.config->upstream;
+  auto& stream = connection->stream;
+  http::response_parser<http::buffer_body> parser;
+  parser.header_limit(kUpstreamHeaderLimit);
+  parser.body_limit(boost::none);
+  if (x.is_head) parser.skip(true);
+
+  const Clock::duration header_wait =
+      x.scheduled ? Clock::duration(upstream.header_timeout)
+                  : std::max<Clock::duration>(upstream.header_timeout, kPassthroughSilence);
+  const Clock::duration idle_wait =
+      x.scheduled ? Clock::duration(upstream.idle_timeout)
+                  : std::max<Clock::duration>(upstream.idle_timeout, kPassthroughSilence);
+
+  stream.expires_after(bounded(header_wait, deadline));
+  auto [header_error, header_bytes] =
+      co_await http::async_read_header(stream, connection->buffer, parser, use_tuple);
+  if (header_error) {
+    if (may_retry && !parser.got_some() && is_stale_connection_error(header_error))
+      co_return RelayResult::retry;
+    LocalResponse response{.status = http::status::bad_gateway, .close = false};
+    if (header_error == beast::error::timeout) {
+      if (Clock::now() >= deadline) {
+        x.outcome = obs::Outcome::inflight_timeout;
+        response.status = http::status::gateway_timeout;
+        response.message = "request exceeded scheduler.max_inflight_duration (" +
+                           format_seconds(x.config->scheduler.max_inflight_duration) + ")";
+      } else {
+        x.outcome = obs::Outcome::upstream_error;
+        x.upstream_error = obs::UpstreamError::header_timeout;
+        response.status = http::status::gateway_timeout;
+        response.message = "upstream sent no response headers within " +
+                           format_seconds(header_wait);
+      }
+    } else {
+      x.outcome = obs::Outcome::upstream_error;
+      x.upstream_error = classify_read_error(header_error);
+      response.message = x.upstream_error == obs::UpstreamError::bad_response
+                             ? "upstream sent an invalid HTTP response: " + header_error.message()
+                             : "upstream closed the connection before responding";
+    }
+    co_await send_local(client, x, std::move(response));
+    co_return RelayResult::finished;
+  }
+
+  auto& res = parser.get();
+  const bool upstream_keep_alive = parser.keep_alive();
+  const bool has_length = parser.content_length().has_value();
+  const unsigned status = res.result_int();
+  const bool body_expected = !x.is_head && status / 100 != 1 && status != 204 && status != 304;
+  std::string_view content_type = res[http::field::content_type];
+  const bool sse = content_type.substr(0, 17) == "text/event-stream";
+  const bool ndjson = content_type.substr(0, 20) == "application/x-ndjson";
+
+  strip_hop_by_hop(res.base());
+  add_sluice_headers(res, x);
+  bool client_keep_alive = x.client_keep_alive && !proxy.shutting_down;
+  bool chunked_to_client = false;
+  if (x.client_version < 11) {
+    res.version(10);
+    if (body_expected && !has_length) client_keep_alive = false;  // close-delimited
+  } else {
+    res.version(11);
+    if (body_expected && !has_length) {
+      res.chunked(true);
+      chunked_to_client = true;
+    }
+  }
+  res.keep_alive(client_keep_alive);
+  x.status = static_cast<int>(status);
+  x.outcome = status >= 500 ? obs::Outcome::upstream_5xx : obs::Outcome::ok;
+  if (!client_keep_alive) x.client_reusable = false;
+
+  http::response_serializer<http::buffer_body> serializer(res);
+  if (x.is_head || !body_expected) {
+    client.stream.expires_after(x.config->limits.write_timeout);
+    auto [write_error, written] =
+        co_await http::async_write_header(client.stream, serializer, use_tuple);
+    x.ttfb = since(x.arrival);
+    if (write_error) {
+      x.client_reusable = false;
+      x.outcome = obs::Outcome::client_gone;
+      co_return RelayResult::finished;
+    }
+    if (!x.is_head) {
+      // 1xx/204/304: nothing follows the header (the parser is done).
+    }
+    if (upstream_keep_alive && parser.is_done()) proxy.pool.give_back(std::move(connection));
+    co_return RelayResult::finished;
+  }
+
+  char buffer[kRelayBufferBytes];
+  bool header_sent = false;
+  auto& body = res.body();
+  for (;;) {
+    if (!parser.is_done() && (header_sent || connection->buffer.size() > 0)) {
+      // Read the next piece. Before the header went out this only happens when body bytes
+      // already arrived with it, so header and first piece leave in one write.
+      body.data = buffer;
+      body.size = sizeof buffer;
+      stream.expires_after(bounded(idle_wait, deadline));
+      auto [read_error, read_bytes] =
+          co_await http::async_read_some(stream, connection->buffer, parser, use_tuple);
+      if (read_error == http::error::need_buffer) read_error = {};
+      if (read_error) {
+        // The upstream failed mid-response.
+        std::string message;
+        if (read_error == beast::error::timeout && Clock::now() >= deadline) {
+          x.outcome = obs::Outcome::inflight_timeout;
+          message = "request exceeded scheduler.max_inflight_duration (" +
+                    format_seconds(x.config->scheduler.max_inflight_duration) + ")";
+        } else {
+          x.outcome = obs::Outcome::upstream_error;
+          x.upstream_error = classify_read_error(read_error);
+          message = x.upstream_error == obs::UpstreamError::idle_timeout
+                        ? "upstream sent nothing for " + format_seconds(idle_wait)
+                        : "upstream connection lost mid-response";
+        }
+        x.client_reusable = false;
+        if (!header_sent) {
+          x.status = 0;
+          LocalResponse response{.status = x.outcome == obs::Outcome::inflight_timeout
+                                                ? http::status::gateway_timeout
+                                                : http::status::bad_gateway,
+                                 .message = std::move(message),
+                                 .close = true};
+          co_await send_local(client, x, std::move(response));
+        } else if (chunked_to_client && (ndjson || sse)) {
+          std::string chunk = stream_error_chunk(sse, x.dialect, message);
+          body.data = chunk.data();
+          body.size = chunk.size();
+          body.more = false;
+          client.stream.expires_after(x.config->limits.write_timeout);
+          co_await http::async_write(client.stream, serializer, use_tuple);
+        }
+        co_return RelayResult::finished;
+      }
+      const std::size_t got = sizeof buffer - body.size;
+      body.data = buffer;
+      body.size = got;
+      body.more = !parser.is_done();
+      if (scanner && got > 0) scanner->feed(std::string_view(buffer, got));
+      if (got == 0 && body.more && header_sent) continue;  // only chunk framing was parsed
+    } else {
+      body.data = nullptr;
+      body.size = 0;
+      body.more = !parser.is_done();
+    }
+    client.stream.expires_after(x.config->limits.write_timeout);
+    auto [write_error, written] = co_await http::async_write(client.stream, serializer, use_tuple);
+    if (write_error == http::error::need_buffer) write_error = {};
+    if (!header_sent) {
+      header_sent = true;
+      x.ttfb = since(x.arrival);
+    }
+    if (write_error) {
+      x.client_reusable = false;
+      x.outcome = obs::Outcome::client_gone;
+      co_return RelayResult::finished;  // the upstream connection closes with `connection`
+    }
+    if (serializer.is_done() || (!body.more && parser.is_done())) break;
+  }
+  if (scanner) scanner->finish();
+  if (upstream_keep_alive && parser.is_done()) proxy.pool.give_back(std::move(connection));
+  co_return RelayResult::finished;
+}
+
+/// Answers 502 for an upstream connection that could not be made.
+asio::awaitable<void> answer_connect_failure(Client& client, Exchange& x,
+                                             const AcquireResult& acquired, bool close) {
+  x.outcome = obs::Outcome::upstream_error;
+  x.upstream_error = acquired.timed_out ? obs::UpstreamError::connect_timeout
+                                        : obs::UpstreamError::connect_failed;
+  std::string message = acquired.timed_out
+                            ? "upstream connect timed out after " +
+                                  format_seconds(x.config->upstream.connect_timeout)
+                            : "upstream unreachable: " + acquired.error.message();
+  co_await send_local(client, x,
+                      {.status = http::status::bad_gateway, .message = message, .close = close});
+}
+
+/// Sends a request whose body is in memory (or empty) and relays the answer. A reused
+/// connection that the upstream had closed is retried once on a fresh one.
+template <class Body>
+asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, Exchange& x,
+                                       http::request<Body>& request, Clock::time_point deadline,
+                                       UsageScanner* scanner) {
+  const auto& upstream = x.config->upstream;
+  for (int attempt = 0;; ++attempt) {
+    AcquireResult acquired =
+        attempt == 0 ? co_await proxy.pool.acquire(upstream) : co_await proxy.pool.connect(upstream);
+    if (!acquired.connection) {
+      co_await answer_connect_failure(client, x, acquired, false);
+      co_return;
+    }
+    std::unique_ptr<UpstreamConnection> connection = std::move(acquired.connection);
+    UpstreamInUse in_use(client.record, connection->stream);
+    const bool may_retry = attempt == 0 && connection->reused;
+    connection->stream.expires_after(bounded(upstream.header_timeout, deadline));
+    auto [write_error, written] =
+        co_await http::async_write(connection->stream, request, use_tuple);
+    if (write_error) {
+      if (may_retry) continue;
+      x.outcome = obs::Outcome::upstream_error;
+      x.upstream_error = write_error == beast::error::timeout ? obs::UpstreamError::header_timeout
+                                                              : obs::UpstreamError::reset;
+      co_await send_local(client, x,
+                          {.status = http::status::bad_gateway,
+                           .message = "upstream connection failed while sending the request: " +
+                                      write_error.message()});
+      co_return;
+    }
+    RelayResult result =
+        co_await relay_response(proxy, client, x, connection, deadline, scanner, may_retry);
+    if (result == RelayResult::retry) continue;
+    co_return;
+  }
+}
+
+/// Admission, then the upstream exchange, for one scheduled request.
+asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Exchange& x,
+                                        core::Request request,
+                                        http::request<http::string_body>& upstream_request,
+                                        const BodyInfo& info) {
+  AdmitResult admission = co_await proxy.gate.admit(request);
+  x.queue_wait = admission.waited;
+  switch (admission.kind) {
+    case AdmitResult::Kind::admitted:
+      break;
+    case AdmitResult::Kind::rejected: {
+      const bool shutdown = admission.reason == core::RejectReason::shutting_down;
+      x.outcome = shutdown ? obs::Outcome::shutting_down
+                  : admission.reason == core::RejectReason::key_queue_full
+                      ? obs::Outcome::user_queue_full
+                      : obs::Outcome::queue_full;
+      LocalResponse response{
+          .status = shutdown ? http::status::service_unavailable : http::status::too_many_requests,
+          .message = shutdown ? "sluice is shutting down"
+                     : admission.reason == core::RejectReason::key_queue_full
+                         ? "too many queued requests for this " +
+                               proxy.gate.scheduler().workload(request.workload).fairness_label
+                         : "queue full",
+          .reason = core::reason_name(admission.reason),
+          .retry_after = proxy.gate.retry_after_seconds(),
+          .close = shutdown};
+      co_await send_local(client, x, std::move(response));
+      co_return;
+    }
+    case AdmitResult::Kind::timed_out: {
+      x.outcome = obs::Outcome::queue_timeout;
+      co_await send_local(client, x,
+                          {.status = http::status::service_unavailable,
+                           .message = "timed out waiting in the queue after " +
+                                      queue_ms_text(admission.waited) + " ms",
+                           .reason = "queue_timeout",
+                           .retry_after = proxy.gate.retry_after_seconds()});
+      co_return;
+    }
+    case AdmitResult::Kind::cancelled:
+      x.outcome = obs::Outcome::client_gone;
+      x.client_reusable = false;
+      co_return;
+  }
+
+  Slot slot = std::move(admission.slot);
+  const Clock::time_point deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                         x.config->scheduler.max_inflight_duration);
+  UsageScanner scanner;
+  co_await forward_buffered(proxy, client, x, upstream_request, deadline, &scanner);
+
+  x.prompt_tokens = scanner.prompt_tokens();
+  x.output_tokens = scanner.output_tokens();
+  if (x.prompt_tokens >= 0 || x.output_tokens >= 0) {
+    slot.set_actual_cost(std::max<std::int64_t>(x.prompt_tokens, 0) +
+                         std::max<std::int64_t>(x.output_tokens, 0));
+  }
+  if (!info.embedding && scanner.saw_done() && x.output_tokens >= 0)
+    proxy.cost_model.observe(x.workload_name, info.model, x.output_tokens);
+  slot.release();
+}
+
+/// Reads (and discards) what a client still sends after we answered without reading its
+/// request body, so that closing does not reset the connection under our response.
+asio::awaitable<void> linger_and_close(Client& client) {
+  error_code ec;
+  client.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  std::size_t discarded = 0;
+  char sink[4096];
+  const auto until = Clock::now() + kLingerTimeout;
+  while (!ec && discarded < kLingerMaxBytes && Clock::now() < until) {
+    client.stream.expires_at(until);
+    auto [read_error, n] = co_await client.stream.async_read_some(asio::buffer(sink), use_tuple);
+    ec = read_error;
+    discarded += n;
+  }
+  client.stream.socket().close(ec);
+}
+
+/// Everything about a scheduled route after its header was read.
+asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
+                                      http::request_parser<http::empty_body>& head, Exchange& x) {
+  const config::Config& config = *x.config;
+  const auto& fields = head.get().base();
+  x.scheduled = true;
+  x.metrics_workload = proxy.metrics.unclassified();
+  const bool body_pending = !head.is_done();
+
+  std::string duplicate;
+  LabelHeaderValues values{
+      .user = single_header(fields, config.headers.user, duplicate),
+      .tier = single_header(fields, config.headers.tier, duplicate),
+      .priority = single_header(fields, config.headers.priority, duplicate),
+      .workload = single_header(fields, config.headers.workload, duplicate),
+      .tokens = single_header(fields, config.headers.tokens, duplicate),
+      .queue_timeout = single_header(fields, config.headers.queue_timeout, duplicate),
+      .request_id = single_header(fields, config.headers.request_id, duplicate)};
+  RequestLabels labels;
+  std::string error = duplicate.empty() ? parse_label_headers(config.headers, values, labels)
+                                        : duplicate;
+  x.request_id = labels.request_id.empty() ? generate_request_id() : labels.request_id;
+  x.user = std::string(labels.labels.value_or_empty("user"));
+  std::optional<core::WorkloadId> chosen;
+  if (error.empty() && labels.workload) {
+    chosen = proxy.gate.scheduler().find_workload(*labels.workload);
+    if (!chosen) {
+      error = "invalid " + config.headers.workload + " header: unknown workload \"" +
+              *labels.workload + "\"";
+    }
+  }
+  if (!error.empty()) {
+    x.outcome = obs::Outcome::invalid_request;
+    co_await send_local(client, x, {.message = error, .close = body_pending});
+    co_return;
+  }
+
+  const auto max_body = static_cast<std::uint64_t>(config.limits.max_scheduled_body_bytes);
+  if (auto length = head.content_length(); length && *length > max_body) {
+    x.outcome = obs::Outcome::invalid_request;
+    co_await send_local(client, x,
+                        {.status = http::status::payload_too_large,
+                         .message = "request body larger than limits.max_scheduled_body_bytes (" +
+                                    std::to_string(max_body) + " bytes)",
+                         .close = true});
+    co_return;
+  }
+
+  const bool send_continue = expects_continue(fields);
+  http::request_parser<http::string_body> parser(std::move(head));
+  parser.body_limit(max_body);
+  if (send_continue && !parser.is_done()) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    client.stream.expires_after(config.limits.write_timeout);
+    auto [ec, n] = co_await asio::async_write(client.stream, asio::buffer(kContinue), use_tuple);
+    if (ec) {
+      x.outcome = obs::Outcome::client_gone;
+      x.client_reusable = false;
+      co_return;
+    }
+  }
+  while (!parser.is_done()) {
+    client.stream.expires_after(config.limits.header_read_timeout);
+    auto [ec, n] = co_await http::async_read_some(client.stream, client.buffer, parser, use_tuple);
+    if (ec == http::error::body_limit) {
+      x.outcome = obs::Outcome::invalid_request;
+      co_await send_local(client, x,
+                          {.status = http::status::payload_too_large,
+                           .message = "request body larger than "
+                                      "limits.max_scheduled_body_bytes (" +
+                                      std::to_string(max_body) + " bytes)",
+                           .close = true});
+      co_return;
+    }
+    if (ec) {
+      x.outcome = obs::Outcome::client_gone;
+      x.client_reusable = false;
+      co_return;
+    }
+  }
+
+  BodyInfo info;
+  error = inspect_body(x.path, parser.get().body(), info);
+  if (!error.empty()) {
+    x.outcome = obs::Outcome::invalid_request;
+    co_await send_local(client, x, {.message = error});
+    co_return;
+  }
+  if (!info.model.empty() && core::valid_label_value(info.model))
+    labels.labels.set("model", info.model);
+
+  const core::Scheduler& scheduler = proxy.gate.scheduler();
+  const core::WorkloadId workload = chosen ? *chosen : scheduler.classify(labels.labels);
+  const core::WorkloadSpec& spec = scheduler.workload(workload);
+  x.workload_name = spec.name;
+  x.metrics_workload = proxy.metrics.workload(spec.name);
+
+  // The fairness key: the workload's fairness label, else the client's address.
+  std::string fairness_key;
+  if (auto value = labels.labels.get(spec.fairness_label)) {
+    fairness_key = std::string(*value);
+  } else {
+    fairness_key = "addr:" + client.address;
+  }
+  std::vector<std::string_view> limit_keys;
+  limit_keys.reserve(scheduler.config().per_key.size());
+  for (const auto& limit : scheduler.config().per_key)
+    limit_keys.push_back(labels.labels.value_or_empty(limit.label));
+
+  std::int64_t cost = 0;
+  if (labels.tokens) {
+    cost = *labels.tokens;
+  } else if (info.embedding) {
+    cost = std::max<std::int64_t>(core::CostModel::prompt_tokens(info.prompt_chars), 1);
+  } else {
+    cost = proxy.cost_model.estimate(spec.name, info.model, info.prompt_chars, info.num_predict);
+  }
+  core::Request request{.workload = workload,
+                        .priority = labels.priority.value_or(0.0),
+                        .fairness_key = fairness_key,
+                        .limit_keys = limit_keys,
+                        .cost = cost,
+                        .queue_timeout = labels.queue_timeout};
+
+  http::request<http::string_body> upstream_request = parser.release();
+  const std::string target(upstream_request.target());
+  prepare_upstream_request(upstream_request.base(), target, x, false);
+  upstream_request.prepare_payload();
+
+  using namespace asio::experimental::awaitable_operators;
+  auto work = admit_and_forward(proxy, client, x, request, upstream_request, info);
+  auto watch = watch_client(client.record);
+  auto winner = co_await (std::move(work) || std::move(watch));
+  if (winner.index() == 1) {
+    x.outcome = obs::Outcome::client_gone;
+    x.client_reusable = false;
+  }
+}
+
+/// Everything about a pass-through request after its header was read.
+asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
+                                        http::request_parser<http::empty_body>& head,
+                                        Exchange& x) {
+  const config::Config& config = *x.config;
+  x.workload_name = std::string(config::kPassthroughWorkload);
+  x.metrics_workload = proxy.metrics.passthrough();
+  {
+    auto id = head.get().find(config.headers.request_id);
+    x.request_id = id != head.get().end() && core::valid_label_value(id->value())
+                       ? std::string(id->value())
+                       : generate_request_id();
+  }
+  const std::string target(head.get().target());
+  using namespace asio::experimental::awaitable_operators;
+
+  if (head.is_done()) {
+    // No request body: the whole exchange can be retried on a stale connection.
+    http::request<http::empty_body> request = head.release();
+    prepare_upstream_request(request.base(), target, x, false);
+    auto work = forward_buffered(proxy, client, x, request, Clock::time_point::max(), nullptr);
+    auto watch = watch_client(client.record);
+    auto winner = co_await (std::move(work) || std::move(watch));
+    if (winner.index() == 1) {
+      x.outcome = obs::Outcome::client_gone;
+      x.client_reusable = false;
+    }
+    co_return;
+  }
+
+  // A request body (a blob upload, a model creation): streamed to the upstream as it arrives.
+  const bool chunked = head.chunked();
+  const bool send_continue = expects_continue(head.get());
+  http::request_parser<http::buffer_body> parser(std::move(head));
+  parser.body_limit(static_cast<std::uint64_t>(config.limits.max_body_bytes));
+  prepare_upstream_request(parser.get().base(), target, x, chunked);
+
+  AcquireResult acquired = co_await proxy.pool.acquire(config.upstream);
+  if (!acquired.connection) {
+    co_await answer_connect_failure(client, x, acquired, true);
+    co_return;
+  }
+  std::unique_ptr<UpstreamConnection> connection = std::move(acquired.connection);
+  UpstreamInUse in_use(client.record, connection->stream);
+  if (send_continue) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    client.stream.expires_after(config.limits.write_timeout);
+    auto [ec, n] = co_await asio::async_write(client.stream, asio::buffer(kContinue), use_tuple);
+    if (ec) {
+      x.outcome = obs::Outcome::client_gone;
+      x.client_reusable = false;
+      co_return;
+    }
+  }
+
+  http::request_serializer<http::buffer_body> serializer(parser.get());
+  char buffer[kRelayBufferBytes];
+  auto& body = parser.get().body();
+  for (;;) {
+    if (!parser.is_done()) {
+      body.data = buffer;
+      body.size = sizeof buffer;
+      client.stream.expires_after(config.limits.header_read_timeout);
+      auto [read_error, n] =
+          co_await http::async_read_some(client.stream, client.buffer, parser, use_tuple);
+      if (read_error == http::error::need_buffer) read_error = {};
+      if (read_error == http::error::body_limit) {
+        x.outcome = obs::Outcome::invalid_request;
+        co_await send_local(client, x,
+                            {.status = http::status::payload_too_large,
+                             .message = "request body larger than limits.max_body_bytes (" +
+                                        std::to_string(config.limits.max_body_bytes) + " bytes)",
+                             .close = true});
+        co_return;
+      }
+      if (read_error) {
+        x.outcome = obs::Outcome::client_gone;
+        x.client_reusable = false;
+        co_return;
+      }
+      body.size = sizeof buffer - body.size;
+      body.data = buffer;
+      body.more = !parser.is_done();
+      if (body.size == 0 && body.more) continue;
+    } else {
+      body.data = nullptr;
+      body.size = 0;
+      body.more = false;
+    }
+    connection->stream.expires_after(config.upstream.idle_timeout);
+    auto [write_error, written] =
+        co_await http::async_write(connection->stream, serializer, use_tuple);
+    if (write_error == http::error::need_buffer) write_error = {};
+    if (write_error) {
+      x.outcome = obs::Outcome::upstream_error;
+      x.upstream_error = write_error == beast::error::timeout ? obs::UpstreamError::idle_timeout
+                                                              : obs::UpstreamError::reset;
+      co_await send_local(client, x,
+                          {.status = http::status::bad_gateway,
+                           .message = "upstream connection failed while sending the request: " +
+                                      write_error.message(),
+                           .close = !parser.is_done()});
+      co_return;
+    }
+    if (serializer.is_done()) break;
+  }
+
+  auto work = relay_response(proxy, client, x, connection, Clock::time_point::max(), nullptr,
+                             false);
+  auto watch = watch_client(client.record);
+  auto winner = co_await (std::move(work) || std::move(watch));
+  if (winner.index() == 1) {
+    x.outcome = obs::Outcome::client_gone;
+    x.client_reusable = false;
+  }
+}
+
+void record_exchange(Proxy::Impl& proxy, const Exchange& x) {
+  obs::Metrics& metrics = proxy.metrics;
+  const core::Duration total = since(x.arrival);
+  metrics.count_request(x.metrics_workload, x.outcome);
+  metrics.observe_request_duration(x.metrics_workload, total);
+  if (x.ttfb) metrics.observe_ttfb(x.metrics_workload, *x.ttfb);
+  if (x.queue_wait) metrics.observe_queue_wait(x.metrics_workload, *x.queue_wait);
+  metrics.add_tokens(x.metrics_workload, obs::TokenKind::prompt, x.prompt_tokens);
+  metrics.add_tokens(x.metrics_workload, obs::TokenKind::output, x.output_tokens);
+  if (x.upstream_error) metrics.count_upstream_error(*x.upstream_error);
+  if (!obs::access_log_enabled()) return;
+  obs::AccessRecord record;
+  record.time = std::chrono::system_clock::now();
+  record.request_id = x.request_id;
+  record.method = x.method;
+  record.path = x.path;
+  record.user = x.user;
+  record.workload = x.workload_name;
+  record.status = x.status;
+  record.outcome = x.outcome;
+  record.queue = x.queue_wait;
+  record.ttfb = x.ttfb;
+  record.total = total;
+  record.prompt_tokens = x.prompt_tokens;
+  record.output_tokens = x.output_tokens;
+  record.upstream_error = x.upstream_error;
+  obs::log_access(record);
+}
+
+/// Reads one request's header and serves it. Returns whether the connection may carry another.
+asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
+  Exchange x;
+  x.config = proxy.config;
+  x.arrival = Clock::now();
+  const config::LimitsConfig& limits = x.config->limits;
+
+  http::request_parser<http::empty_body> head;
+  head.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
+  head.body_limit(static_cast<std::uint64_t>(limits.max_body_bytes));
+  client.stream.expires_after(limits.header_read_timeout);
+  auto [read_error, n] =
+      co_await http::async_read_header(client.stream, client.buffer, head, use_tuple);
+  if (read_error) {
+    const bool malformed =
+        read_error.category() == http::make_error_code(http::error::bad_version).category() &&
+        read_error != http::error::end_of_stream && read_error != http::error::partial_message;
+    if (!malformed) co_return false;  // gone, reset or too slow: nothing to answer
+    x.request_id = generate_request_id();
+    x.metrics_workload = proxy.metrics.unclassified();
+    x.outcome = obs::Outcome::invalid_request;
+    LocalResponse response{.message = "malformed HTTP request: " + read_error.message(),
+                           .close = true};
+    if (read_error == http::error::header_limit) {
+      response.status = http::status::request_header_fields_too_large;
+      response.message = "request headers larger than limits.max_header_bytes (" +
+                         std::to_string(limits.max_header_bytes) + " bytes)";
+    }
+    co_await send_local(client, x, std::move(response));
+    record_exchange(proxy, x);
+    co_return false;
+  }
+
+  const auto& request = head.get();
+  const std::string_view target = request.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  x.method = std::string(request.method_string());
+  x.path = std::string(path);
+  x.dialect = dialect_for(path);
+  x.client_version = request.version();
+  x.client_keep_alive = request.keep_alive();
+  x.is_head = request.method() == http::verb::head;
+
+  if (target.empty() || target.front() != '/') {
+    x.request_id = generate_request_id();
+    x.metrics_workload = proxy.metrics.unclassified();
+    x.outcome = obs::Outcome::invalid_request;
+    co_await send_local(client, x,
+                        {.message = "request target must be a path starting with '/'",
+                         .close = !head.is_done()});
+  } else if (auto length = head.content_length();
+             length && *length > static_cast<std::uint64_t>(limits.max_body_bytes)) {
+    x.request_id = generate_request_id();
+    x.metrics_workload = proxy.metrics.unclassified();
+    x.outcome = obs::Outcome::invalid_request;
+    co_await send_local(client, x,
+                        {.status = http::status::payload_too_large,
+                         .message = "request body larger than limits.max_body_bytes (" +
+                                    std::to_string(limits.max_body_bytes) + " bytes)",
+                         .close = true});
+  } else if (request.method() == http::verb::post && x.config->is_scheduled_route(path)) {
+    co_await serve_scheduled(proxy, client, head, x);
+  } else {
+    co_await serve_passthrough(proxy, client, head, x);
+  }
+  record_exchange(proxy, x);
+  if (x.linger) co_await linger_and_close(client);
+  co_return x.client_reusable && x.client_keep_alive && !proxy.shutting_down;
+}
+
+}  // namespace
+
+asio::awaitable<void> run_session(std::shared_ptr<Proxy::Impl> proxy, tcp::socket socket,
+                                  std::list<SessionRecord>::iterator record) {
+  struct Unregister {
+    Proxy::Impl& proxy;
+    std::list<SessionRecord>::iterator record;
+    ~Unregister() { proxy.session_ended(record); }
+  } unregister{*proxy, record};
+
+  error_code ec;
+  auto peer = socket.remote_endpoint(ec);
+  Client client{beast::tcp_stream(std::move(socket)), beast::flat_buffer(),
+                ec ? std::string("unknown") : peer.address().to_string(), *record};
+  record->client = &client.stream;
+
+  bool first = true;
+  while (!proxy->shutting_down) {
+    if (client.buffer.size() == 0) {
+      // Wait for the next request: the first within header_read_timeout, later ones within
+      // keepalive_timeout.
+      const auto& limits = proxy->config->limits;
+      client.stream.expires_after(first ? limits.header_read_timeout : limits.keepalive_timeout);
+      auto [read_error, n] =
+          co_await client.stream.async_read_some(client.buffer.prepare(kFirstReadBytes), use_tuple);
+      if (read_error) break;
+      client.buffer.commit(n);
+    }
+    first = false;
+    ActiveRequest active(*proxy, *record);
+    if (!co_await serve_request(*proxy, client)) break;
+  }
+  record->client = nullptr;
+  client.stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+  client.stream.socket().close(ec);
+}
+
+}  // namespace sluice::net

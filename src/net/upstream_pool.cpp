@@ -1,0 +1,119 @@
+// The upstream connection pool (see upstream_pool.hpp).
+#include "upstream_pool.hpp"
+
+#include <sys/socket.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+}
+
+bool looks_reusable(tcp::socket& socket) {
+  if (!socket.is_open()) return false;
+  char byte;
+  ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+  return false;  // 0: the peer closed it; > 0: unsolicited bytes we must not misread
+}
+
+asio::awaitable<std::optional<error_code>> UpstreamPool::resolve(
+    const config::UpstreamConfig& upstream, std::vector<tcp::endpoint>& endpoints) {
+  error_code ec;
+  auto address = asio::ip::make_address(upstream.host, ec);
+  if (!ec) {
+    endpoints.emplace_back(address, upstream.port);
+    co_return std::nullopt;
+  }
+  using namespace asio::experimental::awaitable_operators;
+  tcp::resolver resolver(executor_);
+  asio::steady_timer timer(executor_, upstream.connect_timeout);
+  auto lookup = resolver.async_resolve(upstream.host, std::to_string(upstream.port), use_tuple);
+  auto deadline = timer.async_wait(use_tuple);
+  auto result = co_await (std::move(lookup) || std::move(deadline));
+  if (result.index() == 1) co_return asio::error::timed_out;
+  auto [resolve_error, results] = std::get<0>(std::move(result));
+  if (resolve_error) co_return resolve_error;
+  for (const auto& entry : results)
+    endpoints.push_back(entry.endpoint());
+  if (endpoints.empty()) co_return asio::error::host_not_found;
+  co_return std::nullopt;
+}
+
+asio::awaitable<AcquireResult> UpstreamPool::acquire(const config::UpstreamConfig& upstream) {
+  const auto now = std::chrono::steady_clock::now();
+  while (!idle_.empty()) {
+    std::unique_ptr<UpstreamConnection> candidate = std::move(idle_.back());
+    idle_.pop_back();
+    if (now - candidate->idle_since < kMaxIdleAge && looks_reusable(candidate->stream.socket())) {
+      candidate->reused = true;
+      co_return AcquireResult{.connection = std::move(candidate)};
+    }
+    error_code ignored;
+    candidate->stream.socket().close(ignored);
+  }
+  co_return co_await connect(upstream);
+}
+
+asio::awaitable<AcquireResult> UpstreamPool::connect(const config::UpstreamConfig& upstream) {
+  AcquireResult result;
+  std::vector<tcp::endpoint> endpoints;
+  if (auto failed = co_await resolve(upstream, endpoints)) {
+    result.error = *failed;
+    result.timed_out = *failed == asio::error::timed_out;
+    co_return result;
+  }
+  auto connection = std::make_unique<UpstreamConnection>(executor_);
+  connection->stream.expires_after(upstream.connect_timeout);
+  auto [ec, endpoint] = co_await connection->stream.async_connect(endpoints, use_tuple);
+  ++connects_;
+  if (ec) {
+    result.error = ec;
+    result.timed_out = ec == beast::error::timeout;
+    co_return result;
+  }
+  error_code ignored;
+  connection->stream.socket().set_option(tcp::no_delay(true), ignored);
+  result.connection = std::move(connection);
+  co_return result;
+}
+
+void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> connection) {
+  if (!connection) return;
+  if (stopped_ || max_idle_ == 0 || !connection->stream.socket().is_open() ||
+      connection->buffer.size() != 0) {
+    error_code ignored;
+    connection->stream.socket().close(ignored);
+    return;
+  }
+  connection->stream.expires_never();
+  connection->idle_since = std::chrono::steady_clock::now();
+  if (idle_.size() >= max_idle_) {
+    error_code ignored;
+    idle_.front()->stream.socket().close(ignored);
+    idle_.erase(idle_.begin());
+  }
+  idle_.push_back(std::move(connection));
+}
+
+void UpstreamPool::close_idle() {
+  for (auto& connection : idle_) {
+    error_code ignored;
+    connection->stream.socket().close(ignored);
+  }
+  idle_.clear();
+}
+
+}  // namespace sluice::net

@@ -1,0 +1,103 @@
+// Token counts from relayed response bodies (see usage_scanner.hpp).
+#include "usage_scanner.hpp"
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+namespace sluice::net {
+namespace {
+
+using nlohmann::json;
+
+bool contains(std::string_view text, std::string_view needle) {
+  return text.find(needle) != std::string_view::npos;
+}
+
+std::int64_t count_field(const json& object, const char* key) {
+  auto it = object.find(key);
+  if (it == object.end()) return -1;
+  if (it->is_number_unsigned() || it->is_number_integer()) {
+    auto value = it->get<std::int64_t>();
+    return value >= 0 ? value : -1;
+  }
+  return -1;
+}
+
+}  // namespace
+
+void UsageScanner::feed(std::string_view bytes) {
+  while (!bytes.empty()) {
+    const char* newline = static_cast<const char*>(std::memchr(bytes.data(), '\n', bytes.size()));
+    if (newline == nullptr) {
+      if (!overflow_) {
+        if (partial_.size() + bytes.size() > max_line_bytes_) {
+          overflow_ = true;
+          partial_.clear();
+        } else {
+          partial_.append(bytes);
+        }
+      }
+      return;
+    }
+    std::size_t length = static_cast<std::size_t>(newline - bytes.data());
+    std::string_view piece = bytes.substr(0, length);
+    if (overflow_) {
+      overflow_ = false;
+    } else if (partial_.empty()) {
+      inspect_line(piece);
+    } else if (partial_.size() + piece.size() <= max_line_bytes_) {
+      partial_.append(piece);
+      inspect_line(partial_);
+    }
+    partial_.clear();
+    bytes.remove_prefix(length + 1);
+  }
+}
+
+void UsageScanner::finish() {
+  if (!overflow_ && !partial_.empty()) inspect_line(partial_);
+  partial_.clear();
+  overflow_ = false;
+}
+
+void UsageScanner::inspect_line(std::string_view line) {
+  if (line.size() > 5 && line.substr(0, 5) == "data:") {
+    line.remove_prefix(5);  // SSE event line
+  }
+  // Cheap filters first: most lines are token chunks that carry no counts.
+  // (A quote inside a JSON string is escaped, so `"done":true` cannot match inside a value.)
+  const bool native = contains(line, "\"done\":true") || contains(line, "eval_count\"");
+  const bool openai = contains(line, "\"usage\"");
+  const bool error = contains(line, "\"error\"");
+  if (!native && !openai && !error) return;
+
+  json doc = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object()) return;
+  if (doc.contains("error")) saw_error_ = true;
+  if (native) {
+    const bool done = doc.value("done", false);
+    if (done) saw_done_ = true;
+    std::int64_t prompt = count_field(doc, "prompt_eval_count");
+    std::int64_t output = count_field(doc, "eval_count");
+    // Ollama omits zero-valued fields from the final object (e.g. a fully cached prompt).
+    if (done) {
+      if (prompt < 0) prompt = 0;
+      if (output < 0) output = 0;
+    }
+    if (prompt >= 0) prompt_tokens_ = prompt;
+    if (output >= 0) output_tokens_ = output;
+  }
+  if (openai) {
+    auto usage = doc.find("usage");
+    if (usage != doc.end() && usage->is_object()) {
+      std::int64_t prompt = count_field(*usage, "prompt_tokens");
+      std::int64_t output = count_field(*usage, "completion_tokens");
+      if (prompt >= 0) {
+        prompt_tokens_ = prompt;
+        output_tokens_ = output >= 0 ? output : 0;  // embeddings report no completion tokens
+      }
+    }
+  }
+}
+
+}  // namespace sluice::net
