@@ -2,6 +2,8 @@
 // per-connection protocol lives in session.cpp.
 #include "sluice/net/proxy.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/read_until.hpp>
@@ -9,7 +11,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <spdlog/spdlog.h>
 
 #include "proxy_impl.hpp"
 #include "sluice/obs/metrics.hpp"
@@ -40,8 +41,8 @@ Proxy::Impl::Impl(asio::io_context& io_context, std::shared_ptr<const config::Co
       config(std::move(initial)),
       metrics(metrics_sink),
       gate(io_context.get_executor(), config->scheduler.core),
-      pool(io_context.get_executor(),
-           static_cast<std::size_t>(std::max<std::int64_t>(config->upstream.max_idle_connections, 0))),
+      pool(io_context.get_executor(), static_cast<std::size_t>(std::max<std::int64_t>(
+                                          config->upstream.max_idle_connections, 0))),
       acceptor(io_context),
       accept_wakeup(io_context, asio::steady_timer::time_point::max()),
       idle_wakeup(io_context, asio::steady_timer::time_point::max()) {
@@ -71,15 +72,14 @@ asio::awaitable<void> Proxy::Impl::accept_loop() {
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     auto record = sessions.insert(sessions.end(), SessionRecord{});
-    asio::co_spawn(io, run_session(self, std::move(socket), record),
-                   [](std::exception_ptr error) {
-                     if (!error) return;
-                     try {
-                       std::rethrow_exception(error);
-                     } catch (const std::exception& e) {
-                       spdlog::error("session ended by an unexpected error: {}", e.what());
-                     }
-                   });
+    asio::co_spawn(io, run_session(self, std::move(socket), record), [](std::exception_ptr error) {
+      if (!error) return;
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        spdlog::error("session ended by an unexpected error: {}", e.what());
+      }
+    });
   }
 }
 
@@ -147,7 +147,9 @@ std::string Proxy::reconfigure(std::shared_ptr<const config::Config> next) {
   return {};
 }
 
-const std::shared_ptr<const config::Config>& Proxy::config() const { return impl_->config; }
+const std::shared_ptr<const config::Config>& Proxy::config() const {
+  return impl_->config;
+}
 
 void Proxy::begin_shutdown() {
   Impl& impl = *impl_;
@@ -164,11 +166,17 @@ void Proxy::begin_shutdown() {
   if (impl.sessions.empty()) impl.idle_wakeup.cancel();
 }
 
-bool Proxy::shutting_down() const { return impl_->shutting_down; }
+bool Proxy::shutting_down() const {
+  return impl_->shutting_down;
+}
 
-std::size_t Proxy::connections() const { return impl_->sessions.size(); }
+std::size_t Proxy::connections() const {
+  return impl_->sessions.size();
+}
 
-std::size_t Proxy::active_requests() const { return impl_->active_requests; }
+std::size_t Proxy::active_requests() const {
+  return impl_->active_requests;
+}
 
 asio::awaitable<void> Proxy::wait_idle() {
   auto impl = impl_;
@@ -190,11 +198,17 @@ void Proxy::close_all() {
     Impl::close_session(record, true);
 }
 
-core::Snapshot Proxy::snapshot() const { return impl_->gate.snapshot(); }
+core::Snapshot Proxy::snapshot() const {
+  return impl_->gate.snapshot();
+}
 
-std::int64_t Proxy::retry_after_seconds() const { return impl_->gate.retry_after_seconds(); }
+std::int64_t Proxy::retry_after_seconds() const {
+  return impl_->gate.retry_after_seconds();
+}
 
-const AdmissionGate& Proxy::gate() const { return impl_->gate; }
+const AdmissionGate& Proxy::gate() const {
+  return impl_->gate;
+}
 
 asio::awaitable<std::string> Proxy::probe_upstream() {
   auto impl = impl_;
@@ -206,17 +220,19 @@ asio::awaitable<std::string> Proxy::probe_upstream() {
                                  : "connect: " + acquired.error.message();
   }
   auto& stream = acquired.connection->stream;
-  std::string request = "GET " + upstream.base_path + "/api/version HTTP/1.1\r\nHost: " +
-                        upstream.host_header + "\r\nConnection: close\r\n\r\n";
+  std::string request = "GET " + upstream.base_path +
+                        "/api/version HTTP/1.1\r\nHost: " + upstream.host_header +
+                        "\r\nConnection: close\r\n\r\n";
   stream.expires_after(upstream.connect_timeout);
-  auto [write_error, written] = co_await asio::async_write(stream, asio::buffer(request), use_tuple);
+  auto [write_error, written] =
+      co_await asio::async_write(stream, asio::buffer(request), use_tuple);
   if (write_error) co_return "send: " + write_error.message();
   asio::streambuf response(4096);
   stream.expires_after(upstream.connect_timeout);
   auto [read_error, length] = co_await asio::async_read_until(stream, response, "\r\n", use_tuple);
   if (read_error) {
     co_return read_error == boost::beast::error::timeout ? std::string("timeout")
-                                                          : "receive: " + read_error.message();
+                                                         : "receive: " + read_error.message();
   }
   std::string line(asio::buffers_begin(response.data()),
                    asio::buffers_begin(response.data()) + static_cast<std::ptrdiff_t>(length));

@@ -134,8 +134,8 @@ Dialect dialect_for(std::string_view path) {
 std::string error_body(Dialect dialect, std::string_view message, std::string_view openai_type) {
   json body;
   if (dialect == Dialect::openai) {
-    body["error"] = {{"message", message}, {"type", openai_type}, {"param", nullptr},
-                     {"code", nullptr}};
+    body["error"] = {
+        {"message", message}, {"type", openai_type}, {"param", nullptr}, {"code", nullptr}};
   } else {
     body["error"] = message;
   }

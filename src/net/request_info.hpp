@@ -37,18 +37,17 @@ std::string stream_error_chunk(bool sse, Dialect dialect, std::string_view messa
 
 /// Raw values of the label headers, nullopt when absent.
 struct LabelHeaderValues {
-  std::optional<std::string_view> user, tier, priority, workload, tokens, queue_timeout,
-      request_id;
+  std::optional<std::string_view> user, tier, priority, workload, tokens, queue_timeout, request_id;
 };
 
 /// The validated result of the label headers.
 struct RequestLabels {
-  core::Labels labels;                         ///< user, tier, priority, workload, tokens
-  std::optional<double> priority;              ///< X-Priority
-  std::optional<std::int64_t> tokens;          ///< X-Tokens
-  std::optional<core::Duration> queue_timeout; ///< X-Queue-Timeout
-  std::optional<std::string> workload;         ///< X-Workload (existence checked by the caller)
-  std::string request_id;                      ///< X-Request-Id, "" when absent
+  core::Labels labels;                          ///< user, tier, priority, workload, tokens
+  std::optional<double> priority;               ///< X-Priority
+  std::optional<std::int64_t> tokens;           ///< X-Tokens
+  std::optional<core::Duration> queue_timeout;  ///< X-Queue-Timeout
+  std::optional<std::string> workload;          ///< X-Workload (existence checked by the caller)
+  std::string request_id;                       ///< X-Request-Id, "" when absent
 };
 
 /// Validates the label headers. Returns "" on success, else the client-facing message naming

@@ -64,7 +64,8 @@ asio::awaitable<AcquireResult> UpstreamPool::acquire(const config::UpstreamConfi
     error_code ignored;
     candidate->stream.socket().close(ignored);
   }
-  co_return co_await connect(upstream);
+  AcquireResult fresh = co_await connect(upstream);
+  co_return fresh;
 }
 
 asio::awaitable<AcquireResult> UpstreamPool::connect(const config::UpstreamConfig& upstream) {
