@@ -4,7 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,12 +35,6 @@ ChildProcess::ChildProcess(std::string path, std::vector<std::string> args)
     ::close(out[1]);
     throw std::runtime_error("pipe failed");
   }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-
   std::vector<std::string> argv_storage;
   argv_storage.push_back(path_);
   for (auto& a : args)
@@ -50,10 +44,46 @@ ChildProcess::ChildProcess(std::string path, std::vector<std::string> args)
     argv.push_back(a.data());
   argv.push_back(nullptr);
 
-  const int rc = ::posix_spawn(&pid_, path_.c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
+  // fork + exec rather than posix_spawn, so the child can ask the kernel to kill it when this
+  // test process dies (PR_SET_PDEATHSIG): a test killed by a ctest timeout or a crash must not
+  // leave servers behind. Between fork and exec only async-signal-safe calls.
+  const pid_t parent = ::getpid();
+  int exec_error[2];
+  if (::pipe2(exec_error, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);  // the parent died before prctl took effect
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull < 0 || ::dup2(devnull, 0) < 0 || ::dup2(out[1], 1) < 0 || ::dup2(err[1], 2) < 0) {
+      int e = errno;
+      (void)!::write(exec_error[1], &e, sizeof e);
+      ::_exit(127);
+    }
+    ::execve(path_.c_str(), argv.data(), environ);
+    int e = errno;
+    (void)!::write(exec_error[1], &e, sizeof e);
+    ::_exit(127);
+  }
+  ::close(exec_error[1]);
   ::close(out[1]);
   ::close(err[1]);
+  int rc = pid_ < 0 ? errno : 0;
+  if (pid_ > 0) {
+    // The write end closes on a successful exec (O_CLOEXEC): EOF means the program started.
+    int child_errno = 0;
+    ssize_t n;
+    do {
+      n = ::read(exec_error[0], &child_errno, sizeof child_errno);
+    } while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(sizeof child_errno)) {
+      rc = child_errno;
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+      reaped_ = true;
+    }
+  }
+  ::close(exec_error[0]);
   if (rc != 0) {
     ::close(out[0]);
     ::close(err[0]);

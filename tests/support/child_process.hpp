@@ -4,6 +4,9 @@
 // (so the child never blocks on a full pipe) and kept for failure messages. wait_for_port()
 // reads stdout until the `listening on http://127.0.0.1:PORT` line every sluice server prints.
 // The destructor sends SIGTERM, waits briefly, then SIGKILLs and reaps: no test leaks a process.
+// If the test process itself dies (a ctest timeout, a crash), the kernel kills the child
+// (PR_SET_PDEATHSIG). That signal follows the *thread* that created the child: create
+// ChildProcess objects on a thread that lives as long as they do (the test's main thread).
 #pragma once
 
 #include <sys/types.h>
