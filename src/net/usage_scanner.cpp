@@ -75,7 +75,10 @@ void UsageScanner::inspect_line(std::string_view line) {
   if (!doc.is_object()) return;
   if (doc.contains("error")) saw_error_ = true;
   if (native) {
-    const bool done = doc.value("done", false);
+    // Not doc.value("done", false): that throws when an upstream sends a non-boolean "done".
+    auto done_field = doc.find("done");
+    const bool done =
+        done_field != doc.end() && done_field->is_boolean() && done_field->get<bool>();
     if (done) saw_done_ = true;
     std::int64_t prompt = count_field(doc, "prompt_eval_count");
     std::int64_t output = count_field(doc, "eval_count");

@@ -269,3 +269,16 @@ TEST_CASE("usage scanner: lines beyond the bound are skipped, not buffered") {
   scanner.feed("{\"done\":true,\"eval_count\":9}\n");
   CHECK(scanner.output_tokens() == 9);
 }
+
+TEST_CASE("usage scanner: wrongly typed fields from an upstream are ignored, never thrown") {
+  // Found by tests/fuzz/fuzz_stream: a string "done" used to make nlohmann::json::value() throw
+  // out of the relay.
+  UsageScanner scanner;
+  CHECK_NOTHROW(scanner.feed(
+      "{\"done\":\"a\",\"eval_count\":\"x\",\"prompt_eval_count\":-4}\n{\"done\":true,"
+      "\"eval_count\":1.5}\n{\"usage\":\"none\"}\n{\"usage\":{\"prompt_tokens\":\"7\"}}\n"));
+  scanner.finish();
+  CHECK(scanner.saw_done());
+  CHECK(scanner.output_tokens() == 0);  // 1.5 is not a count; the final object implies 0
+  CHECK(scanner.prompt_tokens() == 0);
+}
