@@ -39,6 +39,7 @@ Proxy::Impl::Impl(asio::io_context& io_context, std::shared_ptr<const config::Co
                   obs::Metrics& metrics_sink)
     : io(io_context),
       config(std::move(initial)),
+      authenticator(std::make_shared<const auth::Authenticator>(config->auth)),
       metrics(metrics_sink),
       gate(io_context.get_executor(), config->scheduler.core),
       pool(io_context.get_executor(), static_cast<std::size_t>(std::max<std::int64_t>(
@@ -139,6 +140,7 @@ std::string Proxy::reconfigure(std::shared_ptr<const config::Config> next) {
   if (std::string why = config::reload_incompatibility(*impl_->config, *next); !why.empty())
     return why;
   if (std::string why = impl_->gate.reconfigure(next->scheduler.core); !why.empty()) return why;
+  impl_->authenticator = std::make_shared<const auth::Authenticator>(next->auth);
   impl_->config = std::move(next);
   auto names = workload_names(*impl_->config);
   impl_->metrics.add_workloads(names);

@@ -17,6 +17,7 @@
 #include <list>
 #include <memory>
 
+#include "sluice/auth/auth.hpp"
 #include "sluice/config/config.hpp"
 #include "sluice/core/cost.hpp"
 #include "sluice/net/admission_gate.hpp"
@@ -47,6 +48,9 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   boost::asio::io_context& io;
   std::shared_ptr<const config::Config> config;
+  /// Built from config->auth; replaced (not mutated) on reconfigure, so a request keeps the one
+  /// it started with.
+  std::shared_ptr<const auth::Authenticator> authenticator;
   obs::Metrics& metrics;
   AdmissionGate gate;
   core::CostModel cost_model;

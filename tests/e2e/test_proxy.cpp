@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "proxy_harness.hpp"
+#include "sluice/auth/auth.hpp"
 
 using namespace sluice;
 using namespace sluice::test;
@@ -521,4 +522,58 @@ TEST_CASE("invalid headers and bodies: 400 naming what was wrong, in the route's
     if (c.target.rfind("/v1/", 0) == 0) CHECK(body["error"]["type"] == "invalid_request_error");
   }
   CHECK(sim.stats()["total"] == 0);  // none reached the upstream
+}
+
+TEST_CASE("API keys: 401 without a valid key; the key decides who it is; never forwarded") {
+  Simulator sim({"--time-scale", "1"});
+  const std::string key = "sk-test-alice";
+  ProxyUnderTest proxy(
+      proxy_config(sim.url(), R"({"max_concurrency": 1, "workloads": [{"name": "paid",
+                     "match": {"tier": "paid"}, "priority": 8}]})",
+                   "",
+                   R"("auth": {"keys": [{"name": "alice-key", "sha256": ")" +
+                       auth::sha256_hex(key) + R"(", "user": "alice", "tier": "paid"}]})"));
+  const std::string body = generate_body("x", 2, false);
+
+  HttpResponse missing = http_request(proxy.port(), post_json("/api/generate", body));
+  CHECK(missing.status == 401);
+  CHECK(missing.header("WWW-Authenticate").has_value());
+  CHECK(json::parse(missing.body)["error"].get<std::string>().find("API key") != std::string::npos);
+  HttpResponse wrong = http_request(
+      proxy.port(), post_json("/v1/chat/completions", R"({"model":"mistral","messages":[]})",
+                              {{"Authorization", "Bearer sk-nope"}}));
+  CHECK(wrong.status == 401);
+  CHECK(json::parse(wrong.body)["error"]["message"] == "invalid API key");
+  HttpResponse tags = http_request(proxy.port(), HttpRequest{.target = "/api/tags"});
+  CHECK(tags.status == 401);  // pass-through routes are protected too
+  CHECK(sim.stats()["total"] == 0);
+
+  // A valid key: its user and tier apply, whatever the client claims.
+  HttpClient client("127.0.0.1", proxy.port());
+  client.send(post_json(
+      "/api/generate", generate_body("long", 2000),
+      {{"Authorization", "Bearer " + key}, {"X-User-Id", "mallory"}, {"X-Tier", "free"}}));
+  REQUIRE(proxy.wait_for([](const core::Snapshot& s) { return s.in_flight == 1; }));
+  core::Snapshot snapshot = proxy.snapshot();
+  bool alice = false, mallory = false;
+  for (const auto& k : snapshot.keys) {
+    alice = alice || (k.label == "user" && k.value == "alice" && k.in_flight == 1);
+    mallory = mallory || k.value == "mallory";
+  }
+  CHECK(alice);
+  CHECK_FALSE(mallory);
+  for (const auto& w : snapshot.workloads) {
+    if (w.name == "paid") CHECK(w.in_flight == 1);
+  }
+  REQUIRE(client.read_head(milliseconds(5000)) == ReadStatus::ok);
+  CHECK(client.response().status == 200);
+  client.abort();
+
+  HttpResponse with_header =
+      http_request(proxy.port(), post_json("/api/generate", body, {{"X-Api-Key", key}}));
+  CHECK(with_header.status == 200);
+  for (const auto& record : gpu_records(sim)) {
+    CHECK_FALSE(record["headers"].contains("authorization"));
+    CHECK_FALSE(record["headers"].contains("x-api-key"));
+  }
 }
