@@ -78,10 +78,15 @@ bool is_hop_by_hop(std::string name) {
 }
 
 /// Every end-to-end header of `direct` (apart from hop-by-hop ones and Date) has the same value
-/// in `via`.
-void check_same_headers(const HttpResponse& direct, const HttpResponse& via) {
+/// in `via`. Content-Length only when the two bodies are the same bytes (a generation carries
+/// timestamps and durations, so its length varies, and the simulator switches to chunked
+/// framing above a size threshold).
+void check_same_headers(const HttpResponse& direct, const HttpResponse& via,
+                        bool same_body = true) {
   for (const auto& header : direct.headers) {
     if (is_hop_by_hop(header.name)) continue;
+    if (!same_body && (header.name == "Content-Length" || header.name == "content-length"))
+      continue;
     INFO("header " << header.name);
     CHECK(via.header(header.name) == header.value);
   }
@@ -143,9 +148,8 @@ TEST_CASE("scheduled responses arrive as the upstream sent them: NDJSON, JSON, S
     REQUIRE(direct.status == 200);
     CHECK(via.status == direct.status);
     CHECK(via.complete);
-    CHECK(via.chunked == direct.chunked);
     CHECK(masked(via.body) == masked(direct.body));
-    check_same_headers(direct, via);
+    check_same_headers(direct, via, false);
     CHECK(via.header("X-Sluice-Workload") == "default");
     CHECK(via.header("X-Sluice-Queue-Ms").has_value());
     CHECK(via.header("X-Request-Id").value_or("").size() == 32);
