@@ -1,0 +1,66 @@
+// The load generator: runs a plan against an Ollama-compatible URL and records what each request
+// saw. Asio/Beast underneath (kept out of this header): one io_context thread, one coroutine per
+// request, one TCP connection per request in flight, every response read as a stream.
+//
+// Measurement: the run's clock starts when the first request is due. sent_s is when the request
+// was handed to the socket layer (after connecting); time to first token is send -> first body
+// byte (Ollama sends no headers before the first token, so the first body byte is the first
+// token); latency is send -> end of body. Every wall-clock duration is multiplied by
+// LoadOptions::time_scale, so against a simulator running F times faster the numbers are in
+// simulated seconds. X-Sluice-Queue-Ms (the proxy's real milliseconds) is scaled the same way.
+//
+// Bounds: at most max_in_flight requests at once (the rest wait their turn in the generator, in
+// due order); every request ends by its own deadline (request_timeout_s) and by the run's
+// (max_duration_s); response heads are limited to 64 KiB and NDJSON lines to 1 MiB.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/bench/scenario.hpp"
+#include "sluice/bench/stats.hpp"
+
+namespace sluice::bench {
+
+/// An http:// URL split for connecting: host (no brackets), port, path prefix ("" or "/x").
+struct HttpTarget {
+  std::string host;
+  std::uint16_t port = 80;
+  std::string base_path;
+  std::string host_header;  ///< "host:port" as sent in Host
+
+  std::string to_string() const;
+};
+
+/// Parses "http://host[:port][/prefix]". nullopt (and why) when it is not such a URL.
+std::optional<HttpTarget> parse_http_target(std::string_view url, std::string* why = nullptr);
+
+struct LoadOptions {
+  HttpTarget target;
+  double time_scale = 1;  ///< simulated seconds per wall second (1 = real time)
+  std::size_t max_in_flight = 4096;
+  std::string run_id;                   ///< sent as X-Bench-Run on every request
+  std::optional<HttpTarget> sim_stats;  ///< where GET /sim/stats answers (upstream usage)
+  std::string label;                    ///< shown in the progress line
+  bool progress = true;                 ///< live progress line on stderr
+};
+
+struct LoadResult {
+  std::vector<RequestRecord> records;
+  UpstreamUsage upstream;
+  bool truncated = false;  ///< the run deadline cut requests off
+  double wall_s = 0;
+};
+
+/// Reads /sim/stats once (blocking). Used to learn a simulator's time scale.
+std::optional<double> probe_time_scale(const HttpTarget& stats, std::string* why = nullptr);
+
+/// Runs the plan to completion (or to the scenario's max_duration_s). Blocking.
+LoadResult run_load(const Scenario& scenario, const Plan& plan, const LoadOptions& options);
+
+}  // namespace sluice::bench

@@ -1,0 +1,258 @@
+// sluice-bench: replays a scenario against an Ollama-compatible URL and reports what each tier
+// of users experienced (see docs/experiment.md).
+//
+//   sluice-bench run --scenario FILE --target URL --out DIR [--label NAME] [--sim-stats URL]
+//   sluice-bench report --out DIR [--scenario FILE] [--baseline LABEL] RUN_DIR...
+//   sluice-bench check FILE
+//
+// `run` writes DIR/requests.csv, DIR/summary.json, DIR/summary.md and DIR/chart.svg and prints
+// the Markdown table; `report` reads several run folders and writes the side-by-side comparison
+// (comparison.md, comparison.json, chart.svg) plus the scenario's targets, met or missed.
+// Exit status: 0 on success, 1 when a run had failed requests or (with --fail-on-missed) a
+// target was missed, 2 on bad input.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "sluice/bench/load.hpp"
+#include "sluice/bench/report.hpp"
+#include "sluice/bench/scenario.hpp"
+#include "sluice/bench/stats.hpp"
+
+namespace {
+
+using namespace sluice::bench;
+namespace fs = std::filesystem;
+
+void write_file(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
+std::string read_file(const fs::path& path, std::size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + path.string());
+  std::string text;
+  text.resize(max_bytes + 1);
+  in.read(text.data(), std::streamsize(text.size()));
+  text.resize(std::size_t(in.gcount()));
+  if (text.size() > max_bytes)
+    throw std::runtime_error(path.string() + " is larger than " + std::to_string(max_bytes) +
+                             " bytes");
+  return text;
+}
+
+std::string run_id_for(const std::string& label) {
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return label + "-" + std::to_string(getpid()) + "-" +
+         std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now).count());
+}
+
+struct RunArgs {
+  std::string scenario, target, out, label = "run", sim_stats, run_id;
+  double time_scale = 0;
+  std::size_t max_in_flight = 4096;
+  bool no_progress = false;
+};
+
+int cmd_run(const RunArgs& a) {
+  const Scenario scenario = load_scenario_file(a.scenario);
+  const Plan plan = make_plan(scenario);
+  std::string why;
+  LoadOptions opt;
+  auto target = parse_http_target(a.target, &why);
+  if (!target) throw std::invalid_argument("--target: " + why);
+  opt.target = *target;
+  if (!a.sim_stats.empty()) {
+    auto stats = parse_http_target(a.sim_stats, &why);
+    if (!stats) throw std::invalid_argument("--sim-stats: " + why);
+    opt.sim_stats = *stats;
+  }
+  opt.time_scale = a.time_scale;
+  if (opt.time_scale == 0) {
+    opt.time_scale = 1;
+    if (opt.sim_stats) {
+      auto scale = probe_time_scale(*opt.sim_stats, &why);
+      if (!scale) throw std::runtime_error("--sim-stats: cannot read the time scale: " + why);
+      opt.time_scale = *scale;
+    }
+  }
+  opt.max_in_flight = a.max_in_flight;
+  opt.label = a.label;
+  opt.run_id = a.run_id.empty() ? run_id_for(a.label) : a.run_id;
+  opt.progress = !a.no_progress;
+
+  LoadResult result = run_load(scenario, plan, opt);
+  Summary summary = summarize(result.records, result.upstream);
+  summary.scenario = scenario.name;
+  summary.label = a.label;
+  summary.target = opt.target.to_string();
+  summary.time_scale = opt.time_scale;
+  summary.truncated = result.truncated;
+  summary.notes = {
+      {"time", opt.time_scale == 1
+                   ? "seconds of wall time"
+                   : "simulated seconds: wall time x time_scale (the simulator's clock)"},
+      {"percentiles", "nearest rank over ok requests"},
+      {"span", "first send to last response end"},
+      {"utilisation",
+       "union of the upstream's generation intervals (slot acquired to end, from /sim/stats) "
+       "inside the span, divided by the span"},
+      {"jain", "Jain's index of the per-user mean latency of ok requests"},
+      {"run_id", opt.run_id},
+      {"wall_seconds", format_number(result.wall_s)}};
+
+  fs::create_directories(a.out);
+  const fs::path dir(a.out);
+  write_file(dir / "requests.csv", write_csv(result.records));
+  write_file(dir / "summary.json", summary_to_json(summary).dump(2) + "\n");
+  std::vector<Run> runs{{summary, result.records}};
+  const std::string table = markdown_table(runs);
+  write_file(dir / "summary.md", "# " + scenario.name + " — " + a.label + "\n\n" + table);
+  write_file(dir / "chart.svg", svg_chart(runs, scenario.name + " — " + a.label));
+  std::cout << table;
+  if (!summary.upstream.available)
+    std::cout << "\n(upstream utilisation unknown: " << summary.upstream.note << ")\n";
+  return summary.failed == 0 ? 0 : 1;
+}
+
+struct ReportArgs {
+  std::string out, scenario, baseline, title;
+  std::vector<std::string> runs;
+  bool fail_on_missed = false;
+};
+
+int cmd_report(const ReportArgs& a) {
+  std::vector<Run> runs;
+  for (const auto& dir : a.runs) {
+    const fs::path p(dir);
+    Run run;
+    run.summary =
+        summary_from_json(nlohmann::json::parse(read_file(p / "summary.json", 64 * 1024 * 1024)));
+    run.records = parse_csv(read_file(p / "requests.csv", 512 * 1024 * 1024));
+    runs.push_back(std::move(run));
+  }
+  std::string targets_json, name = runs.empty() ? "" : runs.front().summary.scenario;
+  if (!a.scenario.empty()) {
+    const Scenario s = load_scenario_file(a.scenario);
+    targets_json = s.targets_json;
+    name = s.name;
+  }
+  const auto results = evaluate_targets(targets_json, runs);
+  std::ostringstream md;
+  md << "# " << name << "\n\n" << markdown_table(runs, a.baseline);
+  if (!results.empty()) md << "\n" << targets_markdown(results);
+  nlohmann::json j;
+  j["scenario"] = name;
+  j["baseline"] = a.baseline;
+  j["runs"] = nlohmann::json::array();
+  for (const auto& r : runs)
+    j["runs"].push_back(summary_to_json(r.summary));
+  j["targets"] = nlohmann::json::array();
+  for (const auto& r : results)
+    j["targets"].push_back({{"name", r.name}, {"status", r.status}, {"detail", r.detail}});
+
+  fs::create_directories(a.out);
+  const fs::path dir(a.out);
+  write_file(dir / "comparison.md", md.str());
+  write_file(dir / "comparison.json", j.dump(2) + "\n");
+  write_file(dir / "chart.svg", svg_chart(runs, a.title.empty() ? name : a.title));
+  std::cout << md.str();
+  const bool missed = std::any_of(results.begin(), results.end(),
+                                  [](const TargetResult& r) { return r.status == "missed"; });
+  return a.fail_on_missed && missed ? 1 : 0;
+}
+
+int cmd_check(const std::string& path) {
+  const Scenario s = load_scenario_file(path);
+  const Plan plan = make_plan(s);
+  std::cout << s.name << ": " << s.groups.size() << " group(s), " << plan.users.size()
+            << " user(s), " << plan.total_requests << " request(s)\n";
+  for (const auto& g : s.groups)
+    std::cout << "  " << g.name << ": " << g.users << " x " << g.requests_per_user
+              << " request(s), tier " << g.tier << ", prompts " << g.prompt_list << " ("
+              << s.prompt_lists.at(g.prompt_list).size() << ")\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "sluice-bench: replays a load scenario against an Ollama-compatible URL and "
+      "reports latency per tier (docs/experiment.md)",
+      "sluice-bench"};
+  app.require_subcommand(1);
+
+  RunArgs run;
+  auto* run_cmd = app.add_subcommand("run", "run one scenario against one target");
+  run_cmd->add_option("--scenario", run.scenario, "scenario JSON (config/scenarios/*.json)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  run_cmd->add_option("--target", run.target, "base URL of the Ollama API (http://HOST:PORT)")
+      ->required();
+  run_cmd->add_option("--out", run.out, "folder for requests.csv, summary.json/.md, chart.svg")
+      ->required();
+  run_cmd->add_option("--label", run.label, "name of this run (before, after, ...)")
+      ->capture_default_str();
+  run_cmd->add_option("--sim-stats", run.sim_stats,
+                      "base URL of a sluice-sim (its /sim/stats gives the upstream's busy time "
+                      "and time scale)");
+  run_cmd
+      ->add_option("--time-scale", run.time_scale,
+                   "simulated seconds per wall second; default: the simulator's (from "
+                   "--sim-stats), else 1")
+      ->check(CLI::Range(0.0, 100000.0));
+  run_cmd
+      ->add_option("--max-in-flight", run.max_in_flight,
+                   "requests open at once at most (the rest wait in the generator)")
+      ->check(CLI::Range(std::size_t(1), std::size_t(60000)))
+      ->capture_default_str();
+  run_cmd->add_option("--run-id", run.run_id, "sent as X-Bench-Run (default: label-pid-time)");
+  run_cmd->add_flag("--no-progress", run.no_progress, "no progress line on stderr");
+
+  ReportArgs report;
+  auto* report_cmd =
+      app.add_subcommand("report", "compare run folders side by side and check targets");
+  report_cmd->add_option("--out", report.out, "folder for comparison.md/.json and chart.svg")
+      ->required();
+  report_cmd->add_option("--scenario", report.scenario, "scenario whose targets to check")
+      ->check(CLI::ExistingFile);
+  report_cmd->add_option("--baseline", report.baseline, "label of the run ratios refer to");
+  report_cmd->add_option("--title", report.title, "chart title (default: the scenario's name)");
+  report_cmd->add_flag("--fail-on-missed", report.fail_on_missed, "exit 1 if a target is missed");
+  report_cmd->add_option("runs", report.runs, "run folders, in the order to show them")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+
+  std::string check_path;
+  auto* check_cmd = app.add_subcommand("check", "validate a scenario and show its plan");
+  check_cmd->add_option("scenario", check_path, "scenario JSON")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*run_cmd) return cmd_run(run);
+    if (*report_cmd) return cmd_report(report);
+    if (*check_cmd) return cmd_check(check_path);
+  } catch (const ScenarioError& e) {
+    std::cerr << "sluice-bench: " << e.what() << "\n";
+    return 2;
+  } catch (const ReportError& e) {
+    std::cerr << "sluice-bench: " << e.what() << "\n";
+    return 2;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "sluice-bench: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "sluice-bench: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,717 @@
+// CSV, JSON, Markdown, SVG and target checks (see include/sluice/bench/report.hpp).
+#include "sluice/bench/report.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+namespace sluice::bench {
+namespace {
+
+using nlohmann::json;
+
+// ---- CSV ----
+
+std::string csv_field(std::string_view s) {
+  if (s.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(s);
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::string seconds(const std::optional<double>& v) {
+  if (!v) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6f", *v);
+  return buf;
+}
+
+template <typename T>
+std::string opt_int(const std::optional<T>& v) {
+  return v ? std::to_string(*v) : "";
+}
+
+// Splits CSV text into rows of fields (RFC 4180). Throws on an unterminated quote.
+std::vector<std::vector<std::string>> csv_rows(std::string_view text) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> row;
+  std::string field;
+  bool quoted = false, in_quotes = false, any = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_quotes) {
+      if (c == '"') {
+        if (i + 1 < text.size() && text[i + 1] == '"') {
+          field += '"';
+          ++i;
+        } else {
+          in_quotes = false;
+        }
+      } else {
+        field += c;
+      }
+      continue;
+    }
+    if (c == '"' && field.empty() && !quoted) {
+      in_quotes = quoted = any = true;
+    } else if (c == ',') {
+      row.push_back(std::move(field));
+      field.clear();
+      quoted = false;
+      any = true;
+    } else if (c == '\n' || c == '\r') {
+      if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
+      if (any || !field.empty()) {
+        row.push_back(std::move(field));
+        rows.push_back(std::move(row));
+      }
+      row.clear();
+      field.clear();
+      quoted = any = false;
+    } else {
+      field += c;
+      any = true;
+    }
+  }
+  if (in_quotes) throw ReportError("csv: unterminated quoted field");
+  if (any || !field.empty()) {
+    row.push_back(std::move(field));
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+std::optional<double> parse_double(const std::string& s, std::size_t line, const char* column) {
+  if (s.empty()) return std::nullopt;
+  char* end = nullptr;
+  const double d = std::strtod(s.c_str(), &end);
+  if (end != s.c_str() + s.size() || !std::isfinite(d))
+    throw ReportError("csv line " + std::to_string(line) + ": " + column + ": not a number: " + s);
+  return d;
+}
+
+std::optional<long> parse_long(const std::string& s, std::size_t line, const char* column) {
+  if (s.empty()) return std::nullopt;
+  char* end = nullptr;
+  const long v = std::strtol(s.c_str(), &end, 10);
+  if (end != s.c_str() + s.size())
+    throw ReportError("csv line " + std::to_string(line) + ": " + column +
+                      ": not an integer: " + s);
+  return v;
+}
+
+// ---- JSON ----
+
+json opt_json(const std::optional<double>& v) {
+  return v ? json(*v) : json(nullptr);
+}
+
+std::optional<double> opt_double(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  return it->get<double>();
+}
+
+json distribution_json(const Distribution& d) {
+  return {{"n", d.n},
+          {"p50", opt_json(d.p50)},
+          {"p90", opt_json(d.p90)},
+          {"p99", opt_json(d.p99)},
+          {"max", opt_json(d.max)},
+          {"mean", opt_json(d.mean)}};
+}
+
+Distribution distribution_from(const json& j) {
+  Distribution d;
+  d.n = j.at("n").get<std::size_t>();
+  d.p50 = opt_double(j, "p50");
+  d.p90 = opt_double(j, "p90");
+  d.p99 = opt_double(j, "p99");
+  d.max = opt_double(j, "max");
+  d.mean = opt_double(j, "mean");
+  return d;
+}
+
+json subject_json(const SubjectSummary& s) {
+  json users = json::array();
+  for (const auto& u : s.users)
+    users.push_back({{"user", u.user},
+                     {"count", u.count},
+                     {"ok", u.ok},
+                     {"mean_latency_s", opt_json(u.mean_latency_s)},
+                     {"p90_latency_s", opt_json(u.p90_latency_s)}});
+  return {{"name", s.name},
+          {"count", s.count},
+          {"ok", s.ok},
+          {"failed", s.failed},
+          {"latency_s", distribution_json(s.latency)},
+          {"ttft_s", distribution_json(s.ttft)},
+          {"queue_s", distribution_json(s.queue)},
+          {"output_tokens", s.output_tokens},
+          {"tokens_per_s", opt_json(s.tokens_per_s)},
+          {"jain_user_mean_latency", opt_json(s.jain)},
+          {"users", users}};
+}
+
+SubjectSummary subject_from(const json& j, std::string kind) {
+  SubjectSummary s;
+  s.kind = std::move(kind);
+  s.name = j.at("name").get<std::string>();
+  s.count = j.at("count").get<std::size_t>();
+  s.ok = j.at("ok").get<std::size_t>();
+  s.failed = j.at("failed").get<std::size_t>();
+  s.latency = distribution_from(j.at("latency_s"));
+  s.ttft = distribution_from(j.at("ttft_s"));
+  s.queue = distribution_from(j.at("queue_s"));
+  s.output_tokens = j.at("output_tokens").get<long>();
+  s.tokens_per_s = opt_double(j, "tokens_per_s");
+  s.jain = opt_double(j, "jain_user_mean_latency");
+  for (const auto& u : j.at("users")) {
+    UserSummary us;
+    us.user = u.at("user").get<std::string>();
+    us.count = u.at("count").get<std::size_t>();
+    us.ok = u.at("ok").get<std::size_t>();
+    us.mean_latency_s = opt_double(u, "mean_latency_s");
+    us.p90_latency_s = opt_double(u, "p90_latency_s");
+    s.users.push_back(std::move(us));
+  }
+  return s;
+}
+
+// ---- text helpers ----
+
+std::string fmt_opt(const std::optional<double>& v) {
+  return v ? format_number(*v) : "–";
+}
+
+std::string percent(const std::optional<double>& v) {
+  if (!v) return "–";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %%", *v * 100);
+  return buf;
+}
+
+std::string ratio_text(const std::optional<double>& value, const std::optional<double>& base) {
+  if (!value || !base || !(*base > 0)) return "–";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f×", *value / *base);
+  return buf;
+}
+
+std::string xml_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+// A "nice" step for about `ticks` ticks over [0, max].
+double nice_step(double max, int ticks) {
+  if (!(max > 0)) return 1;
+  const double raw = max / ticks;
+  const double mag = std::pow(10, std::floor(std::log10(raw)));
+  const double f = raw / mag;
+  const double nice = f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10;
+  return nice * mag;
+}
+
+const char* tier_colour(std::size_t i) {
+  static const char* palette[] = {"#d1495b", "#2e86ab", "#3a9d23", "#8e6c8a",
+                                  "#edae49", "#66545e", "#00798c", "#f26419"};
+  return palette[i % (sizeof palette / sizeof *palette)];
+}
+
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", v);
+  return buf;
+}
+
+// ---- targets ----
+
+std::optional<double> metric_value(const Summary& s, const std::string& metric,
+                                   const std::string& subject, std::string& why) {
+  if (metric == "utilisation") {
+    if (!s.upstream.utilisation) why = "no upstream utilisation in run " + s.label;
+    return s.upstream.utilisation;
+  }
+  std::string kind = "all", name = "all";
+  if (subject != "all") {
+    const auto colon = subject.find(':');
+    if (colon == std::string::npos)
+      throw ReportError("target subject must be tier:NAME, group:NAME or all");
+    kind = subject.substr(0, colon);
+    name = subject.substr(colon + 1);
+    if (kind != "tier" && kind != "group")
+      throw ReportError("target subject must be tier:NAME, group:NAME or all, not " + subject);
+  }
+  const SubjectSummary* sub = s.find(kind, name);
+  if (!sub) {
+    why = "run " + s.label + " has no " + subject;
+    return std::nullopt;
+  }
+  std::optional<double> v;
+  if (metric.rfind("latency_", 0) == 0 || metric.rfind("ttft_", 0) == 0) {
+    const bool lat = metric[0] == 'l';
+    const Distribution& d = lat ? sub->latency : sub->ttft;
+    const std::string which = metric.substr(lat ? 8 : 5);
+    if (which == "p50") {
+      v = d.p50;
+    } else if (which == "p90") {
+      v = d.p90;
+    } else if (which == "p99") {
+      v = d.p99;
+    } else if (which == "max") {
+      v = d.max;
+    } else if (which == "mean") {
+      v = d.mean;
+    } else {
+      throw ReportError("unknown target metric " + metric);
+    }
+  } else if (metric == "jain") {
+    v = sub->jain;
+  } else if (metric == "failures") {
+    v = double(sub->failed);
+  } else if (metric == "tokens_per_s") {
+    v = sub->tokens_per_s;
+  } else {
+    throw ReportError("unknown target metric " + metric);
+  }
+  if (!v) why = "run " + s.label + ": no value of " + metric + " for " + subject;
+  return v;
+}
+
+}  // namespace
+
+std::string format_number(double v) {
+  char buf[64];
+  const double a = std::fabs(v);
+  if (a >= 100) {
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  } else if (a >= 10) {
+    std::snprintf(buf, sizeof buf, "%.1f", v);
+  } else if (a >= 1) {
+    std::snprintf(buf, sizeof buf, "%.2f", v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.3g", v);
+  }
+  return buf;
+}
+
+std::string write_csv(const std::vector<RequestRecord>& records) {
+  std::string out(kCsvColumns);
+  out += '\n';
+  for (const auto& r : records) {
+    const std::string fields[] = {
+        std::to_string(r.index),  csv_field(r.user),        csv_field(r.tier),
+        csv_field(r.group),       csv_field(r.request_id),  std::to_string(r.status),
+        csv_field(r.outcome),     csv_field(r.error),       opt_int(r.num_predict),
+        seconds(r.sent_s),        seconds(r.queue_s),       seconds(r.ttft_s),
+        seconds(r.latency_s),     opt_int(r.prompt_tokens), opt_int(r.output_tokens),
+        csv_field(r.done_reason), csv_field(r.workload)};
+    for (std::size_t i = 0; i < std::size(fields); ++i) {
+      if (i) out += ',';
+      out += fields[i];
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+std::vector<RequestRecord> parse_csv(std::string_view text) {
+  const auto rows = csv_rows(text);
+  if (rows.empty()) throw ReportError("csv: empty");
+  std::string header;
+  for (std::size_t i = 0; i < rows[0].size(); ++i)
+    header += (i ? "," : "") + rows[0][i];
+  if (header != kCsvColumns)
+    throw ReportError("csv: unexpected header (not a sluice-bench requests.csv)");
+  std::vector<RequestRecord> records;
+  for (std::size_t i = 1; i < rows.size(); ++i) {
+    const auto& f = rows[i];
+    const std::size_t line = i + 1;
+    if (f.size() != 17)
+      throw ReportError("csv line " + std::to_string(line) + ": expected 17 fields, got " +
+                        std::to_string(f.size()));
+    RequestRecord r;
+    r.index = std::size_t(parse_long(f[0], line, "index").value_or(0));
+    r.user = f[1];
+    r.tier = f[2];
+    r.group = f[3];
+    r.request_id = f[4];
+    r.status = int(parse_long(f[5], line, "status").value_or(0));
+    r.outcome = f[6];
+    r.error = f[7];
+    if (auto v = parse_long(f[8], line, "num_predict")) r.num_predict = int(*v);
+    r.sent_s = parse_double(f[9], line, "sent_s").value_or(0);
+    r.queue_s = parse_double(f[10], line, "queue_s");
+    r.ttft_s = parse_double(f[11], line, "ttft_s");
+    r.latency_s = parse_double(f[12], line, "latency_s");
+    r.prompt_tokens = parse_long(f[13], line, "prompt_tokens");
+    r.output_tokens = parse_long(f[14], line, "output_tokens");
+    r.done_reason = f[15];
+    r.workload = f[16];
+    records.push_back(std::move(r));
+  }
+  return records;
+}
+
+json summary_to_json(const Summary& s) {
+  json j;
+  j["scenario"] = s.scenario;
+  j["label"] = s.label;
+  j["target"] = s.target;
+  j["time_unit"] = s.time_scale == 1 ? "seconds" : "simulated seconds (wall time x time_scale)";
+  j["time_scale"] = s.time_scale;
+  j["span_s"] = s.span_s;
+  j["requests"] = s.requests;
+  j["ok"] = s.ok;
+  j["failed"] = s.failed;
+  j["truncated"] = s.truncated;
+  j["upstream"] = {
+      {"available", s.upstream.available},     {"records", s.upstream.records},
+      {"busy_s", s.upstream.busy_s},           {"utilisation", opt_json(s.upstream.utilisation)},
+      {"peak_active", s.upstream.peak_active}, {"note", s.upstream.note}};
+  j["all"] = subject_json(s.all);
+  j["tiers"] = json::array();
+  for (const auto& t : s.tiers)
+    j["tiers"].push_back(subject_json(t));
+  j["groups"] = json::array();
+  for (const auto& g : s.groups)
+    j["groups"].push_back(subject_json(g));
+  j["notes"] = json::object();
+  for (const auto& [k, v] : s.notes)
+    j["notes"][k] = v;
+  return j;
+}
+
+Summary summary_from_json(const json& j) {
+  try {
+    Summary s;
+    s.scenario = j.at("scenario").get<std::string>();
+    s.label = j.at("label").get<std::string>();
+    s.target = j.at("target").get<std::string>();
+    s.time_scale = j.at("time_scale").get<double>();
+    s.span_s = j.at("span_s").get<double>();
+    s.requests = j.at("requests").get<std::size_t>();
+    s.ok = j.at("ok").get<std::size_t>();
+    s.failed = j.at("failed").get<std::size_t>();
+    s.truncated = j.at("truncated").get<bool>();
+    const auto& u = j.at("upstream");
+    s.upstream.available = u.at("available").get<bool>();
+    s.upstream.records = u.at("records").get<std::size_t>();
+    s.upstream.busy_s = u.at("busy_s").get<double>();
+    s.upstream.utilisation = opt_double(u, "utilisation");
+    s.upstream.peak_active = u.at("peak_active").get<std::size_t>();
+    s.upstream.note = u.at("note").get<std::string>();
+    s.all = subject_from(j.at("all"), "all");
+    for (const auto& t : j.at("tiers"))
+      s.tiers.push_back(subject_from(t, "tier"));
+    for (const auto& g : j.at("groups"))
+      s.groups.push_back(subject_from(g, "group"));
+    for (const auto& [k, v] : j.at("notes").items())
+      s.notes.emplace_back(k, v.get<std::string>());
+    return s;
+  } catch (const json::exception& e) {
+    throw ReportError(std::string("summary: ") + e.what());
+  }
+}
+
+std::string markdown_table(const std::vector<Run>& runs, const std::string& baseline) {
+  const Run* base = nullptr;
+  for (const auto& r : runs)
+    if (!baseline.empty() && r.summary.label == baseline) base = &r;
+  std::ostringstream out;
+  const bool scaled =
+      std::any_of(runs.begin(), runs.end(), [](const Run& r) { return r.summary.time_scale != 1; });
+  out << "| run | tier / group | n | failed | p50 " << (scaled ? "(sim s)" : "(s)")
+      << " | p90 | p99 | max | TTFT p50 | TTFT p90 | tok/s | Jain |";
+  if (base) out << " p50 vs " << baseline << " | p90 vs " << baseline << " |";
+  out << " GPU busy |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|";
+  if (base) out << "--:|--:|";
+  out << "--:|\n";
+  for (const auto& run : runs) {
+    const Summary& s = run.summary;
+    std::vector<const SubjectSummary*> rows;
+    for (const auto& t : s.tiers) {
+      rows.push_back(&t);
+      std::vector<const SubjectSummary*> groups;
+      for (const auto& g : s.groups) {
+        const bool in_tier = std::any_of(
+            run.records.begin(), run.records.end(),
+            [&](const RequestRecord& r) { return r.group == g.name && r.tier == t.name; });
+        if (in_tier) groups.push_back(&g);
+      }
+      if (groups.size() > 1) rows.insert(rows.end(), groups.begin(), groups.end());
+    }
+    bool first = true;
+    for (const auto* row : rows) {
+      const std::string name = row->kind == "group" ? "· " + row->name : row->name;
+      out << "| " << (first ? s.label : "") << " | " << name << " | " << row->count << " | "
+          << row->failed << " | " << fmt_opt(row->latency.p50) << " | " << fmt_opt(row->latency.p90)
+          << " | " << fmt_opt(row->latency.p99) << " | " << fmt_opt(row->latency.max) << " | "
+          << fmt_opt(row->ttft.p50) << " | " << fmt_opt(row->ttft.p90) << " | "
+          << fmt_opt(row->tokens_per_s) << " | " << (row->jain ? format_number(*row->jain) : "–")
+          << " |";
+      if (base) {
+        const SubjectSummary* b = base->summary.find(row->kind, row->name);
+        out << " " << (b ? ratio_text(row->latency.p50, b->latency.p50) : "–") << " | "
+            << (b ? ratio_text(row->latency.p90, b->latency.p90) : "–") << " |";
+      }
+      out << " " << (first ? percent(s.upstream.utilisation) : "") << " |\n";
+      first = false;
+    }
+  }
+  return out.str();
+}
+
+std::string svg_chart(const std::vector<Run>& runs, const std::string& title) {
+  constexpr double panel_w = 440, panel_h = 300, left = 56, right = 16, top = 58, bottom = 46;
+  const std::size_t columns = std::min<std::size_t>(std::max<std::size_t>(runs.size(), 1), 3);
+  const std::size_t rows_n = (runs.size() + columns - 1) / std::max<std::size_t>(columns, 1);
+  const double width = double(columns) * panel_w;
+  const double height = 64 + double(std::max<std::size_t>(rows_n, 1)) * panel_h + 24;
+
+  std::vector<std::string> tiers;
+  double max_latency = 0, max_time = 0;
+  bool scaled = false;
+  for (const auto& run : runs) {
+    scaled = scaled || run.summary.time_scale != 1;
+    for (const auto& r : run.records) {
+      if (std::find(tiers.begin(), tiers.end(), r.tier) == tiers.end()) tiers.push_back(r.tier);
+      if (r.latency_s) {
+        max_latency = std::max(max_latency, *r.latency_s);
+        max_time = std::max(max_time, r.end_s());
+      }
+    }
+  }
+  const double y_step = nice_step(max_latency, 5);
+  const double y_max = std::max(y_step, std::ceil(max_latency / y_step) * y_step);
+  const double x_step = nice_step(max_time, 5);
+  const double x_max = std::max(x_step, std::ceil(max_time / x_step) * x_step);
+  auto colour_of = [&](const std::string& tier) {
+    return tier_colour(std::size_t(std::find(tiers.begin(), tiers.end(), tier) - tiers.begin()));
+  };
+
+  std::ostringstream out;
+  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << num(width) << "\" height=\""
+      << num(height) << "\" viewBox=\"0 0 " << num(width) << " " << num(height)
+      << "\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\">\n";
+  out << "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
+  out << "<text x=\"16\" y=\"24\" font-size=\"15\" font-weight=\"bold\">" << xml_escape(title)
+      << "</text>\n";
+  out << "<text x=\"16\" y=\"42\" fill=\"#555\">end-to-end latency of each request (y) against "
+         "the time it completed (x)"
+      << (scaled ? ", simulated seconds" : ", seconds") << "; dashed: p90 per tier";
+  out << "</text>\n";
+  double lx = width - 16;
+  for (auto it = tiers.rbegin(); it != tiers.rend(); ++it) {
+    lx -= 8 + 7 * double(it->size()) + 18;
+    out << "<circle cx=\"" << num(lx) << "\" cy=\"20\" r=\"5\" fill=\"" << colour_of(*it)
+        << "\"/><text x=\"" << num(lx + 9) << "\" y=\"24\">" << xml_escape(*it) << "</text>\n";
+  }
+
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const Run& run = runs[i];
+    const double ox = double(i % columns) * panel_w;
+    const double oy = 56 + double(i / columns) * panel_h;
+    const double pw = panel_w - left - right, ph = panel_h - top - bottom;
+    const double x0 = ox + left, y0 = oy + top;
+    auto px = [&](double t) { return x0 + t / x_max * pw; };
+    auto py = [&](double l) { return y0 + ph - l / y_max * ph; };
+
+    out << "<g>\n<text x=\"" << num(x0) << "\" y=\"" << num(oy + 20)
+        << "\" font-size=\"13\" font-weight=\"bold\">" << xml_escape(run.summary.label)
+        << "</text>\n";
+    std::string figures;
+    for (const auto& t : run.summary.tiers) {
+      if (!figures.empty()) figures += " · ";
+      figures += t.name + " p50 " + fmt_opt(t.latency.p50) + " p90 " + fmt_opt(t.latency.p90);
+    }
+    if (run.summary.upstream.utilisation)
+      figures += " · busy " + percent(run.summary.upstream.utilisation);
+    out << "<text x=\"" << num(x0) << "\" y=\"" << num(oy + 36) << "\" fill=\"#555\">"
+        << xml_escape(figures) << "</text>\n";
+    out << "<rect x=\"" << num(x0) << "\" y=\"" << num(y0) << "\" width=\"" << num(pw)
+        << "\" height=\"" << num(ph) << "\" fill=\"#fafafa\" stroke=\"#bbb\"/>\n";
+    for (double v = 0; v <= y_max + 1e-9; v += y_step) {
+      out << "<line x1=\"" << num(x0) << "\" x2=\"" << num(x0 + pw) << "\" y1=\"" << num(py(v))
+          << "\" y2=\"" << num(py(v)) << "\" stroke=\"#e4e4e4\"/>";
+      out << "<text x=\"" << num(x0 - 5) << "\" y=\"" << num(py(v) + 4)
+          << "\" text-anchor=\"end\" fill=\"#444\">" << format_number(v) << "</text>\n";
+    }
+    for (double v = 0; v <= x_max + 1e-9; v += x_step) {
+      out << "<line x1=\"" << num(px(v)) << "\" x2=\"" << num(px(v)) << "\" y1=\"" << num(y0)
+          << "\" y2=\"" << num(y0 + ph) << "\" stroke=\"#eeeeee\"/>";
+      out << "<text x=\"" << num(px(v)) << "\" y=\"" << num(y0 + ph + 15)
+          << "\" text-anchor=\"middle\" fill=\"#444\">" << format_number(v) << "</text>\n";
+    }
+    out << "<text x=\"" << num(x0 + pw / 2) << "\" y=\"" << num(y0 + ph + 32)
+        << "\" text-anchor=\"middle\" fill=\"#444\">completed at (s since start)</text>\n";
+    out << "<text transform=\"translate(" << num(ox + 14) << "," << num(y0 + ph / 2)
+        << ") rotate(-90)\" text-anchor=\"middle\" fill=\"#444\">latency (s)</text>\n";
+    for (const auto& r : run.records) {
+      if (!r.latency_s) continue;
+      const double cx = px(r.end_s()), cy = py(*r.latency_s);
+      if (r.ok()) {
+        out << "<circle cx=\"" << num(cx) << "\" cy=\"" << num(cy) << "\" r=\"2.4\" fill=\""
+            << colour_of(r.tier) << "\" fill-opacity=\"0.75\"/>\n";
+      } else {
+        out << "<path d=\"M" << num(cx - 3) << " " << num(cy - 3) << "l6 6m0 -6l-6 6\" stroke=\""
+            << colour_of(r.tier) << "\" stroke-width=\"1.5\"/>\n";
+      }
+    }
+    for (const auto& t : run.summary.tiers) {
+      if (!t.latency.p90) continue;
+      const double y = py(*t.latency.p90);
+      out << "<line x1=\"" << num(x0) << "\" x2=\"" << num(x0 + pw) << "\" y1=\"" << num(y)
+          << "\" y2=\"" << num(y) << "\" stroke=\"" << colour_of(t.name)
+          << "\" stroke-dasharray=\"5 4\" stroke-width=\"1.2\"/>\n";
+    }
+    out << "</g>\n";
+  }
+  out << "</svg>\n";
+  return out.str();
+}
+
+std::vector<TargetResult> evaluate_targets(std::string_view targets_json,
+                                           const std::vector<Run>& runs) {
+  std::vector<TargetResult> results;
+  if (targets_json.empty()) return results;
+  json list;
+  try {
+    list = json::parse(targets_json);
+  } catch (const json::exception& e) {
+    throw ReportError(std::string("targets: ") + e.what());
+  }
+  if (!list.is_array()) throw ReportError("targets: must be an array");
+  auto find_run = [&](const std::string& label) -> const Run* {
+    for (const auto& r : runs)
+      if (r.summary.label == label) return &r;
+    return nullptr;
+  };
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const json& t = list[i];
+    const std::string where = "targets[" + std::to_string(i) + "]";
+    if (!t.is_object()) throw ReportError(where + ": must be an object");
+    static const std::set<std::string> known = {"name", "run", "metric",    "subject",  "baseline",
+                                                "max",  "min", "max_ratio", "min_ratio"};
+    for (const auto& [k, v] : t.items())
+      if (!known.count(k)) throw ReportError(where + "." + k + ": unknown key");
+    auto str = [&](const char* key, std::string fallback) {
+      auto it = t.find(key);
+      if (it == t.end()) return fallback;
+      if (!it->is_string()) throw ReportError(where + "." + key + ": must be a string");
+      return it->get<std::string>();
+    };
+    auto bound = [&](const char* key) -> std::optional<double> {
+      auto it = t.find(key);
+      if (it == t.end()) return std::nullopt;
+      if (!it->is_number()) throw ReportError(where + "." + key + ": must be a number");
+      return it->get<double>();
+    };
+    TargetResult res;
+    const std::string run_label = str("run", "");
+    const std::string metric = str("metric", "");
+    const std::string subject = str("subject", "all");
+    const std::string baseline = str("baseline", "");
+    if (run_label.empty() || metric.empty())
+      throw ReportError(where + ": \"run\" and \"metric\" are required");
+    const auto max = bound("max"), min = bound("min"), max_ratio = bound("max_ratio"),
+               min_ratio = bound("min_ratio");
+    if ((max_ratio || min_ratio) && baseline.empty())
+      throw ReportError(where + ": a ratio bound needs \"baseline\"");
+    if (!max && !min && !max_ratio && !min_ratio)
+      throw ReportError(where + ": needs a bound (max, min, max_ratio or min_ratio)");
+    res.name = str("name", metric + " of " + subject + " in " + run_label);
+
+    const Run* run = find_run(run_label);
+    const Run* base = baseline.empty() ? nullptr : find_run(baseline);
+    if (!run || (!baseline.empty() && !base)) {
+      res.status = "skipped";
+      res.detail = "run " + (run ? baseline : run_label) + " is not part of this experiment";
+      results.push_back(std::move(res));
+      continue;
+    }
+    std::string why;
+    const auto value = metric_value(run->summary, metric, subject, why);
+    std::optional<double> base_value;
+    if (base) base_value = metric_value(base->summary, metric, subject, why);
+    if (!value || (base && (!base_value || !(*base_value > 0)))) {
+      res.status = "skipped";
+      res.detail = why.empty() ? "baseline value is zero" : why;
+      results.push_back(std::move(res));
+      continue;
+    }
+    bool met = true;
+    std::ostringstream detail;
+    const bool is_fraction = metric == "utilisation" || metric == "jain";
+    auto show = [&](double v) {
+      return metric == "utilisation" ? percent(v) : format_number(v) + (is_fraction ? "" : " s");
+    };
+    const bool plain_count = metric == "failures" || metric == "tokens_per_s";
+    auto show_value = [&](double v) { return plain_count ? format_number(v) : show(v); };
+    detail << run_label << " " << show_value(*value);
+    if (max) {
+      met = met && *value <= *max;
+      detail << " (max " << show_value(*max) << ")";
+    }
+    if (min) {
+      met = met && *value >= *min;
+      detail << " (min " << show_value(*min) << ")";
+    }
+    if (base) {
+      const double ratio = *value / *base_value;
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.3f", ratio);
+      detail << " vs " << baseline << " " << show_value(*base_value) << " = " << buf << "×";
+      if (max_ratio) {
+        met = met && ratio <= *max_ratio;
+        detail << " (max " << format_number(*max_ratio) << "×)";
+      }
+      if (min_ratio) {
+        met = met && ratio >= *min_ratio;
+        detail << " (min " << format_number(*min_ratio) << "×)";
+      }
+    }
+    res.status = met ? "met" : "missed";
+    res.detail = detail.str();
+    results.push_back(std::move(res));
+  }
+  return results;
+}
+
+std::string targets_markdown(const std::vector<TargetResult>& results) {
+  std::ostringstream out;
+  out << "| target | result | figures |\n|---|---|---|\n";
+  for (const auto& r : results)
+    out << "| " << r.name << " | " << (r.status == "met" ? "**met**" : r.status) << " | "
+        << r.detail << " |\n";
+  return out.str();
+}
+
+}  // namespace sluice::bench
