@@ -81,8 +81,14 @@ class SimClock {
 enum class After { keep_alive, close };
 
 struct Conn {
+  // Reads take up to 4 KiB at once, as Go's bufio.Reader in Ollama's server does. (A fresh
+  // flat_buffer reads 512 bytes first, so a larger request needed one more trip through the
+  // io_context than a small one, and of many requests sent at once the larger ones reached the
+  // slot queue last.)
   explicit Conn(tcp::socket socket, std::size_t max_buffer)
-      : stream(std::move(socket)), buffer(max_buffer) {}
+      : stream(std::move(socket)), buffer(max_buffer) {
+    buffer.reserve(std::min<std::size_t>(4096, max_buffer));
+  }
   beast::tcp_stream stream;
   beast::flat_buffer buffer;
   bool closed = false;
