@@ -25,11 +25,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/url/parse.hpp>
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "sluice/bench/stream.hpp"
 
@@ -290,7 +291,45 @@ class LoadRun {
     ++done_;
     if (!r.ok()) ++failed_;
     if (r.outcome == "timeout" || r.outcome == "not_sent") truncated_ = true;
+    if (done_ == records_.size() && progress_timer_) progress_timer_->cancel();
   }
+
+  // Open-loop requests write their request in dispatch order (their `turn`), whatever order
+  // their connections complete in, so the target sees them arrive in the seeded order.
+  asio::awaitable<void> wait_turn(std::size_t turn) {
+    if (turn <= next_turn_) co_return;
+    Waiter w(co_await asio::this_coro::executor);
+    w.timer.expires_at(deadline_);
+    turn_waiters_[turn] = &w;
+    co_await w.timer.async_wait(as_tuple);
+    turn_waiters_.erase(turn);
+  }
+
+  void turn_done(std::size_t turn) {
+    turns_done_.insert(turn);
+    while (!turns_done_.empty() && *turns_done_.begin() == next_turn_) {
+      turns_done_.erase(turns_done_.begin());
+      ++next_turn_;
+    }
+    if (auto it = turn_waiters_.find(next_turn_); it != turn_waiters_.end())
+      it->second->timer.cancel();
+  }
+
+  // Marks a turn done on every exit path.
+  class TurnGuard {
+   public:
+    TurnGuard(LoadRun& run, std::optional<std::size_t> turn) : run_(run), turn_(turn) {}
+    ~TurnGuard() { release(); }
+    void release() {
+      if (turn_) run_.turn_done(*std::exchange(turn_, std::nullopt));
+    }
+    TurnGuard(const TurnGuard&) = delete;
+    TurnGuard& operator=(const TurnGuard&) = delete;
+
+   private:
+    LoadRun& run_;
+    std::optional<std::size_t> turn_;
+  };
 
   asio::awaitable<void> dispatch(std::vector<std::pair<std::size_t, std::size_t>> order) {
     for (std::size_t i = 0; i < order.size(); ++i) {
@@ -300,11 +339,12 @@ class LoadRun {
         for (std::size_t j = i; j < order.size(); ++j) {
           auto& r = records_[plan_.users[order[j].first].requests[order[j].second].index];
           r.error = "run deadline (max_duration_s) before it was due";
+          turn_done(j);
           finish(r);
         }
         co_return;
       }
-      spawn(one_request(u, k));
+      spawn(one_request(u, k, i));
     }
   }
 
@@ -322,21 +362,22 @@ class LoadRun {
         }
         co_return;
       }
-      co_await one_request(u, k);
+      co_await one_request(u, k, std::nullopt);
     }
   }
 
-  asio::awaitable<void> one_request(std::size_t u, std::size_t k) {
+  asio::awaitable<void> one_request(std::size_t u, std::size_t k, std::optional<std::size_t> turn) {
     const PlannedUser& user = plan_.users[u];
     const PlannedRequest& pr = user.requests[k];
     RequestRecord& rec = records_[pr.index];
+    TurnGuard turn_guard(*this, turn);
     if (!co_await acquire_slot()) {
       rec.error = "run deadline (max_duration_s) while waiting for an in-flight slot";
       finish(rec);
       co_return;
     }
     SlotGuard slot(*this);
-    co_await perform(user, pr, rec);
+    co_await perform(user, pr, rec, turn_guard, turn);
     finish(rec);
   }
 
@@ -351,7 +392,8 @@ class LoadRun {
   }
 
   asio::awaitable<void> perform(const PlannedUser& user, const PlannedRequest& pr,
-                                RequestRecord& rec) {
+                                RequestRecord& rec, TurnGuard& turn_guard,
+                                std::optional<std::size_t> turn) {
     const Group& group = s_.groups[user.group];
     const auto sent = Clock::now();
     rec.sent_s = run_seconds(sent);
@@ -380,8 +422,10 @@ class LoadRun {
     req.body() =
         request_body(s_, s_.prompt_lists.at(group.prompt_list).at(pr.prompt), pr.num_predict);
     req.prepare_payload();
+    if (turn) co_await wait_turn(*turn);
     stream.expires_at(deadline);
     auto [wec, wn] = co_await http::async_write(stream, req, as_tuple);
+    turn_guard.release();
     if (wec) {
       fail(rec, "write", wec, sent);
       co_return;
@@ -485,12 +529,14 @@ class LoadRun {
 
   asio::awaitable<void> progress() {
     asio::steady_timer timer(co_await asio::this_coro::executor);
+    progress_timer_ = &timer;
     const auto every = tty_ ? std::chrono::milliseconds(250) : std::chrono::milliseconds(5000);
     while (done_ < records_.size() && Clock::now() < deadline_ + std::chrono::seconds(5)) {
       timer.expires_after(every);
       co_await timer.async_wait(as_tuple);
       if (done_ < records_.size()) print_progress(false);
     }
+    progress_timer_ = nullptr;
     print_progress(true);
   }
 
@@ -503,45 +549,15 @@ class LoadRun {
   std::vector<RequestRecord> records_;
   std::size_t done_ = 0, failed_ = 0, in_flight_ = 0;
   std::deque<Waiter*> waiters_;
+  std::size_t next_turn_ = 0;
+  std::set<std::size_t> turns_done_;
+  std::map<std::size_t, Waiter*> turn_waiters_;
+  asio::steady_timer* progress_timer_ = nullptr;
   bool truncated_ = false;
   bool tty_ = false;
 };
 
 }  // namespace
-
-std::string HttpTarget::to_string() const {
-  return "http://" + host_header + base_path;
-}
-
-std::optional<HttpTarget> parse_http_target(std::string_view url, std::string* why) {
-  auto fail = [&](std::string reason) -> std::optional<HttpTarget> {
-    if (why) *why = std::move(reason);
-    return std::nullopt;
-  };
-  auto parsed = boost::urls::parse_uri(url);
-  if (!parsed) return fail("not a URL: " + std::string(url));
-  const auto& u = *parsed;
-  if (u.scheme() != "http") return fail("only http:// URLs are supported: " + std::string(url));
-  if (u.host().empty()) return fail("the URL has no host: " + std::string(url));
-  if (u.has_userinfo() || u.has_query() || u.has_fragment())
-    return fail("no user, query or fragment allowed: " + std::string(url));
-  HttpTarget t;
-  t.host = u.host_type() == boost::urls::host_type::ipv6 ? std::string(u.encoded_host_address())
-                                                         : std::string(u.host());
-  if (!t.host.empty() && t.host.front() == '[') t.host = t.host.substr(1, t.host.size() - 2);
-  if (u.has_port()) {
-    if (u.port_number() == 0) return fail("bad port in " + std::string(url));
-    t.port = u.port_number();
-  }
-  const bool v6 = t.host.find(':') != std::string::npos;
-  t.host_header = (v6 ? "[" + t.host + "]" : t.host) +
-                  (t.port == 80 ? std::string() : ":" + std::to_string(t.port));
-  std::string path(u.encoded_path());
-  while (!path.empty() && path.back() == '/')
-    path.pop_back();
-  t.base_path = path;
-  return t;
-}
 
 std::optional<double> probe_time_scale(const HttpTarget& stats, std::string* why) {
   const auto got = http_get(stats, "/sim/stats?limit=0", std::chrono::seconds(10));

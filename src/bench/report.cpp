@@ -574,7 +574,13 @@ std::string svg_chart(const std::vector<Run>& runs, const std::string& title) {
         << "\" text-anchor=\"middle\" fill=\"#444\">completed at (s since start)</text>\n";
     out << "<text transform=\"translate(" << num(ox + 14) << "," << num(y0 + ph / 2)
         << ") rotate(-90)\" text-anchor=\"middle\" fill=\"#444\">latency (s)</text>\n";
-    for (const auto& r : run.records) {
+    // Later tiers first, so the first tier (usually the smaller, paid one) is drawn on top.
+    std::vector<const RequestRecord*> order;
+    for (auto t = tiers.rbegin(); t != tiers.rend(); ++t)
+      for (const auto& r : run.records)
+        if (r.tier == *t) order.push_back(&r);
+    for (const RequestRecord* rp : order) {
+      const RequestRecord& r = *rp;
       if (!r.latency_s) continue;
       const double cx = px(r.end_s()), cy = py(*r.latency_s);
       if (r.ok()) {

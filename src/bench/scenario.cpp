@@ -21,17 +21,16 @@ using nlohmann::json;
   throw ScenarioError(path + ": " + why);
 }
 
-std::string read_bounded_file(const std::string& path, std::size_t max_bytes,
-                              const std::string& what) {
+// Throws ScenarioError("cannot open PATH" / "PATH is larger than N bytes").
+std::string read_bounded_file(const std::string& path, std::size_t max_bytes) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ScenarioError(what + ": cannot open " + path);
+  if (!in) throw ScenarioError("cannot open " + path);
   std::string text;
   text.resize(max_bytes + 1);
   in.read(text.data(), std::streamsize(text.size()));
   text.resize(std::size_t(in.gcount()));
   if (text.size() > max_bytes)
-    throw ScenarioError(what + ": " + path + " is larger than " + std::to_string(max_bytes) +
-                        " bytes");
+    throw ScenarioError(path + " is larger than " + std::to_string(max_bytes) + " bytes");
   return text;
 }
 
@@ -213,7 +212,7 @@ std::vector<std::string> load_prompt_list(const json& value, const std::string& 
     if (file.empty()) fail(path, "must name a file");
     if (file.front() != '/' && !base_dir.empty()) file = base_dir + "/" + file;
     try {
-      prompts = parse_prompt_lines(read_bounded_file(file, kMaxPromptFileBytes, path), file);
+      prompts = parse_prompt_lines(read_bounded_file(file, kMaxPromptFileBytes), file);
     } catch (const ScenarioError& e) {
       fail(path, e.what());
     }
@@ -416,7 +415,13 @@ Scenario parse_scenario(std::string_view text, std::string_view source,
 Scenario load_scenario_file(const std::string& path) {
   const auto slash = path.rfind('/');
   const std::string base = slash == std::string::npos ? "." : path.substr(0, slash);
-  return parse_scenario(read_bounded_file(path, kMaxScenarioBytes, "scenario"), path, base);
+  std::string text;
+  try {
+    text = read_bounded_file(path, kMaxScenarioBytes);
+  } catch (const ScenarioError& e) {
+    throw ScenarioError(std::string("scenario: ") + e.what());
+  }
+  return parse_scenario(text, path, base);
 }
 
 std::uint64_t Rng::next() {

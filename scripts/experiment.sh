@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Replays the experiment sluice was conceived from (docs/experiment.md): Mistral on one GPU
+# (sluice-sim with its calibrated defaults, one request at a time like Ollama's default
+# OLLAMA_NUM_PARALLEL=1), a burst of prompts from paid and open-source users, run
+#   before   straight to the GPU (no scheduling)
+#   fifo     through sluice, one FIFO queue, same concurrency limit
+#   after    through sluice, paid priority 8 / open-source 1, fair between users
+#   strict   through sluice, paid in a higher strict band (scenarios with a "strict" target)
+#   haproxy  through HAProxy: server maxconn, set-priority-class from X-Tier, timeout queue
+#            (skipped with a note when haproxy is not installed; scripts/setup.sh --bench)
+# and prints the comparison table and the scenario's targets. Everything goes to one folder:
+#   OUT/SCENARIO/RUN/{requests.csv,summary.json,summary.md,chart.svg}  one run
+#   OUT/SCENARIO/{comparison.md,comparison.json,chart.svg}            the runs side by side
+#
+# Usage: scripts/experiment.sh [--quick] [--scenario NAME]... [--time-scale F]
+#                              [--max-concurrency N] [--out DIR] [--no-haproxy]
+#   --quick            simulator 100x faster than real time: the whole thing takes < 1 minute
+#   (default)          10x faster: about 5 minutes, slow enough to watch the progress lines
+#   --scenario NAME    config/scenarios/NAME.json (repeatable; default: mistral-guide and
+#                      noisy-neighbour)
+#   --max-concurrency  what sluice admits at once and HAProxy's server maxconn (default 2)
+#   --out DIR          results folder (default results/experiment-YYYYmmdd-HHMMSS)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+quick=0
+scale=""
+concurrency=2
+out=""
+use_haproxy=1
+scenarios=()
+while (($#)); do
+  case "$1" in
+    --quick) quick=1 ;;
+    --time-scale) scale=$2; shift ;;
+    --max-concurrency) concurrency=$2; shift ;;
+    --scenario) scenarios+=("$2"); shift ;;
+    --out) out=$2; shift ;;
+    --no-haproxy) use_haproxy=0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "experiment: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+((${#scenarios[@]})) || scenarios=(mistral-guide noisy-neighbour)
+[[ -n "$scale" ]] || { ((quick)) && scale=100 || scale=10; }
+[[ "$concurrency" =~ ^[1-9][0-9]*$ ]] || { echo "experiment: --max-concurrency must be a positive integer" >&2; exit 2; }
+out=${out:-"$root/results/experiment-$(date +%Y%m%d-%H%M%S)"}
+for s in "${scenarios[@]}"; do
+  [[ -f "$root/config/scenarios/$s.json" ]] || { echo "experiment: no scenario config/scenarios/$s.json" >&2; exit 2; }
+done
+
+build_dir=${SLUICE_BUILD_DIR:-"$root/build"}
+echo "== build ($build_dir)" >&2
+"$root/scripts/build.sh" "$build_dir" -DCMAKE_BUILD_TYPE=Release >"${TMPDIR:-/tmp}/sluice-experiment-build.log" 2>&1 ||
+  { cat "${TMPDIR:-/tmp}/sluice-experiment-build.log" >&2; exit 1; }
+sim_bin="$build_dir/src/sim/sluice-sim"
+bench_bin="$build_dir/src/bench/sluice-bench"
+sluice_bin="$build_dir/src/app/sluice"
+for b in "$sim_bin" "$bench_bin"; do
+  [[ -x "$b" ]] || { echo "experiment: $b was not built" >&2; exit 1; }
+done
+have_sluice=1
+[[ -x "$sluice_bin" ]] || have_sluice=0
+have_haproxy=0
+if ((use_haproxy)) && command -v haproxy >/dev/null; then have_haproxy=1; fi
+
+mkdir -p "$out"
+logs="$out/logs"
+mkdir -p "$logs"
+
+# Processes this script started; stopped on every exit path.
+pids=()
+stop_all() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CMD... : starts a server that prints "listening on http://127.0.0.1:PORT";
+# sets $port, appends its pid to pids.
+start() {
+  local name=$1; shift
+  local log="$logs/$name"
+  "$@" >"$log.out" 2>"$log.err" &
+  local pid=$!
+  pids+=("$pid")
+  local i
+  for ((i = 0; i < 100; i++)); do
+    port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$log.out" | head -1)
+    [[ -n "$port" ]] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "experiment: $name did not start:" >&2
+  cat "$log.err" >&2
+  exit 1
+}
+
+free_port() {
+  local p
+  for ((i = 0; i < 50; i++)); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  echo "experiment: no free port found" >&2
+  exit 1
+}
+
+# HAProxy as its users would configure it for this job: one server with maxconn = the GPU's
+# parallelism, paid requests in a better priority class (lower is served first), a queue
+# timeout as long as sluice's, and long client/server timeouts for streamed answers.
+start_haproxy() {
+  local sim_port=$1 cfg="$logs/haproxy-$2.cfg" listen_port i
+  listen_port=$(free_port)
+  cat >"$cfg" <<EOF
+global
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 3600s
+  timeout server 3600s
+  timeout queue 240s
+frontend bench
+  bind 127.0.0.1:$listen_port
+  http-request set-priority-class int(-10) if { req.hdr(X-Tier) -m str paid }
+  default_backend gpu
+backend gpu
+  server sim 127.0.0.1:$sim_port maxconn $concurrency
+EOF
+  haproxy -f "$cfg" -db >"$logs/haproxy-$2.out" 2>"$logs/haproxy-$2.err" &
+  pids+=($!)
+  for ((i = 0; i < 100; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$listen_port") 2>/dev/null; then port=$listen_port; return 0; fi
+    sleep 0.1
+  done
+  echo "experiment: haproxy did not start:" >&2
+  cat "$logs/haproxy-$2.err" >&2
+  exit 1
+}
+
+# run SCENARIO LABEL KIND [CONFIG]: one run on a fresh simulator.
+run() {
+  local scenario=$1 label=$2 kind=$3 config=${4:-}
+  local file="$root/config/scenarios/$scenario.json"
+  start "sim-$scenario-$label" "$sim_bin" --listen 127.0.0.1:0 --parallel 1 --time-scale "$scale" \
+    --seed 1 --log-level warn
+  local sim_port=$port target
+  case "$kind" in
+    direct) target="http://127.0.0.1:$sim_port" ;;
+    sluice)
+      start "sluice-$scenario-$label" "$sluice_bin" --config "$config" --listen 127.0.0.1:0 \
+        --upstream "http://127.0.0.1:$sim_port" --max-concurrency "$concurrency"
+      target="http://127.0.0.1:$port" ;;
+    haproxy)
+      start_haproxy "$sim_port" "$scenario"
+      target="http://127.0.0.1:$port" ;;
+  esac
+  "$bench_bin" run --scenario "$file" --target "$target" --sim-stats "http://127.0.0.1:$sim_port" \
+    --label "$label" --out "$out/$scenario/$label" >/dev/null ||
+    echo "experiment: $scenario/$label had failed requests (see $out/$scenario/$label/requests.csv)" >&2
+  stop_all
+}
+
+echo "== experiment: scenarios ${scenarios[*]}; simulator --parallel 1 --time-scale $scale;" \
+  "sluice/HAProxy admit $concurrency at once; results in $out" >&2
+for scenario in "${scenarios[@]}"; do
+  runs=()
+  run "$scenario" before direct
+  runs+=("$out/$scenario/before")
+  if ((have_sluice)); then
+    run "$scenario" fifo sluice "$root/config/experiment/fifo.json"
+    run "$scenario" after sluice "$root/config/experiment/after.json"
+    runs+=("$out/$scenario/fifo" "$out/$scenario/after")
+    if grep -q '"run": *"strict"' "$root/config/scenarios/$scenario.json"; then
+      run "$scenario" strict sluice "$root/config/experiment/strict.json"
+      runs+=("$out/$scenario/strict")
+    fi
+  else
+    echo "experiment: $sluice_bin is not built; skipping the runs through sluice" >&2
+  fi
+  if ((have_haproxy)); then
+    run "$scenario" haproxy haproxy
+    runs+=("$out/$scenario/haproxy")
+  else
+    echo "experiment: haproxy not installed (scripts/setup.sh --bench) or --no-haproxy; skipping that run" >&2
+  fi
+  echo >&2
+  "$bench_bin" report --out "$out/$scenario" --scenario "$root/config/scenarios/$scenario.json" \
+    --baseline before --title "$scenario: latency per request (simulator ${scale}x real time)" \
+    "${runs[@]}"
+  echo
+done
+echo "== results in $out (open */chart.svg in a browser)" >&2

@@ -1,0 +1,312 @@
+// sluice-bench outputs and input parsing: CSV round trip, JSON summary round trip, Markdown
+// table, SVG chart, targets, the NDJSON scanner, /sim/stats parsing and target URLs. Pure.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "sluice/bench/report.hpp"
+#include "sluice/bench/stream.hpp"
+#include "sluice/bench/target.hpp"
+
+using namespace sluice::bench;
+
+namespace {
+
+RequestRecord record(std::size_t index, std::string user, std::string tier, double sent,
+                     double latency) {
+  RequestRecord r;
+  r.index = index;
+  r.user = std::move(user);
+  r.tier = std::move(tier);
+  r.group = r.tier;
+  r.request_id = "run-" + std::to_string(index);
+  r.status = 200;
+  r.outcome = "ok";
+  r.num_predict = 64;
+  r.sent_s = sent;
+  r.ttft_s = latency / 4;
+  r.latency_s = latency;
+  r.prompt_tokens = 20;
+  r.output_tokens = 64;
+  r.done_reason = "length";
+  return r;
+}
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1))
+    ++n;
+  return n;
+}
+
+Run make_run(const std::string& label, double paid_latency, double free_latency,
+             double utilisation) {
+  Run run;
+  const std::string paid_users[] = {"p0", "p1"}, free_users[] = {"f0", "f1"};
+  for (std::size_t i = 0; i < 4; ++i) {
+    run.records.push_back(record(i, paid_users[i % 2], "paid", 0, paid_latency * double(i + 1)));
+    run.records.push_back(
+        record(10 + i, free_users[i % 2], "free", 0, free_latency * double(i + 1)));
+  }
+  UpstreamUsage u;
+  u.available = true;
+  u.utilisation = utilisation;
+  run.summary = summarize(run.records, u);
+  run.summary.label = label;
+  run.summary.scenario = "t";
+  return run;
+}
+
+}  // namespace
+
+TEST_CASE("CSV round trip keeps every field, quoting what needs it") {
+  std::vector<RequestRecord> records;
+  records.push_back(record(0, "alice", "paid", 0.5, 2.25));
+  auto odd = record(1, "bob, \"the builder\"", "free", 1, 3);
+  odd.status = 503;
+  odd.outcome = "http_error";
+  odd.error = "HTTP 503: queue timeout\nsecond line";
+  odd.queue_s = 1.5;
+  odd.ttft_s.reset();
+  odd.prompt_tokens.reset();
+  odd.output_tokens.reset();
+  odd.num_predict.reset();
+  odd.done_reason = "";
+  odd.workload = "free";
+  records.push_back(odd);
+
+  const std::string csv = write_csv(records);
+  CHECK(csv.rfind(std::string(kCsvColumns) + "\n", 0) == 0);
+  CHECK(csv.find("\"bob, \"\"the builder\"\"\"") != std::string::npos);
+  const auto back = parse_csv(csv);
+  REQUIRE(back.size() == 2);
+  CHECK(back[0].user == "alice");
+  CHECK(back[0].latency_s == doctest::Approx(2.25));
+  CHECK(*back[0].ttft_s == doctest::Approx(2.25 / 4));
+  CHECK(*back[0].output_tokens == 64);
+  CHECK(*back[0].num_predict == 64);
+  CHECK(back[0].done_reason == "length");
+  CHECK_FALSE(back[0].queue_s);
+  CHECK(back[1].user == "bob, \"the builder\"");
+  CHECK(back[1].error == "HTTP 503: queue timeout\nsecond line");
+  CHECK(back[1].status == 503);
+  CHECK(*back[1].queue_s == doctest::Approx(1.5));
+  CHECK_FALSE(back[1].ttft_s);
+  CHECK_FALSE(back[1].output_tokens);
+  CHECK_FALSE(back[1].num_predict);
+  CHECK(back[1].workload == "free");
+}
+
+TEST_CASE("malformed CSV is refused with the line") {
+  CHECK_THROWS_WITH_AS(parse_csv("a,b\n1,2\n"), doctest::Contains("unexpected header"),
+                       ReportError);
+  const std::string header = std::string(kCsvColumns) + "\n";
+  CHECK_THROWS_WITH_AS(parse_csv(header + "1,2,3\n"), doctest::Contains("line 2: expected 17"),
+                       ReportError);
+  CHECK_THROWS_WITH_AS(parse_csv(header + "0,u,t,g,id,200,ok,,,x,,,,,,,\n"),
+                       doctest::Contains("sent_s: not a number"), ReportError);
+  CHECK_THROWS_WITH_AS(parse_csv(header + "0,\"u"), doctest::Contains("unterminated"), ReportError);
+  CHECK(parse_csv(header).empty());
+}
+
+TEST_CASE("summary JSON round trip") {
+  Run run = make_run("after", 1, 10, 0.995);
+  run.summary.notes = {{"time", "simulated"}};
+  run.summary.time_scale = 20;
+  const auto j = summary_to_json(run.summary);
+  CHECK(j["time_unit"] == "simulated seconds (wall time x time_scale)");
+  const Summary back = summary_from_json(nlohmann::json::parse(j.dump()));
+  CHECK(back.label == "after");
+  CHECK(back.time_scale == 20);
+  CHECK(*back.upstream.utilisation == doctest::Approx(0.995));
+  REQUIRE(back.tiers.size() == 2);
+  CHECK(*back.find("tier", "paid")->latency.p90 == *run.summary.find("tier", "paid")->latency.p90);
+  CHECK(*back.find("tier", "free")->jain == *run.summary.find("tier", "free")->jain);
+  CHECK(back.find("tier", "paid")->users.size() == 2);
+  CHECK(back.notes.size() == 1);
+  CHECK_THROWS_AS(summary_from_json(nlohmann::json::object()), ReportError);
+}
+
+TEST_CASE("the Markdown table shows each tier and the ratio to the baseline") {
+  const std::vector<Run> runs{make_run("before", 10, 10, 0.999), make_run("after", 2, 12, 0.99)};
+  const std::string md = markdown_table(runs, "before");
+  CHECK(md.find("| p50 vs before | p90 vs before |") != std::string::npos);
+  // paid latencies 2,4,6,8 vs 10,20,30,40: p50 4 / 20 = 0.20, p90 8 / 40 = 0.20
+  CHECK(md.find("| after | paid | 4 | 0 | 4.00 | 8.00 |") != std::string::npos);
+  CHECK(md.find("0.20× | 0.20×") != std::string::npos);
+  CHECK(md.find("1.20× | 1.20×") != std::string::npos);  // free got slower by 12/10
+  CHECK(md.find("99.0 %") != std::string::npos);
+  CHECK(count(md, "\n") == 2 + 4);  // header, rule, 2 runs x 2 tiers
+  CHECK(markdown_table(runs).find("vs") == std::string::npos);
+}
+
+TEST_CASE("groups of a tier get their own rows when a tier has several") {
+  Run run = make_run("x", 1, 1, 1);
+  for (auto& r : run.records)
+    if (r.tier == "free" && r.user == "f1") r.group = "light";
+  run.summary = summarize(run.records, {});
+  run.summary.label = "x";
+  const std::string md = markdown_table({run});
+  CHECK(md.find("| · free |") != std::string::npos);
+  CHECK(md.find("| · light |") != std::string::npos);
+  CHECK(md.find("| · paid |") == std::string::npos);
+}
+
+TEST_CASE("the SVG chart has one panel per run and one mark per request") {
+  Run a = make_run("before <&>", 10, 10, 0.999);
+  Run b = make_run("after", 2, 12, 0.99);
+  b.records[0].outcome = "http_error";
+  b.summary = summarize(b.records, {});
+  b.summary.label = "after";
+  const std::string svg = svg_chart({a, b}, "title & more");
+  CHECK(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0) == 0);
+  CHECK(svg.find("</svg>\n") == svg.size() - 7);
+  CHECK(svg.find("before &lt;&amp;&gt;") != std::string::npos);
+  CHECK(svg.find("title &amp; more") != std::string::npos);
+  CHECK(svg.find("<script") == std::string::npos);
+  // 16 requests: 15 ok dots + 1 cross; plus one legend dot per tier.
+  CHECK(count(svg, "<circle") == 15 + 2);
+  CHECK(count(svg, "l6 6m0 -6l-6 6") == 1);
+  CHECK(count(svg, "stroke-dasharray") == 4);  // p90 per tier per panel
+  CHECK(count(svg, "font-weight=\"bold\">after<") == 1);
+  CHECK(count(svg, "<g>") == 2);
+}
+
+TEST_CASE("targets: met, missed, skipped, with the figures") {
+  const std::vector<Run> runs{make_run("before", 10, 10, 0.999), make_run("after", 2, 12, 0.97)};
+  const auto results = evaluate_targets(R"([
+    {"name": "paid p90", "run": "after", "baseline": "before", "metric": "latency_p90",
+     "subject": "tier:paid", "max_ratio": 0.5},
+    {"name": "free p50", "run": "after", "baseline": "before", "metric": "latency_p50",
+     "subject": "tier:free", "max_ratio": 1.1},
+    {"name": "busy", "run": "after", "metric": "utilisation", "min": 0.98},
+    {"name": "jain", "run": "after", "metric": "jain", "subject": "tier:paid", "min": 0.5},
+    {"name": "none failed", "run": "after", "metric": "failures", "max": 0},
+    {"name": "no haproxy", "run": "after", "baseline": "haproxy", "metric": "latency_p90",
+     "subject": "tier:paid", "max_ratio": 1.05},
+    {"name": "no tier", "run": "after", "metric": "latency_p90", "subject": "tier:nobody", "max": 1}
+  ])",
+                                        runs);
+  REQUIRE(results.size() == 7);
+  CHECK(results[0].status == "met");
+  CHECK(results[0].detail == "after 8.00 s vs before 40.0 s = 0.200× (max 0.5×)");
+  CHECK(results[1].status == "missed");  // 24 / 20 = 1.2
+  CHECK(results[2].status == "missed");
+  CHECK(results[2].detail == "after 97.0 % (min 98.0 %)");
+  CHECK(results[3].status == "met");
+  CHECK(results[4].status == "met");
+  CHECK(results[5].status == "skipped");
+  CHECK(results[5].detail == "run haproxy is not part of this experiment");
+  CHECK(results[6].status == "skipped");
+  const std::string md = targets_markdown(results);
+  CHECK(md.find("| paid p90 | **met** |") != std::string::npos);
+  CHECK(md.find("| free p50 | missed |") != std::string::npos);
+
+  CHECK_THROWS_AS(evaluate_targets(R"([{"run": "a", "metric": "jain"}])", runs), ReportError);
+  CHECK_THROWS_AS(evaluate_targets(R"([{"run": "after", "metric": "speed", "max": 1}])", runs),
+                  ReportError);
+  CHECK_THROWS_AS(
+      evaluate_targets(R"([{"run": "after", "metric": "jain", "max": 1, "x": 1}])", runs),
+      ReportError);
+  CHECK_THROWS_AS(evaluate_targets(R"([{"run": "after", "metric": "jain", "max_ratio": 1}])", runs),
+                  ReportError);
+  CHECK(evaluate_targets("", runs).empty());
+}
+
+TEST_CASE("NDJSON scanner: lines split anywhere, counts from the final object") {
+  NdjsonScanner s;
+  s.feed("{\"response\":\"He\",\"done\":false}\n{\"respo");
+  s.feed("nse\":\"llo\",\"done\":false}\n");
+  CHECK_FALSE(s.done());
+  s.feed("{\"done\":true,\"done_reason\":\"length\",\"prompt_eval_count\":12,");
+  s.feed("\"eval_count\":40}");
+  CHECK_FALSE(s.done());  // no newline yet
+  s.finish();
+  CHECK(s.done());
+  CHECK(*s.prompt_tokens() == 12);
+  CHECK(*s.output_tokens() == 40);
+  CHECK(s.done_reason() == "length");
+  CHECK(s.error().empty());
+  CHECK(s.lines() == 3);
+}
+
+TEST_CASE("NDJSON scanner: error lines, garbage and overlong lines are errors") {
+  NdjsonScanner e;
+  e.feed("{\"response\":\"a\",\"done\":false}\n{\"error\":\"model crashed\"}\n");
+  CHECK(e.error() == "model crashed");
+  CHECK_FALSE(e.done());
+
+  NdjsonScanner g;
+  g.feed("not json\n");
+  CHECK(g.error() == "malformed response line");
+
+  NdjsonScanner big;
+  big.feed(std::string(NdjsonScanner::kMaxLineBytes, 'x'));
+  big.feed("yy\n{\"done\":true,\"eval_count\":1}\n");
+  CHECK(big.error() == "response line longer than 1 MiB");
+  CHECK(big.done());  // the next line is still read
+}
+
+TEST_CASE("/sim/stats: the run's records become intervals on the run's clock") {
+  const std::string doc = R"({"parallel":1,"time_scale":10.0,"now_ns":9000000000,"records":[
+    {"id":4,"start_ns":1000000000,"end_ns":2000000000,"headers":{"x-bench-run":"r1"}},
+    {"id":5,"start_ns":2000000000,"end_ns":null,"headers":{"x-bench-run":"r1"}},
+    {"id":6,"start_ns":null,"end_ns":null,"headers":{"x-bench-run":"r1"}},
+    {"id":7,"start_ns":1,"end_ns":2,"headers":{"x-bench-run":"other"}},
+    {"id":8,"start_ns":1,"end_ns":2,"headers":{}}]})";
+  const auto s = parse_sim_stats(doc, "r1");
+  REQUIRE(s);
+  CHECK(s->time_scale == 10);
+  CHECK(s->last_id == 8);
+  CHECK(s->parallel == 1);
+  REQUIRE(s->generation.size() == 2);
+  CHECK(s->generation[1].end_ns == 9000000000);  // still running: ends "now"
+  const auto runs = to_run_time(*s, 1000000000, 0.5);
+  CHECK(runs[0].start_s == doctest::Approx(0.5));
+  CHECK(runs[0].end_s == doctest::Approx(1.5));
+  CHECK(runs[1].end_s == doctest::Approx(8.5));
+  CHECK(parse_sim_stats(doc, "")->generation.size() == 4);
+
+  std::string why;
+  CHECK_FALSE(parse_sim_stats("[]", "", &why));
+  CHECK(why == "/sim/stats: not a JSON object");
+  CHECK_FALSE(parse_sim_stats(R"({"time_scale":1})", "", &why));
+  CHECK(why.find("now_ns") != std::string::npos);
+}
+
+TEST_CASE("target URLs") {
+  auto t = parse_http_target("http://127.0.0.1:11435");
+  REQUIRE(t);
+  CHECK(t->host == "127.0.0.1");
+  CHECK(t->port == 11435);
+  CHECK(t->host_header == "127.0.0.1:11435");
+  CHECK(t->base_path.empty());
+  CHECK(t->to_string() == "http://127.0.0.1:11435");
+
+  t = parse_http_target("http://gpu.internal/ollama/");
+  REQUIRE(t);
+  CHECK(t->port == 80);
+  CHECK(t->host_header == "gpu.internal");
+  CHECK(t->base_path == "/ollama");
+
+  t = parse_http_target("http://[::1]:8080");
+  REQUIRE(t);
+  CHECK(t->host == "::1");
+  CHECK(t->host_header == "[::1]:8080");
+
+  std::string why;
+  CHECK_FALSE(parse_http_target("https://x", &why));
+  CHECK(why.find("only http://") == 0);
+  CHECK_FALSE(parse_http_target("localhost:11434", &why));
+  CHECK_FALSE(parse_http_target("http://x:0", &why));
+  CHECK_FALSE(parse_http_target("http://x/?q=1", &why));
+  CHECK_FALSE(parse_http_target("not a url", &why));
+}
+
+TEST_CASE("numbers are shown with three significant figures") {
+  CHECK(format_number(1234.4) == "1234");
+  CHECK(format_number(12.34) == "12.3");
+  CHECK(format_number(1.234) == "1.23");
+  CHECK(format_number(0.04213) == "0.0421");
+  CHECK(format_number(0) == "0");
+}
