@@ -3,7 +3,8 @@
 # answers, in front of the bundled GPU simulator (sluice-sim), which this script then starts and
 # stops itself. Ctrl-C (or SIGTERM) shuts sluice down gracefully and stops the simulator.
 #
-# Usage: scripts/run.sh [--config FILE] [--ollama URL] [--no-build] [-- SLUICE_FLAGS...]
+# Usage: scripts/run.sh [--config FILE] [--ollama URL] [--build-dir DIR] [--no-build]
+#                       [-- SLUICE_FLAGS...]
 # Environment (the flags win):
 #   SLUICE_CONFIG       config file                      (default: config/sluice.json)
 #   OLLAMA_URL          where to look for Ollama         (default: http://127.0.0.1:11434)
@@ -25,8 +26,9 @@ while (($# > 0)); do
     --config) config=$2; shift 2 ;;
     --ollama) ollama=${2%/}; shift 2 ;;
     --no-build) build=0; shift ;;
+    --build-dir) build_dir=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run: unknown argument $1 (see scripts/run.sh --help)" >&2; exit 64 ;;
   esac
 done

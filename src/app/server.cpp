@@ -95,7 +95,7 @@ void log_startup_summary(const config::Config& c, const std::optional<std::strin
   std::string workloads;
   for (const core::WorkloadSpec& w : s.workloads)
     workloads += describe_workload(w) + "; ";
-  workloads += "default " + describe_workload(s.default_workload);
+  workloads += describe_workload(s.default_workload) + " [default]";
   spdlog::info("workloads: {}", workloads);
   spdlog::info("scheduled routes: {} paths; drain_timeout {}", c.routes.scheduled.size(),
                core::format_duration(c.shutdown.drain_timeout));

@@ -1,0 +1,522 @@
+// End-to-end tests of the `sluice` binary: real processes (sluice and sluice-sim) on 127.0.0.1
+// port 0, driven over HTTP and signals. What they pin down: the command line (--help,
+// --check-config, bad configs), the admin listener (/healthz, /readyz against a live and a dead
+// upstream, /metrics names, /admin/state, 404/405), live reload (POST /admin/reload and SIGHUP
+// raise max_concurrency without dropping parked requests; a broken file changes nothing), graceful
+// shutdown (parked -> 503 shutting_down, the stream in flight completes, exit 0 within the drain
+// timeout), and scripts/run.sh starting the simulator when no Ollama answers.
+//
+// Timing: the simulator decodes at a known rate (--decode-rate), so a request with num_predict N
+// takes about N / rate seconds; tests wait for states by polling with bounded deadlines and only
+// assert orderings and generous bounds.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "child_process.hpp"
+#include "http_client.hpp"
+
+using namespace sluice::test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// A config file in a fresh temporary directory, removed at scope end.
+class ConfigFile {
+ public:
+  explicit ConfigFile(const std::string& text) {
+    static int counter = 0;
+    dir_ = std::filesystem::temp_directory_path() /
+           ("sluice-e2e-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
+    std::filesystem::create_directories(dir_);
+    write(text);
+  }
+  ~ConfigFile() { std::filesystem::remove_all(dir_); }
+  void write(const std::string& text) const {
+    const auto tmp = path() + ".tmp";
+    std::ofstream(tmp) << text;
+    std::filesystem::rename(tmp, path());  // atomic, like an operator's editor or deploy tool
+  }
+  std::string path() const { return (dir_ / "sluice.json").string(); }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+struct Sim {
+  explicit Sim(std::vector<std::string> extra = {}) : proc(SLUICE_SIM_PATH, args(extra)) {
+    port = proc.wait_for_port();
+  }
+  static std::vector<std::string> args(std::vector<std::string> extra) {
+    extra.insert(extra.begin(), {"--listen", "127.0.0.1:0", "--log-level", "warn"});
+    return extra;
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port); }
+  json stats() const {
+    return json::parse(http_request(port, HttpRequest{"GET", "/sim/stats?limit=0", {}, ""}).body);
+  }
+  ChildProcess proc;
+  std::uint16_t port = 0;
+};
+
+// A config for tests: given upstream and scheduler settings, both listeners on port 0.
+std::string config_text(const std::string& upstream, int max_concurrency,
+                        const std::string& extra = "") {
+  return R"({
+  "listen": "127.0.0.1:0",
+  "admin_listen": "127.0.0.1:0",
+  "upstream": {"url": ")" +
+         upstream + R"("},
+  "scheduler": {
+    "max_concurrency": )" +
+         std::to_string(max_concurrency) + R"(,
+    "workloads": [{"name": "paid", "match": {"tier": "paid"}, "priority": 8}]
+  },
+  "log": {"level": "info", "access_log": false})" +
+         extra + "\n}\n";
+}
+
+struct Sluice {
+  explicit Sluice(std::vector<std::string> args) : proc(SLUICE_PATH, std::move(args)) {
+    port = proc.wait_for_port();
+    admin_port = proc.wait_for_port("admin listening on http://127.0.0.1:");
+  }
+  static Sluice with_config(const ConfigFile& file) { return Sluice({"--config", file.path()}); }
+
+  HttpResponse admin(const std::string& method, const std::string& target) const {
+    HttpRequest req{method, target, {}, ""};
+    return http_request(admin_port, req);
+  }
+  json state() const {
+    HttpResponse r = admin("GET", "/admin/state");
+    REQUIRE(r.status == 200);
+    return json::parse(r.body);
+  }
+  // Polls /admin/state until `pred` holds; returns the last state. Bounded.
+  template <class Pred>
+  json wait_state(Pred pred, std::chrono::milliseconds timeout = 5000ms) const {
+    const auto deadline = Clock::now() + timeout;
+    json s = state();
+    while (!pred(s) && Clock::now() < deadline) {
+      std::this_thread::sleep_for(10ms);
+      s = state();
+    }
+    return s;
+  }
+  ChildProcess proc;
+  std::uint16_t port = 0;
+  std::uint16_t admin_port = 0;
+};
+
+// Runs `args` to completion (bounded); returns the exit code.
+int run_to_exit(ChildProcess& proc, std::chrono::milliseconds timeout = 10000ms) {
+  std::optional<int> code = proc.wait_exit(timeout);
+  REQUIRE_MESSAGE(code.has_value(), proc.output());
+  return *code;
+}
+
+HttpRequest generate(const std::string& user, int num_predict, const std::string& tier = "free") {
+  json body = {{"model", "mistral"},
+               {"prompt", "Why is the sky blue?"},
+               {"options", {{"num_predict", num_predict}}}};
+  return post_json("/api/generate", body.dump(), {{"X-User-Id", user}, {"X-Tier", tier}});
+}
+
+// The NDJSON objects of a complete body.
+std::vector<json> ndjson(const std::string& body) {
+  std::vector<json> out;
+  std::size_t pos = 0;
+  while (pos < body.size()) {
+    std::size_t nl = body.find('\n', pos);
+    if (nl == std::string::npos) nl = body.size();
+    if (nl > pos) out.push_back(json::parse(body.substr(pos, nl - pos)));
+    pos = nl + 1;
+  }
+  return out;
+}
+
+bool ended_with_done(const HttpResponse& r) {
+  std::vector<json> lines = ndjson(r.body);
+  return !lines.empty() && lines.back().value("done", false);
+}
+
+// Waits (bounded) until the child's stderr contains `text`.
+bool wait_for_stderr(const ChildProcess& proc, const std::string& text,
+                     std::chrono::milliseconds timeout = 5000ms) {
+  const auto deadline = Clock::now() + timeout;
+  while (!contains(proc.stderr_text(), text)) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+bool port_refuses(std::uint16_t port) {
+  try {
+    HttpClient c("127.0.0.1", port);
+    c.connect(1000ms);
+    return false;
+  } catch (const std::exception&) {
+    return true;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("sluice --help lists the flags; --version; --check-config accepts the example") {
+  ChildProcess help(SLUICE_PATH, {"--help"});
+  REQUIRE(run_to_exit(help) == 0);
+  for (const char* flag :
+       {"--config", "--check-config", "--listen", "--admin-listen", "--upstream",
+        "--max-concurrency", "--log-level", "--log-format", "--version", "hash-key"}) {
+    CAPTURE(flag);
+    CHECK(contains(help.stdout_text(), flag));
+  }
+  ChildProcess version(SLUICE_PATH, {"--version"});
+  REQUIRE(run_to_exit(version) == 0);
+  CHECK(contains(version.stdout_text(), "sluice "));
+
+  const std::string example = std::string(SLUICE_SOURCE_DIR) + "/config/sluice.json";
+  ChildProcess check(SLUICE_PATH, {"--check-config", example});
+  REQUIRE_MESSAGE(run_to_exit(check) == 0, check.output());
+  CHECK(contains(check.stdout_text(), "ok"));
+}
+
+TEST_CASE("sluice --check-config on broken files: non-zero, every error with file, line, field") {
+  ConfigFile file(
+      "{\n  \"scheduler\": {\n    \"max_concurrency\": 0,\n    \"workloadz\": []\n  },\n"
+      "  \"upstream\": {\"url\": \"ftp://x\"}\n}\n");
+  ChildProcess check(SLUICE_PATH, {"--check-config", file.path()});
+  CHECK(run_to_exit(check) == 2);
+  const std::string err = check.stderr_text();
+  INFO(err);
+  CHECK(contains(err, file.path() + ":3: scheduler.max_concurrency: "));
+  CHECK(contains(err, file.path() + ":4: scheduler.workloadz: unknown key"));
+  CHECK(contains(err, file.path() + ":6: upstream.url: "));
+
+  ConfigFile syntax("{\n  \"listen\": \"127.0.0.1:0\",\n  \"scheduler\": {\n}\n");
+  ChildProcess check2(SLUICE_PATH, {"--check-config", syntax.path()});
+  CHECK(run_to_exit(check2) == 2);
+  CHECK(contains(check2.stderr_text(), syntax.path() + ":"));
+
+  ChildProcess missing(SLUICE_PATH, {"--check-config", "/nonexistent/sluice.json"});
+  CHECK(run_to_exit(missing) == 2);
+  CHECK(contains(missing.stderr_text(), "/nonexistent/sluice.json"));
+
+  ChildProcess bad_flag(SLUICE_PATH,
+                        {"--check-config", std::string(SLUICE_SOURCE_DIR) + "/config/sluice.json",
+                         "--max-concurrency", "0"});
+  CHECK(run_to_exit(bad_flag) == 2);
+  CHECK(contains(bad_flag.stderr_text(), "--max-concurrency"));
+}
+
+TEST_CASE("starting with a bad config or a taken port fails clearly, before serving") {
+  ConfigFile file(
+      "{\n  \"listen\": \"127.0.0.1:0\",\n  \"scheduler\": {\"max_concurency\": 2}\n}\n");
+  ChildProcess bad(SLUICE_PATH, {"--config", file.path()});
+  CHECK(run_to_exit(bad) == 2);
+  CHECK(contains(bad.stderr_text(), file.path() + ":3: scheduler.max_concurency: unknown key"));
+  CHECK(contains(bad.stderr_text(), "not started"));
+  CHECK_FALSE(contains(bad.stdout_text(), "listening on"));
+
+  ChildProcess usage(SLUICE_PATH, {"--no-such-flag"});
+  CHECK(run_to_exit(usage) == 64);
+
+  Sim sim;
+  ConfigFile good(config_text(sim.url(), 1));
+  Sluice first = Sluice::with_config(good);
+  ChildProcess taken(SLUICE_PATH, {"--config", good.path(), "--listen",
+                                   "127.0.0.1:" + std::to_string(first.port)});
+  CHECK(run_to_exit(taken) == 1);
+  CHECK(contains(taken.stderr_text(), "cannot listen on 127.0.0.1:" + std::to_string(first.port)));
+}
+
+TEST_CASE("admin: healthz, readyz (live and dead upstream), metrics, state, 404, 405") {
+  auto sim = std::make_unique<Sim>(std::vector<std::string>{"--time-scale", "50"});
+  ConfigFile file(config_text(sim->url(), 2));
+  Sluice sluice = Sluice::with_config(file);
+
+  HttpResponse health = sluice.admin("GET", "/healthz");
+  CHECK(health.status == 200);
+  HttpResponse ready = sluice.admin("GET", "/readyz");
+  CHECK(ready.status == 200);
+  CHECK(json::parse(ready.body)["status"] == "ready");
+
+  // One request through the proxy so counters move.
+  HttpResponse r = http_request(sluice.port, generate("alice", 3, "paid"));
+  REQUIRE(r.status == 200);
+  CHECK(r.header("X-Sluice-Workload") == "paid");
+
+  HttpResponse metrics = sluice.admin("GET", "/metrics");
+  REQUIRE(metrics.status == 200);
+  CHECK(contains(*metrics.header("Content-Type"), "text/plain"));
+  for (const char* name : {"sluice_requests_total", "sluice_queue_length", "sluice_inflight",
+                           "sluice_queue_wait_seconds", "sluice_request_duration_seconds",
+                           "sluice_time_to_first_byte_seconds", "sluice_tokens_total",
+                           "sluice_upstream_errors_total", "sluice_concurrency_limit"}) {
+    CAPTURE(name);
+    CHECK(contains(metrics.body, std::string("\n") + name));
+  }
+  const bool counted =
+      contains(metrics.body, "sluice_requests_total{outcome=\"ok\",workload=\"paid\"} 1") ||
+      contains(metrics.body, "sluice_requests_total{workload=\"paid\",outcome=\"ok\"} 1");
+  CHECK(counted);
+  CHECK(contains(metrics.body, "sluice_concurrency_limit 2"));
+
+  json state = sluice.state();
+  CHECK(state["limits"]["max_concurrency"] == 2);
+  CHECK(state["totals"]["parked"] == 0);
+  CHECK(state["draining"] == false);
+  REQUIRE(state["workloads"].is_array());
+  CHECK(state["workloads"][0]["name"] == "paid");
+  for (const char* key : {"priority", "band", "parked", "in_flight", "oldest_wait_ms"}) {
+    CAPTURE(key);
+    CHECK(state["workloads"][0].contains(key));
+  }
+  CHECK(state["keys"].is_array());
+
+  HttpResponse missing = sluice.admin("GET", "/nope");
+  CHECK(missing.status == 404);
+  CHECK(json::parse(missing.body).contains("error"));
+  HttpResponse wrong = sluice.admin("DELETE", "/admin/state");
+  CHECK(wrong.status == 405);
+  CHECK(wrong.header("Allow") == "GET, HEAD");
+  CHECK(json::parse(wrong.body).contains("error"));
+
+  // The upstream goes away: /readyz turns 503 (after the 1 s probe cache), /healthz stays 200.
+  sim.reset();
+  std::this_thread::sleep_for(1100ms);
+  HttpResponse down = sluice.admin("GET", "/readyz");
+  CHECK(down.status == 503);
+  CHECK(contains(json::parse(down.body)["detail"].get<std::string>(), "unreachable"));
+  CHECK(sluice.admin("GET", "/healthz").status == 200);
+}
+
+TEST_CASE("reload: POST /admin/reload raises max_concurrency live; parked requests start") {
+  Sim sim({"--parallel", "8", "--decode-rate", "40"});
+  ConfigFile file(config_text(sim.url(), 1));
+  Sluice sluice = Sluice::with_config(file);
+
+  // Four users' requests of ~1.5 s each; one runs, three park.
+  std::vector<std::unique_ptr<HttpClient>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<HttpClient>("127.0.0.1", sluice.port));
+    clients.back()->send(generate("user" + std::to_string(i), 60));
+  }
+  json parked = sluice.wait_state([](const json& s) { return s["totals"]["parked"] == 3; });
+  REQUIRE(parked["totals"]["parked"] == 3);
+  CHECK(parked["totals"]["in_flight"] == 1);
+
+  file.write(config_text(sim.url(), 3));
+  HttpResponse reload = sluice.admin("POST", "/admin/reload");
+  INFO(reload.body);
+  REQUIRE(reload.status == 200);
+  json outcome = json::parse(reload.body);
+  CHECK(outcome["status"] == "applied");
+  REQUIRE(outcome["changes"].size() == 1);
+  CHECK(outcome["changes"][0] == "scheduler.max_concurrency: 1 -> 3");
+
+  json after = sluice.wait_state([](const json& s) { return s["totals"]["in_flight"] == 3; });
+  CHECK(after["totals"]["in_flight"] == 3);
+  CHECK(after["totals"]["parked"] == 1);
+  CHECK(after["limits"]["max_concurrency"] == 3);
+  const auto deadline = Clock::now() + 5s;
+  while (sim.stats()["peak_active"] < 3 && Clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  json stats = sim.stats();
+  CHECK(stats["peak_active"] == 3);
+
+  for (auto& c : clients) {
+    REQUIRE(c->read_head(10000ms) == ReadStatus::ok);
+    CHECK(c->response().status == 200);
+    REQUIRE(c->read_to_end(10000ms) == ReadStatus::end);
+    CHECK(ended_with_done(c->response()));
+  }
+  CHECK(sim.stats()["completed"] == 4);  // nothing was dropped
+  CHECK(contains(sluice.proc.stderr_text(), "scheduler.max_concurrency: 1 -> 3"));
+  CHECK(sluice.admin("POST", "/admin/reload").status == 200);  // unchanged now
+  CHECK(json::parse(sluice.admin("POST", "/admin/reload").body)["status"] == "unchanged");
+}
+
+TEST_CASE("reload: SIGHUP raises max_concurrency live; parked requests start") {
+  Sim sim({"--parallel", "8", "--decode-rate", "40"});
+  ConfigFile file(config_text(sim.url(), 1));
+  Sluice sluice = Sluice::with_config(file);
+  std::vector<std::unique_ptr<HttpClient>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(std::make_unique<HttpClient>("127.0.0.1", sluice.port));
+    clients.back()->send(generate("user" + std::to_string(i), 60));
+  }
+  REQUIRE(sluice.wait_state(
+              [](const json& s) { return s["totals"]["parked"] == 2; })["totals"]["parked"] == 2);
+  file.write(config_text(sim.url(), 3));
+  sluice.proc.signal(SIGHUP);
+  json after = sluice.wait_state([](const json& s) { return s["totals"]["in_flight"] == 3; });
+  CHECK(after["totals"]["in_flight"] == 3);
+  CHECK(after["totals"]["parked"] == 0);
+  for (auto& c : clients) {
+    REQUIRE(c->read_head(10000ms) == ReadStatus::ok);
+    CHECK(c->response().status == 200);
+    REQUIRE(c->read_to_end(10000ms) == ReadStatus::end);
+    CHECK(ended_with_done(c->response()));
+  }
+  CHECK(sim.stats()["peak_active"] == 3);
+  const std::string err = sluice.proc.stderr_text();
+  CHECK(contains(err, "reload (SIGHUP)"));
+  CHECK(contains(err, "scheduler.max_concurrency: 1 -> 3"));
+}
+
+TEST_CASE("reload: a broken file or a restart-only change changes nothing and says why") {
+  Sim sim({"--time-scale", "50"});
+  ConfigFile file(config_text(sim.url(), 2));
+  Sluice sluice = Sluice::with_config(file);
+
+  file.write(
+      "{\n  \"listen\": \"127.0.0.1:0\",\n  \"scheduler\": {\"max_concurrency\": \"many\"}\n}\n");
+  HttpResponse invalid = sluice.admin("POST", "/admin/reload");
+  CHECK(invalid.status == 400);
+  json body = json::parse(invalid.body);
+  CHECK(body["status"] == "invalid");
+  REQUIRE(body["errors"].size() == 1);
+  CHECK(contains(body["errors"][0].get<std::string>(),
+                 file.path() + ":3: scheduler.max_concurrency: "));
+  CHECK(sluice.state()["limits"]["max_concurrency"] == 2);
+
+  sluice.proc.signal(SIGHUP);
+  CHECK(wait_for_stderr(sluice.proc, "reload (SIGHUP): config " + file.path() +
+                                         " is invalid (1 error); nothing changed"));
+  CHECK(sluice.state()["limits"]["max_concurrency"] == 2);
+
+  // A change only a restart can apply.
+  file.write(R"({"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0",
+                 "upstream": {"url": ")" +
+             sim.url() + R"(", "max_idle_connections": 3},
+                 "scheduler": {"max_concurrency": 5}})");
+  HttpResponse restart = sluice.admin("POST", "/admin/reload");
+  CHECK(restart.status == 409);
+  CHECK(contains(json::parse(restart.body)["error"].get<std::string>(),
+                 "upstream.max_idle_connections"));
+  CHECK(sluice.state()["limits"]["max_concurrency"] == 2);
+
+  // Still serving.
+  HttpResponse r = http_request(sluice.port, generate("alice", 2));
+  CHECK(r.status == 200);
+}
+
+TEST_CASE("shutdown: SIGTERM answers parked 503 shutting_down, lets the stream finish, exits 0") {
+  Sim sim({"--decode-rate", "40"});
+  ConfigFile file(config_text(sim.url(), 1, R"(,
+  "shutdown": {"drain_timeout": "20s"})"));
+  Sluice sluice = Sluice::with_config(file);
+
+  HttpClient running("127.0.0.1", sluice.port);
+  running.send(generate("alice", 60));  // ~1.5 s
+  REQUIRE(running.read_head(10000ms) == ReadStatus::ok);
+  CHECK(running.response().status == 200);
+  std::vector<std::unique_ptr<HttpClient>> parked;
+  for (int i = 0; i < 2; ++i) {
+    parked.push_back(std::make_unique<HttpClient>("127.0.0.1", sluice.port));
+    parked.back()->send(generate("user" + std::to_string(i), 5));
+  }
+  REQUIRE(sluice.wait_state(
+              [](const json& s) { return s["totals"]["parked"] == 2; })["totals"]["parked"] == 2);
+
+  const auto term_at = Clock::now();
+  sluice.proc.signal(SIGTERM);
+  for (auto& p : parked) {
+    REQUIRE(p->read_head(5000ms) == ReadStatus::ok);
+    CHECK(p->response().status == 503);
+    CHECK(p->response().header("X-Sluice-Reason") == "shutting_down");
+    CHECK(p->response().header("Retry-After"));
+    p->read_to_end(5000ms);
+    CHECK(json::parse(p->response().body).contains("error"));
+  }
+  // No new connections once shutdown began.
+  CHECK(port_refuses(sluice.port));
+  // The stream in flight completes.
+  REQUIRE(running.read_to_end(10000ms) == ReadStatus::end);
+  const auto stream_done = Clock::now();
+  CHECK(ended_with_done(running.response()));
+
+  std::optional<int> code = sluice.proc.wait_exit(20000ms);
+  REQUIRE_MESSAGE(code.has_value(), sluice.proc.output());
+  CHECK(*code == 0);
+  CHECK(Clock::now() - term_at < 20s);
+  CHECK(Clock::now() >= stream_done);
+  const std::string err = sluice.proc.stderr_text();
+  CHECK(contains(err, "shutdown (SIGTERM): no longer accepting; 2 parked requests"));
+  CHECK(contains(err, "shutdown: every request finished"));
+  CHECK(contains(err, "sluice stopped"));
+}
+
+TEST_CASE("shutdown: a stream longer than drain_timeout is cut and sluice exits 0 in time") {
+  Sim sim({"--decode-rate", "40"});
+  ConfigFile file(config_text(sim.url(), 1, R"(,
+  "shutdown": {"drain_timeout": "300ms"})"));
+  Sluice sluice = Sluice::with_config(file);
+  HttpClient running("127.0.0.1", sluice.port);
+  running.send(generate("alice", 400));  // ~10 s
+  REQUIRE(running.read_head(10000ms) == ReadStatus::ok);
+  const auto term_at = Clock::now();
+  sluice.proc.signal(SIGTERM);
+  std::optional<int> code = sluice.proc.wait_exit(5000ms);
+  REQUIRE_MESSAGE(code.has_value(), sluice.proc.output());
+  CHECK(*code == 0);
+  CHECK(Clock::now() - term_at >= 300ms);
+  CHECK(Clock::now() - term_at < 5s);
+  ReadStatus end = running.read_to_end(5000ms);
+  CHECK(end != ReadStatus::timeout);
+  CHECK_FALSE(ended_with_done(running.response()));
+  CHECK(contains(sluice.proc.stderr_text(), "drain_timeout (300ms) passed with 1 requests"));
+  // The upstream saw the client go away (Ollama would stop generating).
+  const auto deadline = Clock::now() + 5s;
+  while (sim.stats()["cancelled"] != 1 && Clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  CHECK(sim.stats()["cancelled"] == 1);
+}
+
+TEST_CASE("scripts/run.sh: no Ollama -> starts the simulator, serves, cleans up on SIGTERM") {
+  // Nothing listens on port 1, so the Ollama probe fails at once.
+  ChildProcess run("/bin/bash", {std::string(SLUICE_SOURCE_DIR) + "/scripts/run.sh", "--no-build",
+                                 "--build-dir", SLUICE_BUILD_DIR, "--ollama", "http://127.0.0.1:1",
+                                 "--", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"});
+  const std::uint16_t port = run.wait_for_port("listening on http://127.0.0.1:", 20000ms);
+  // The script says which simulator it started.
+  std::smatch match;
+  std::string err = run.stderr_text();
+  const std::regex started(
+      R"(no Ollama at http://127\.0\.0\.1:1; starting the bundled GPU simulator at http://127\.0\.0\.1:(\d+))");
+  const auto deadline = Clock::now() + 5s;
+  while (!std::regex_search(err, match, started) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+    err = run.stderr_text();
+  }
+  REQUIRE_MESSAGE(std::regex_search(err, match, started), run.output());
+  const auto sim_port = static_cast<std::uint16_t>(std::stoul(match[1]));
+  CHECK(http_request(sim_port, HttpRequest{"GET", "/api/version", {}, ""}).status == 200);
+
+  HttpResponse r = http_request(port, generate("alice", 3, "paid"));
+  CHECK(r.status == 200);
+  CHECK(r.header("X-Sluice-Workload") == "paid");
+  CHECK(ended_with_done(r));
+  CHECK(wait_for_stderr(run, "curl -N http://127.0.0.1:" + std::to_string(port)));
+
+  run.signal(SIGTERM);
+  std::optional<int> code = run.wait_exit(15000ms);
+  REQUIRE_MESSAGE(code.has_value(), run.output());
+  CHECK(port_refuses(port));
+  CHECK(port_refuses(sim_port));  // the simulator was stopped too
+}
