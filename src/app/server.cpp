@@ -191,6 +191,8 @@ int Server::Impl::run() {
     }
   }
 
+  // A client that vanishes mid-write must not kill the process; writes report EPIPE instead.
+  ::signal(SIGPIPE, SIG_IGN);
   signals.add(SIGTERM);
   signals.add(SIGINT);
   signals.add(SIGHUP);
@@ -230,6 +232,7 @@ void Server::Impl::on_signal(const boost::system::error_code& ec, int signal_num
   if (signal_number == SIGHUP) {
     reload("SIGHUP");
   } else if (!shutdown_started) {
+    shutdown_started = true;  // before the coroutine runs: a second signal must not start another
     auto on_done = [](std::exception_ptr e) {
       if (!e) return;
       try {
@@ -250,7 +253,8 @@ void Server::Impl::on_signal(const boost::system::error_code& ec, int signal_num
 
 asio::awaitable<void> Server::Impl::shutdown(std::string reason) {
   shutdown_started = true;
-  const config::Config& c = *proxy.config();
+  const std::shared_ptr<const config::Config> config = proxy.config();
+  const config::Config& c = *config;
   const core::Snapshot before = proxy.snapshot();
   const auto drain = c.shutdown.drain_timeout;
   spdlog::info(
