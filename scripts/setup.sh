@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages sluice needs to build, test and benchmark. Idempotent and quiet
 # when everything is already there. Usage: scripts/setup.sh [--bench]
-#   --bench   also install the benchmark peers (haproxy, wrk, nginx-light)
+#   --bench   also install the benchmark peers (haproxy, wrk, nginx-light; python3 for a helper)
 # Never installs libboost-dev (Boost 1.74): sluice uses Boost 1.81 and the two conflict.
 set -euo pipefail
 
@@ -13,7 +13,7 @@ packages=(
   clang libclang-rt-14-dev
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(haproxy wrk nginx-light)
+  packages+=(haproxy wrk nginx-light python3)
 fi
 
 missing=()
