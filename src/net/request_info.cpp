@@ -107,8 +107,8 @@ bool read_token_bound(const json& object, const char* key, std::optional<std::in
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return true;
   if (it->is_number_unsigned()) {
-    auto value = it->get<std::uint64_t>();
-    out = static_cast<std::int64_t>(std::min<std::uint64_t>(value, INT64_MAX));
+    auto value = it->get<std::uint64_t>();  // JSON's 0 is unsigned too: 0 sets no bound
+    if (value > 0) out = static_cast<std::int64_t>(std::min<std::uint64_t>(value, INT64_MAX));
     return true;
   }
   if (it->is_number_integer()) {

@@ -163,6 +163,17 @@ TEST_CASE("scheduled bodies: malformed or wrongly typed bodies are errors naming
             .find("'options.num_predict'") != std::string::npos);
   CHECK(inspect_body("/v1/completions", R"({"max_tokens":"x"})", info).find("'max_tokens'") !=
         std::string::npos);
+  // A zero bound means "no bound", whichever JSON number type carries it (found by fuzz_headers).
+  for (const char* body : {R"({"max_tokens":0})", R"({"max_completion_tokens":0})",
+                           R"({"max_tokens":-3})", R"({"max_tokens":0.0})"}) {
+    BodyInfo zero;
+    CAPTURE(body);
+    CHECK(inspect_body("/v1/completions", body, zero) == "");
+    CHECK_FALSE(zero.num_predict.has_value());
+  }
+  BodyInfo native_zero;
+  CHECK(inspect_body("/api/generate", R"({"options":{"num_predict":0}})", native_zero) == "");
+  CHECK_FALSE(native_zero.num_predict.has_value());
   // Hostile nesting is refused before parsing.
   std::string deep(10000, '[');
   CHECK(inspect_body("/api/generate", deep, info).find("nested too deeply") != std::string::npos);
