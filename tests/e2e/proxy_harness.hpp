@@ -105,6 +105,19 @@ class ProxyUnderTest {
   std::string metrics_text() {
     return on_io([this] { return metrics_->serialize(); });
   }
+  /// What GET /metrics serves: the gauges refreshed from the scheduler, then serialized.
+  std::string scrape() {
+    return on_io([this] {
+      metrics_->update_from(proxy_->snapshot());
+      return metrics_->serialize();
+    });
+  }
+  std::size_t active_requests() {
+    return on_io([this] { return proxy_->active_requests(); });
+  }
+  std::size_t connections() {
+    return on_io([this] { return proxy_->connections(); });
+  }
 
   /// Polls `predicate(snapshot)` until it holds or `timeout` passes.
   template <class Predicate>
@@ -118,6 +131,7 @@ class ProxyUnderTest {
   }
 
   net::Proxy& proxy() { return *proxy_; }
+  boost::asio::io_context& io() { return io_; }
 
  private:
   boost::asio::io_context io_;
