@@ -196,8 +196,10 @@ void Proxy::close_all() {
   impl.acceptor.close(ignored);
   impl.accept_wakeup.cancel();
   impl.pool.stop();
-  for (SessionRecord& record : impl.sessions)
+  for (SessionRecord& record : impl.sessions) {
+    record.cut = true;
     Impl::close_session(record, true);
+  }
 }
 
 core::Snapshot Proxy::snapshot() const {

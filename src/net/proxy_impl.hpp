@@ -34,6 +34,10 @@ struct SessionRecord {
   boost::beast::tcp_stream* client = nullptr;    ///< the client connection
   boost::beast::tcp_stream* upstream = nullptr;  ///< the upstream connection while one is in use
   bool busy = false;  ///< between the first byte of a request and the end of its response
+  /// Set by the client watcher when it saw the client leave (EOF or reset) during a request.
+  bool client_left = false;
+  /// Set by close_all(): sluice itself cut this connection (drain timeout).
+  bool cut = false;
 };
 
 struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {

@@ -272,9 +272,9 @@ asio::awaitable<void> send_local(Client& client, Exchange& x, LocalResponse resp
   const bool keep = !response.close && x.client_keep_alive && x.client_reusable;
   res.keep_alive(keep);
   res.prepare_payload();
-  x.status = static_cast<int>(status_code);
   client.stream.expires_after(x.config->limits.write_timeout);
   auto [ec, written] = co_await http::async_write(client.stream, res, use_tuple);
+  if (!ec) x.status = static_cast<int>(status_code);  // an answer the client never got: none
   if (!x.ttfb) x.ttfb = since(x.arrival);
   if (ec || !keep) x.client_reusable = false;
   if (response.close) x.linger = x.linger || !ec;
@@ -301,12 +301,23 @@ asio::awaitable<void> watch_client(SessionRecord& record) {
       }
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
     }
+    record.client_left = true;
     if (record.upstream) {
       error_code ignored;
       record.upstream->socket().close(ignored);
     }
     co_return;
   }
+}
+
+/// After a request raced against watch_client(): who ended it. A request whose client left (or
+/// whose connection close_all() cut) is attributed to that, not to the upstream connection that
+/// was closed because of it, so sluice_upstream_errors_total counts only the upstream's failures.
+void settle_departure(Exchange& x, const SessionRecord& record, bool watcher_won) {
+  if (!watcher_won && !record.client_left && !record.cut) return;
+  x.outcome = record.cut ? obs::Outcome::shutting_down : obs::Outcome::client_gone;
+  x.upstream_error.reset();
+  x.client_reusable = false;
 }
 
 obs::UpstreamError classify_read_error(const error_code& ec) {
@@ -798,10 +809,7 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
   auto work = admit_and_forward(proxy, client, x, request, upstream_request, info);
   auto watch = watch_client(client.record);
   auto winner = co_await (std::move(work) || std::move(watch));
-  if (winner.index() == 1) {
-    x.outcome = obs::Outcome::client_gone;
-    x.client_reusable = false;
-  }
+  settle_departure(x, client.record, winner.index() == 1);
 }
 
 /// Everything about a pass-through request after its header was read.
@@ -826,10 +834,7 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
     auto work = forward_buffered(proxy, client, x, request, Clock::time_point::max(), nullptr);
     auto watch = watch_client(client.record);
     auto winner = co_await (std::move(work) || std::move(watch));
-    if (winner.index() == 1) {
-      x.outcome = obs::Outcome::client_gone;
-      x.client_reusable = false;
-    }
+    settle_departure(x, client.record, winner.index() == 1);
     co_return;
   }
 
@@ -914,10 +919,7 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
       relay_response(proxy, client, x, connection, Clock::time_point::max(), nullptr, false);
   auto watch = watch_client(client.record);
   auto winner = co_await (std::move(work) || std::move(watch));
-  if (winner.index() == 1) {
-    x.outcome = obs::Outcome::client_gone;
-    x.client_reusable = false;
-  }
+  settle_departure(x, client.record, winner.index() == 1);
 }
 
 void record_exchange(Proxy::Impl& proxy, const Exchange& x) {
@@ -1075,6 +1077,7 @@ asio::awaitable<void> run_session(std::shared_ptr<Proxy::Impl> proxy, tcp::socke
       client.buffer.commit(n);
     }
     first = false;
+    record->client_left = false;
     ActiveRequest active(*proxy, *record);
     if (!co_await serve_request(*proxy, client)) break;
   }
