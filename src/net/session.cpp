@@ -329,6 +329,13 @@ obs::UpstreamError classify_read_error(const error_code& ec) {
   return obs::UpstreamError::reset;
 }
 
+/// A parse error in what the client sent (not its connection ending or timing out).
+bool is_malformed(const error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_version).category() &&
+         ec != http::error::end_of_stream && ec != http::error::partial_message &&
+         ec != http::error::need_buffer;
+}
+
 bool is_stale_connection_error(const error_code& ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof ||
          ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
@@ -749,6 +756,12 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
       co_await send_local(client, x, std::move(response));
       co_return;
     }
+    if (is_malformed(ec)) {
+      x.outcome = obs::Outcome::invalid_request;
+      LocalResponse response{.message = "malformed request body: " + ec.message(), .close = true};
+      co_await send_local(client, x, std::move(response));
+      co_return;
+    }
     if (ec) {
       x.outcome = obs::Outcome::client_gone;
       x.client_reusable = false;
@@ -883,6 +896,13 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
         co_await send_local(client, x, std::move(response));
         co_return;
       }
+      if (is_malformed(read_error)) {
+        x.outcome = obs::Outcome::invalid_request;
+        LocalResponse response{.message = "malformed request body: " + read_error.message(),
+                               .close = true};
+        co_await send_local(client, x, std::move(response));
+        co_return;
+      }
       if (read_error) {
         x.outcome = obs::Outcome::client_gone;
         x.client_reusable = false;
@@ -966,10 +986,7 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
   auto [read_error, n] =
       co_await http::async_read_header(client.stream, client.buffer, head, use_tuple);
   if (read_error) {
-    const bool malformed =
-        read_error.category() == http::make_error_code(http::error::bad_version).category() &&
-        read_error != http::error::end_of_stream && read_error != http::error::partial_message;
-    if (!malformed) co_return false;  // gone, reset or too slow: nothing to answer
+    if (!is_malformed(read_error)) co_return false;  // gone, reset or too slow: no answer
     x.request_id = generate_request_id();
     x.metrics_workload = proxy.metrics.unclassified();
     x.outcome = obs::Outcome::invalid_request;
@@ -979,6 +996,11 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
       response.status = http::status::request_header_fields_too_large;
       response.message = "request headers larger than limits.max_header_bytes (" +
                          std::to_string(limits.max_header_bytes) + " bytes)";
+    }
+    if (read_error == http::error::body_limit) {  // Content-Length above the limit
+      response.status = http::status::payload_too_large;
+      response.message = "request body larger than limits.max_body_bytes (" +
+                         std::to_string(limits.max_body_bytes) + " bytes)";
     }
     co_await send_local(client, x, std::move(response));
     record_exchange(proxy, x);
