@@ -519,7 +519,15 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
     }
     if (serializer.is_done() || (!body.more && parser.is_done())) break;
   }
-  if (scanner) scanner->finish();
+  if (scanner) {
+    scanner->finish();
+    // Ollama reports a failure after the first token as one {"error": ...} line in a 200 stream:
+    // the upstream's own error, counted like a 5xx (the bytes are relayed as they were).
+    if ((ndjson || sse) && scanner->saw_error() && !scanner->saw_done() &&
+        x.outcome == obs::Outcome::ok) {
+      x.outcome = obs::Outcome::upstream_5xx;
+    }
+  }
   if (upstream_keep_alive && parser.is_done()) proxy.pool.give_back(std::move(connection));
   co_return RelayResult::finished;
 }
