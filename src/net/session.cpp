@@ -223,6 +223,14 @@ std::optional<std::string_view> single_header(const http::fields& fields, std::s
   return range.first->value();
 }
 
+/// The client's request id when it sent a valid one, else a fresh one. Also used for sluice's
+/// own errors (400, 401, 413), so a client can always match an answer to its log line.
+std::string client_request_id(const http::fields& fields, const config::Config& config) {
+  auto id = fields.find(config.headers.request_id);
+  return id != fields.end() && core::valid_label_value(id->value()) ? std::string(id->value())
+                                                                    : generate_request_id();
+}
+
 bool expects_continue(const http::fields& fields) {
   auto it = fields.find(http::field::expect);
   return it != fields.end() && iequals(it->value(), "100-continue");
@@ -688,7 +696,7 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
   RequestLabels labels;
   std::string error =
       duplicate.empty() ? parse_label_headers(config.headers, values, labels) : duplicate;
-  x.request_id = labels.request_id.empty() ? generate_request_id() : labels.request_id;
+  if (!labels.request_id.empty()) x.request_id = labels.request_id;
   if (x.key) {
     // The key decides who this is (a trusted gateway may pass its users through) and how
     // urgent it may claim to be.
@@ -839,12 +847,6 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
   const config::Config& config = *x.config;
   x.workload_name = std::string(config::kPassthroughWorkload);
   x.metrics_workload = proxy.metrics.passthrough();
-  {
-    auto id = head.get().find(config.headers.request_id);
-    x.request_id = id != head.get().end() && core::valid_label_value(id->value())
-                       ? std::string(id->value())
-                       : generate_request_id();
-  }
   const std::string target(head.get().target());
   using namespace asio::experimental::awaitable_operators;
 
@@ -1024,6 +1026,7 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
   x.client_version = request.version();
   x.client_keep_alive = request.keep_alive();
   x.is_head = request.method() == http::verb::head;
+  x.request_id = client_request_id(request, *x.config);
 
   // API keys (auth.keys): every proxied request presents one, or gets 401.
   bool authenticated = true;
@@ -1043,7 +1046,6 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
   }
 
   if (target.empty() || target.front() != '/') {
-    x.request_id = generate_request_id();
     x.metrics_workload = proxy.metrics.unclassified();
     x.outcome = obs::Outcome::invalid_request;
     LocalResponse response{.message = "request target must be a path starting with '/'",
@@ -1051,7 +1053,6 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
     co_await send_local(client, x, std::move(response));
   } else if (auto length = head.content_length();
              length && *length > static_cast<std::uint64_t>(limits.max_body_bytes)) {
-    x.request_id = generate_request_id();
     x.metrics_workload = proxy.metrics.unclassified();
     x.outcome = obs::Outcome::invalid_request;
     LocalResponse response{.status = http::status::payload_too_large,
@@ -1060,7 +1061,6 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
                            .close = true};
     co_await send_local(client, x, std::move(response));
   } else if (!authenticated) {
-    x.request_id = generate_request_id();
     x.metrics_workload = proxy.metrics.unclassified();
     x.outcome = obs::Outcome::invalid_request;
     LocalResponse response{.status = http::status::unauthorized,

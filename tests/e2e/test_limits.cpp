@@ -371,6 +371,33 @@ TEST_CASE("bodies sluice must read: not JSON or wrongly typed is 400 in the rout
   expect_idle(proxy);
 }
 
+TEST_CASE("sluice's own errors keep the client's X-Request-Id (answer and access line)") {
+  LogCapture logs;
+  Simulator sim({"--time-scale", "20"});
+  ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1})", "", kLimits));
+  struct Case {
+    HttpRequest request;
+    int status;
+  };
+  std::vector<Case> cases = {
+      {generate("id-bad-priority", 2, {{"X-Priority", "urgent"}}), 400},
+      {generate("id-bad-workload", 2, {{"X-Workload", "nope"}}), 400},
+      {post_json("/api/generate", "{", {{"X-Request-Id", "id-bad-json"}}), 400},
+      {post_json("/api/generate", std::string(3000, ' '), {{"X-Request-Id", "id-too-big"}}), 413},
+      {HttpRequest{.target = "http://x/", .headers = {{"X-Request-Id", "id-bad-target"}}}, 400},
+  };
+  for (const auto& c : cases) {
+    std::string id;
+    for (const auto& h : c.request.headers)
+      if (h.name == "X-Request-Id") id = h.value;
+    INFO(id);
+    HttpResponse r = http_request(proxy.port(), c.request);
+    CHECK(r.status == c.status);
+    CHECK(r.header("X-Request-Id") == id);
+    check_access(logs.access_line(id), c.status, "invalid_request");
+  }
+}
+
 TEST_CASE("Expect: 100-continue is answered; a bad header is refused before the upload") {
   Simulator sim({"--time-scale", "20"});
   ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1})"));
@@ -580,7 +607,8 @@ TEST_CASE(
   auto wider = load(proxy_config(sim.url(), R"({"max_concurrency": 2})"));
   CHECK(proxy.on_io([&] { return proxy.proxy().reconfigure(wider); }) == "");
   CHECK(parked.get().status == 200);  // admitted without waiting for the blocker
-  CHECK(proxy.snapshot().in_flight == 1);
+  // (The parked request's slot is released just after its client got the last byte.)
+  CHECK(proxy.wait_for([](const core::Snapshot& s) { return s.in_flight == 1; }));
   blocker.abort();
   expect_idle(proxy);
 }
