@@ -90,7 +90,7 @@ cat >"$run_dir/sluice.json" <<JSON
     "workloads": [
       {"name": "paid", "match": {"tier": "paid"}, "priority": 8, "queue_timeout": "3s"},
       {"name": "free", "match": {"tier": ["free", "open-source"]}, "priority": 1,
-       "queue_timeout": "1500ms", "max_queue": 24}
+       "queue_timeout": "1500ms", "max_queue": 3}
     ],
     "default_workload": {"name": "default", "priority": 2, "queue_timeout": "2s"}
   },

@@ -607,6 +607,8 @@ class Driver {
         kind = "completed";
       } else if (o.status == 200 && o.error_line) {
         kind = "stream ended by an error line";
+      } else if (o.status == 200 && o.cut) {
+        kind = "body cut (upstream reset)";
       } else if (!o.reason.empty()) {
         kind = "rejected " + std::to_string(o.status) + " " + o.reason;
       } else if (o.status >= 500) {
