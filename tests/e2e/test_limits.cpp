@@ -499,8 +499,8 @@ TEST_CASE("a pooled upstream connection closed under a request is retried once o
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
     std::string data = ScriptedUpstream::read_until(fd, "\r\n\r\n", milliseconds(5000));
     if (data.find("\r\n\r\n") == std::string::npos) return;
+    ++answered;  // before the answer, so the client cannot see it first
     ScriptedUpstream::send_all(fd, ok);
-    ++answered;
     if (index == 0) {
       // Keep-alive promised, but the next request on this connection is read and dropped.
       ScriptedUpstream::read_until(fd, "\r\n\r\n", milliseconds(5000));
@@ -509,8 +509,8 @@ TEST_CASE("a pooled upstream connection closed under a request is retried once o
     for (;;) {
       data = ScriptedUpstream::read_until(fd, "\r\n\r\n", milliseconds(5000));
       if (data.find("\r\n\r\n") == std::string::npos) return;
-      ScriptedUpstream::send_all(fd, ok);
       ++answered;
+      ScriptedUpstream::send_all(fd, ok);
     }
   });
   ProxyUnderTest proxy(proxy_config(upstream.url(), R"({"max_concurrency": 1})"));
