@@ -11,6 +11,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/write.hpp>
 #include <chrono>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -212,6 +213,34 @@ TEST_CASE("slowloris, silent and idle connections are closed; others are served 
 
   expect_idle(proxy);
   CHECK(proxy.wait_for([&](const core::Snapshot&) { return proxy.connections() == 0; }));
+}
+
+TEST_CASE("a client that stops reading is cut off after write_timeout; its slot is freed") {
+  LogCapture logs;
+  // A fast, long stream: 60 000 tokens/s, up to 200 000 of them (~20 MB of NDJSON).
+  Simulator sim({"--time-scale", "1000", "--max-output-tokens", "200000"});
+  ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1})", "",
+                                    R"("limits": {"write_timeout": "300ms"})"));
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::tcp::socket stuck(io);
+  stuck.open(asio::ip::tcp::v4());
+  stuck.set_option(asio::socket_base::receive_buffer_size(4096));  // a small window, never read
+  stuck.connect({asio::ip::make_address("127.0.0.1"), proxy.port()});
+  const std::string body = generate_body(200000, true);
+  const std::string request =
+      "POST /api/generate HTTP/1.1\r\nHost: x\r\nX-Request-Id: w-stuck\r\n"
+      "Content-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  asio::write(stuck, asio::buffer(request));
+  REQUIRE(proxy.wait_for([](const core::Snapshot& s) { return s.in_flight == 1; }));
+  // Once the socket buffers are full, the next write waits 300 ms, then the slot is freed.
+  CHECK(proxy.wait_for([](const core::Snapshot& s) { return s.in_flight == 0; },
+                       milliseconds(10000)));
+  check_access(logs.access_line("w-stuck", milliseconds(5000)), 200, "client_gone");
+  CHECK(sim_record(sim, "w-stuck")["cancelled"] == true);
+  expect_idle(proxy);
+  check_still_serving(proxy);
 }
 
 TEST_CASE("max_connections: further clients wait in the accept backlog until one closes") {
