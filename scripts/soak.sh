@@ -68,9 +68,12 @@ wait_port() {
   return 1
 }
 
-# The simulated GPU: 4 parallel streams, 20x faster than real time, random faults.
+# The simulated GPU: 4 parallel streams, 20x faster than real time, random faults: every kind the
+# simulator has, including hangs (sluice's header and idle timeouts end those).
+fault_mix=error-500,refuse,reset-mid-stream,error-line,slow-first-token=2000
+fault_mix+=,hang-before-headers,hang-mid-stream
 "$sim_bin" --listen 127.0.0.1:0 --parallel 4 --time-scale 20 --fault-rate "$fault_rate" \
-  --seed "$seed" --log-level warn >"$run_dir/sim.out" 2>"$run_dir/sim.out.err" &
+  --fault-mix "$fault_mix" --hang-limit 30 --seed "$seed" --log-level warn >"$run_dir/sim.out" 2>"$run_dir/sim.out.err" &
 sim_pid=$!
 sim_port=$(wait_port "$run_dir/sim.out" "listening on " "$sim_pid")
 
@@ -80,7 +83,7 @@ cat >"$run_dir/sluice.json" <<JSON
   "listen": "127.0.0.1:0",
   "admin_listen": "127.0.0.1:0",
   "upstream": {"url": "http://127.0.0.1:$sim_port", "connect_timeout": "1s",
-               "header_timeout": "5s", "idle_timeout": "2s"},
+               "header_timeout": "3s", "idle_timeout": "1s"},
   "scheduler": {
     "max_concurrency": 4,
     "max_queue": 64,
