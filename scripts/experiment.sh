@@ -85,12 +85,13 @@ trap 'exit 130' INT TERM
 start() {
   local name=$1; shift
   local log="$logs/$name"
+  : >"$log.out"
   "$@" >"$log.out" 2>"$log.err" &
   local pid=$!
   pids+=("$pid")
   local i
   for ((i = 0; i < 100; i++)); do
-    port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$log.out" | head -1)
+    port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$log.out" | head -1 || true)
     [[ -n "$port" ]] && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
@@ -100,23 +101,26 @@ start() {
   exit 1
 }
 
+# A port below the kernel's ephemeral range (32768+ on Linux), so no outgoing connection holds
+# it, with nothing listening on it.
 free_port() {
-  local p
+  local p i
   for ((i = 0; i < 50; i++)); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12000))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
   echo "experiment: no free port found" >&2
-  exit 1
+  return 1
 }
 
 # HAProxy as its users would configure it for this job: one server with maxconn = the GPU's
 # parallelism, paid requests in a better priority class (lower is served first), a queue
 # timeout as long as sluice's, and long client/server timeouts for streamed answers.
 start_haproxy() {
-  local sim_port=$1 cfg="$logs/haproxy-$2.cfg" listen_port i
-  listen_port=$(free_port)
-  cat >"$cfg" <<EOF
+  local sim_port=$1 cfg="$logs/haproxy-$2.cfg" listen_port attempt i pid
+  for ((attempt = 0; attempt < 5; attempt++)); do
+    listen_port=$(free_port) || return 1
+    cat >"$cfg" <<EOF
 global
   maxconn 4096
 defaults
@@ -132,15 +136,21 @@ frontend bench
 backend gpu
   server sim 127.0.0.1:$sim_port maxconn $concurrency
 EOF
-  haproxy -f "$cfg" -db >"$logs/haproxy-$2.out" 2>"$logs/haproxy-$2.err" &
-  pids+=($!)
-  for ((i = 0; i < 100; i++)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$listen_port") 2>/dev/null; then port=$listen_port; return 0; fi
-    sleep 0.1
+    haproxy -f "$cfg" -db >"$logs/haproxy-$2.out" 2>"$logs/haproxy-$2.err" &
+    pid=$!
+    pids+=("$pid")
+    for ((i = 0; i < 100; i++)); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$listen_port") 2>/dev/null; then
+        port=$listen_port
+        return 0
+      fi
+      kill -0 "$pid" 2>/dev/null || break  # exited: most likely the port was taken; retry
+      sleep 0.1
+    done
   done
   echo "experiment: haproxy did not start:" >&2
   cat "$logs/haproxy-$2.err" >&2
-  exit 1
+  return 1
 }
 
 # run SCENARIO LABEL KIND [CONFIG]: one run on a fresh simulator.
@@ -157,7 +167,11 @@ run() {
         --upstream "http://127.0.0.1:$sim_port" --max-concurrency "$concurrency"
       target="http://127.0.0.1:$port" ;;
     haproxy)
-      start_haproxy "$sim_port" "$scenario"
+      if ! start_haproxy "$sim_port" "$scenario"; then
+        echo "experiment: skipping $scenario/$label" >&2
+        stop_all
+        return 1
+      fi
       target="http://127.0.0.1:$port" ;;
   esac
   "$bench_bin" run --scenario "$file" --target "$target" --sim-stats "http://127.0.0.1:$sim_port" \
@@ -184,8 +198,7 @@ for scenario in "${scenarios[@]}"; do
     echo "experiment: $sluice_bin is not built; skipping the runs through sluice" >&2
   fi
   if ((have_haproxy)); then
-    run "$scenario" haproxy haproxy
-    runs+=("$out/$scenario/haproxy")
+    if run "$scenario" haproxy haproxy; then runs+=("$out/$scenario/haproxy"); fi
   else
     echo "experiment: haproxy not installed (scripts/setup.sh --bench) or --no-haproxy; skipping that run" >&2
   fi
