@@ -245,6 +245,17 @@ const char* tier_colour(std::size_t i) {
   return palette[i % (sizeof palette / sizeof *palette)];
 }
 
+// Axis labels: whole numbers without decimals ("50", not "50.0").
+std::string tick(double v) {
+  char buf[32];
+  if (std::fabs(v - std::round(v)) < 1e-9) {
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%g", v);
+  }
+  return buf;
+}
+
 std::string num(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f", v);
@@ -496,13 +507,17 @@ std::string svg_chart(const std::vector<Run>& runs, const std::string& title) {
   const double width = double(columns) * panel_w;
   const double height = 64 + double(std::max<std::size_t>(rows_n, 1)) * panel_h + 24;
 
-  std::vector<std::string> tiers;
+  // Colour by tier; by group when every request is of one tier but groups differ (e.g. a heavy
+  // and a light group of the same tier), so the chart still tells them apart.
+  std::vector<std::string> tiers, groups;
   double max_latency = 0, max_time = 0;
   bool scaled = false;
   for (const auto& run : runs) {
     scaled = scaled || run.summary.time_scale != 1;
     for (const auto& r : run.records) {
       if (std::find(tiers.begin(), tiers.end(), r.tier) == tiers.end()) tiers.push_back(r.tier);
+      if (std::find(groups.begin(), groups.end(), r.group) == groups.end())
+        groups.push_back(r.group);
       if (r.latency_s) {
         max_latency = std::max(max_latency, *r.latency_s);
         max_time = std::max(max_time, r.end_s());
@@ -513,8 +528,17 @@ std::string svg_chart(const std::vector<Run>& runs, const std::string& title) {
   const double y_max = std::max(y_step, std::ceil(max_latency / y_step) * y_step);
   const double x_step = nice_step(max_time, 5);
   const double x_max = std::max(x_step, std::ceil(max_time / x_step) * x_step);
-  auto colour_of = [&](const std::string& tier) {
-    return tier_colour(std::size_t(std::find(tiers.begin(), tiers.end(), tier) - tiers.begin()));
+  const bool by_group = tiers.size() <= 1 && groups.size() > 1;
+  const std::vector<std::string>& keys = by_group ? groups : tiers;
+  const char* key_kind = by_group ? "group" : "tier";
+  auto key_of = [&](const RequestRecord& r) -> const std::string& {
+    return by_group ? r.group : r.tier;
+  };
+  auto colour_of = [&](const std::string& key) {
+    return tier_colour(std::size_t(std::find(keys.begin(), keys.end(), key) - keys.begin()));
+  };
+  auto subjects = [&](const Summary& s) -> const std::vector<SubjectSummary>& {
+    return by_group ? s.groups : s.tiers;
   };
 
   std::ostringstream out;
@@ -526,10 +550,10 @@ std::string svg_chart(const std::vector<Run>& runs, const std::string& title) {
       << "</text>\n";
   out << "<text x=\"16\" y=\"42\" fill=\"#555\">end-to-end latency of each request (y) against "
          "the time it completed (x)"
-      << (scaled ? ", simulated seconds" : ", seconds") << "; dashed: p90 per tier";
+      << (scaled ? ", simulated seconds" : ", seconds") << "; dashed: p90 per " << key_kind;
   out << "</text>\n";
   double lx = width - 16;
-  for (auto it = tiers.rbegin(); it != tiers.rend(); ++it) {
+  for (auto it = keys.rbegin(); it != keys.rend(); ++it) {
     lx -= 8 + 7 * double(it->size()) + 18;
     out << "<circle cx=\"" << num(lx) << "\" cy=\"20\" r=\"5\" fill=\"" << colour_of(*it)
         << "\"/><text x=\"" << num(lx + 9) << "\" y=\"24\">" << xml_escape(*it) << "</text>\n";
@@ -548,7 +572,7 @@ std::string svg_chart(const std::vector<Run>& runs, const std::string& title) {
         << "\" font-size=\"13\" font-weight=\"bold\">" << xml_escape(run.summary.label)
         << "</text>\n";
     std::string figures;
-    for (const auto& t : run.summary.tiers) {
+    for (const auto& t : subjects(run.summary)) {
       if (!figures.empty()) figures += " · ";
       figures += t.name + " p50 " + fmt_opt(t.latency.p50) + " p90 " + fmt_opt(t.latency.p90);
     }
@@ -562,36 +586,43 @@ std::string svg_chart(const std::vector<Run>& runs, const std::string& title) {
       out << "<line x1=\"" << num(x0) << "\" x2=\"" << num(x0 + pw) << "\" y1=\"" << num(py(v))
           << "\" y2=\"" << num(py(v)) << "\" stroke=\"#e4e4e4\"/>";
       out << "<text x=\"" << num(x0 - 5) << "\" y=\"" << num(py(v) + 4)
-          << "\" text-anchor=\"end\" fill=\"#444\">" << format_number(v) << "</text>\n";
+          << "\" text-anchor=\"end\" fill=\"#444\">" << tick(v) << "</text>\n";
     }
     for (double v = 0; v <= x_max + 1e-9; v += x_step) {
       out << "<line x1=\"" << num(px(v)) << "\" x2=\"" << num(px(v)) << "\" y1=\"" << num(y0)
           << "\" y2=\"" << num(y0 + ph) << "\" stroke=\"#eeeeee\"/>";
       out << "<text x=\"" << num(px(v)) << "\" y=\"" << num(y0 + ph + 15)
-          << "\" text-anchor=\"middle\" fill=\"#444\">" << format_number(v) << "</text>\n";
+          << "\" text-anchor=\"middle\" fill=\"#444\">" << tick(v) << "</text>\n";
     }
     out << "<text x=\"" << num(x0 + pw / 2) << "\" y=\"" << num(y0 + ph + 32)
         << "\" text-anchor=\"middle\" fill=\"#444\">completed at (s since start)</text>\n";
     out << "<text transform=\"translate(" << num(ox + 14) << "," << num(y0 + ph / 2)
         << ") rotate(-90)\" text-anchor=\"middle\" fill=\"#444\">latency (s)</text>\n";
-    // Later tiers first, so the first tier (usually the smaller, paid one) is drawn on top.
+    // The most numerous tier (group) first, so the smaller ones are drawn on top of it.
+    std::map<std::string, std::size_t> counts;
+    for (const auto& r : run.records)
+      ++counts[key_of(r)];
+    std::vector<std::string> draw = keys;
+    std::stable_sort(draw.begin(), draw.end(), [&](const std::string& a, const std::string& b) {
+      return counts[a] > counts[b];
+    });
     std::vector<const RequestRecord*> order;
-    for (auto t = tiers.rbegin(); t != tiers.rend(); ++t)
+    for (const auto& k : draw)
       for (const auto& r : run.records)
-        if (r.tier == *t) order.push_back(&r);
+        if (key_of(r) == k) order.push_back(&r);
     for (const RequestRecord* rp : order) {
       const RequestRecord& r = *rp;
       if (!r.latency_s) continue;
       const double cx = px(r.end_s()), cy = py(*r.latency_s);
       if (r.ok()) {
         out << "<circle cx=\"" << num(cx) << "\" cy=\"" << num(cy) << "\" r=\"2.4\" fill=\""
-            << colour_of(r.tier) << "\" fill-opacity=\"0.75\"/>\n";
+            << colour_of(key_of(r)) << "\" fill-opacity=\"0.75\"/>\n";
       } else {
         out << "<path d=\"M" << num(cx - 3) << " " << num(cy - 3) << "l6 6m0 -6l-6 6\" stroke=\""
-            << colour_of(r.tier) << "\" stroke-width=\"1.5\"/>\n";
+            << colour_of(key_of(r)) << "\" stroke-width=\"1.5\"/>\n";
       }
     }
-    for (const auto& t : run.summary.tiers) {
+    for (const auto& t : subjects(run.summary)) {
       if (!t.latency.p90) continue;
       const double y = py(*t.latency.p90);
       out << "<line x1=\"" << num(x0) << "\" x2=\"" << num(x0 + pw) << "\" y1=\"" << num(y)

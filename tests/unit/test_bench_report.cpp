@@ -310,3 +310,22 @@ TEST_CASE("numbers are shown with three significant figures") {
   CHECK(format_number(0.04213) == "0.0421");
   CHECK(format_number(0) == "0");
 }
+
+TEST_CASE("the chart colours by group when every request is of one tier") {
+  Run run = make_run("one tier", 1, 1, 1);
+  for (auto& r : run.records) {
+    r.tier = "free";
+    r.group = r.user == "p0" ? "heavy" : "light";
+  }
+  run.summary = summarize(run.records, {});
+  run.summary.label = "one tier";
+  const std::string svg = svg_chart({run}, "t");
+  CHECK(svg.find("dashed: p90 per group") != std::string::npos);
+  CHECK(svg.find(">heavy</text>") != std::string::npos);  // legend
+  CHECK(svg.find(">light</text>") != std::string::npos);
+  CHECK(count(svg, "stroke-dasharray") == 2);
+  CHECK(svg.find("heavy p50") != std::string::npos);  // panel figures per group
+  // Two colours in use among the dots.
+  CHECK(svg.find("fill=\"#d1495b\" fill-opacity") != std::string::npos);
+  CHECK(svg.find("fill=\"#2e86ab\" fill-opacity") != std::string::npos);
+}

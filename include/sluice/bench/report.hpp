@@ -8,7 +8,8 @@
 //
 // SVG: one panel per run side by side, sharing the y axis (end-to-end latency) and the x axis
 // (time since the run started, at which each request completed); one dot per ok request,
-// coloured by tier; failed requests as crosses; a dashed line at each tier's p90. Self-contained
+// coloured by tier (by group when all requests share one tier but groups differ); failed
+// requests as crosses; a dashed line at each tier's (group's) p90. Self-contained
 // (no scripts, no external fonts), so any browser opens it.
 #pragma once
 
