@@ -380,3 +380,52 @@ TEST_CASE("bad input: a clear message and exit status 2; an unreachable target f
   const json summary = json::parse(read(dir.path / "o" / "summary.json"));
   CHECK(summary["upstream"]["available"] == false);
 }
+
+#ifdef SLUICE_PATH
+TEST_CASE("through sluice: queue times and workloads are recorded; paid goes first") {
+  Sim sim;
+  TempDir dir;
+  ChildProcess proxy(
+      SLUICE_PATH, {"--config", std::string(SLUICE_SOURCE_DIR) + "/config/experiment/after.json",
+                    "--listen", "127.0.0.1:0", "--upstream", sim.url(), "--max-concurrency", "2"});
+  const auto port = proxy.wait_for_port();
+  write(dir.path / "tiers.json", R"({
+    "name": "tiers", "seed": 5,
+    "prompts": {"p": ["Summarise this ticket in one line.", "What is a mutex?"]},
+    "num_predict": {"distribution": "uniform", "min": 8, "max": 16},
+    "groups": [
+      {"name": "paid", "tier": "paid", "prompts": "p", "users": 2, "requests_per_user": 4},
+      {"name": "open-source", "tier": "open-source", "prompts": "p", "users": 3,
+       "requests_per_user": 4}
+    ]
+  })");
+  const fs::path out = dir.path / "run";
+  REQUIRE(bench({"run", "--scenario", (dir.path / "tiers.json").string(), "--target",
+                 "http://127.0.0.1:" + std::to_string(port), "--sim-stats", sim.url(), "--label",
+                 "after", "--out", out.string(), "--no-progress"}) == 0);
+  const auto records = parse_csv(read(out / "requests.csv"));
+  REQUIRE(records.size() == 20);
+  std::vector<double> paid, free;
+  for (const auto& r : records) {
+    INFO(r.request_id, " ", r.error);
+    CHECK(r.outcome == "ok");
+    CHECK(r.workload == r.tier);  // X-Sluice-Workload: the config's workload names
+    REQUIRE(r.queue_s);           // X-Sluice-Queue-Ms, scaled to simulated seconds
+    CHECK(*r.queue_s >= 0);
+    CHECK(*r.queue_s <= *r.latency_s);
+    (r.tier == "paid" ? paid : free).push_back(*r.latency_s);
+  }
+  // Weights 8:1: the 8 paid requests are through long before most open-source ones.
+  CHECK(*percentile(paid, 100) < *percentile(free, 90));
+  const json summary = json::parse(read(out / "summary.json"));
+  CHECK(summary["upstream"]["records"] == 20);
+  CHECK(summary["upstream"]["peak_active"] == 1);  // the simulator runs one at a time
+  const Summary again = summarize(records, {});
+  for (const auto& t : summary["tiers"]) {
+    const auto* s = again.find("tier", t["name"].get<std::string>());
+    REQUIRE(s);
+    check_subject(t, *s);
+    check_distribution(t["queue_s"], s->queue);
+  }
+}
+#endif
