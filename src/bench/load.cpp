@@ -503,28 +503,27 @@ class LoadRun {
     }
   }
 
+  // "[after] done 120/250  in flight 130  failed 0  elapsed 12.0 s (120 s simulated)"
   void print_progress(bool final) {
     const double wall = std::chrono::duration<double>(Clock::now() - start_).count();
     char line[256];
-    const std::size_t waiting = waiters_.size();
-    std::snprintf(
-        line, sizeof line, "[%s] done %zu/%zu  in flight %zu%s  failed %zu  elapsed %.1f s%s",
-        opt_.label.c_str(), done_, records_.size(), in_flight_,
-        waiting ? (" (+" + std::to_string(waiting) + " held)").c_str() : "", failed_, wall,
-        opt_.time_scale != 1 ? (" (" + format_sim(wall * opt_.time_scale) + " simulated)").c_str()
-                             : "");
+    int n = std::snprintf(line, sizeof line, "[%s] done %zu/%zu  in flight %zu", opt_.label.c_str(),
+                          done_, records_.size(), in_flight_);
+    if (!waiters_.empty() && n > 0 && std::size_t(n) < sizeof line)
+      n += std::snprintf(line + n, sizeof line - std::size_t(n), " (+%zu held back)",
+                         waiters_.size());
+    if (n > 0 && std::size_t(n) < sizeof line)
+      n += std::snprintf(line + n, sizeof line - std::size_t(n), "  failed %zu  elapsed %.1f s",
+                         failed_, wall);
+    if (opt_.time_scale != 1 && n > 0 && std::size_t(n) < sizeof line)
+      std::snprintf(line + n, sizeof line - std::size_t(n), " (%.0f s simulated)",
+                    wall * opt_.time_scale);
     if (tty_) {
       std::fprintf(stderr, "\r\033[K%s%s", line, final ? "\n" : "");
     } else {
       std::fprintf(stderr, "%s\n", line);
     }
     std::fflush(stderr);
-  }
-
-  static std::string format_sim(double s) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.0f s", s);
-    return buf;
   }
 
   asio::awaitable<void> progress() {
@@ -587,7 +586,7 @@ LoadResult run_load(const Scenario& scenario, const Plan& plan, const LoadOption
                    (got.error.empty() ? "HTTP " + std::to_string(got.status) : got.error);
     }
   } else {
-    stats_note = "no --sim-stats given: upstream utilisation unknown";
+    stats_note = "no --sim-stats given";
   }
 
   asio::io_context ioc(1);

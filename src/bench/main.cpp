@@ -10,6 +10,7 @@
 // (comparison.md, comparison.json, chart.svg) plus the scenario's targets, met or missed.
 // Exit status: 0 on success, 1 when a run had failed requests or (with --fail-on-missed) a
 // target was missed, 2 on bad input.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -62,9 +63,21 @@ struct RunArgs {
   bool no_progress = false;
 };
 
+// One socket per request in flight: raise the soft limit on open files towards the hard one
+// (Debian's default soft limit, 1024, is below a burst of a few thousand requests).
+void raise_open_file_limit(std::size_t wanted) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  const rlim_t target = std::min<rlim_t>(lim.rlim_max, rlim_t(wanted));
+  if (lim.rlim_cur >= target) return;
+  lim.rlim_cur = target;
+  setrlimit(RLIMIT_NOFILE, &lim);
+}
+
 int cmd_run(const RunArgs& a) {
   const Scenario scenario = load_scenario_file(a.scenario);
   const Plan plan = make_plan(scenario);
+  raise_open_file_limit(std::min(plan.total_requests, a.max_in_flight) + 64);
   std::string why;
   LoadOptions opt;
   auto target = parse_http_target(a.target, &why);

@@ -250,11 +250,13 @@ TEST_CASE("a small scenario end to end: the summary matches the per-request reco
   CHECK(dots == 15 + 2);  // one per request, one per tier in the legend
 }
 
-TEST_CASE("failed requests are recorded as such and left out of the latency percentiles") {
+TEST_CASE(
+    "failed requests are recorded as such and left out of the latency percentiles (chat API)") {
   Sim sim;
   TempDir dir;
   write(dir.path / "faults.json", R"({
     "name": "faults",
+    "api": "chat",
     "prompts": {"p": ["hello there"]},
     "num_predict": 8,
     "groups": [
@@ -275,7 +277,8 @@ TEST_CASE("failed requests are recorded as such and left out of the latency perc
   for (const auto& r : records) {
     INFO(r.group, " ", r.error);
     if (r.group == "fine") {
-      CHECK(r.outcome == "ok");
+      CHECK(r.outcome == "ok");  // /api/chat: the same NDJSON stream, "message" chunks
+      CHECK(r.output_tokens == std::optional<long>(8));
     } else if (r.group == "refused") {
       CHECK(r.outcome == "http_error");
       CHECK(r.status == 500);

@@ -2,12 +2,13 @@
 // saw. Asio/Beast underneath (kept out of this header): one io_context thread, one coroutine per
 // request, one TCP connection per request in flight, every response read as a stream.
 //
-// Measurement: the run's clock starts when the first request is due. sent_s is when the request
-// was handed to the socket layer (after connecting); time to first token is send -> first body
-// byte (Ollama sends no headers before the first token, so the first body byte is the first
-// token); latency is send -> end of body. Every wall-clock duration is multiplied by
-// LoadOptions::time_scale, so against a simulator running F times faster the numbers are in
-// simulated seconds. X-Sluice-Queue-Ms (the proxy's real milliseconds) is scaled the same way.
+// Measurement: the run's clock starts when the first request is due. sent_s is when the
+// generator issued the request (before connecting, as a client's call would start); time to
+// first token is send -> first body byte (Ollama sends no headers before the first token, so the
+// first body byte is the first token); latency is send -> end of body. Every wall-clock duration is
+// multiplied by LoadOptions::time_scale, so against a simulator running F times faster the numbers
+// are in simulated seconds. X-Sluice-Queue-Ms (the proxy's real milliseconds) is scaled the same
+// way.
 //
 // Bounds: at most max_in_flight requests at once (the rest wait their turn in the generator, in
 // due order); every request ends by its own deadline (request_timeout_s) and by the run's
