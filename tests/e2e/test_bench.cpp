@@ -160,7 +160,8 @@ TEST_CASE("a small scenario end to end: the summary matches the per-request reco
     CHECK(*r.latency_s > 0);
     CHECK(r.request_id == "e2e-run-" + std::to_string(r.index));
     ++per_group[r.group];
-    if (r.group == "paid") CHECK(r.sent_s < 1.0);  // a burst at t = 0 (simulated seconds)
+    // A burst at t = 0: sent at once (bound generous for a loaded machine: 0.5 s real).
+    if (r.group == "paid") CHECK(r.sent_s < 0.5 * kScale);
     if (r.group == "batch") CHECK(*r.num_predict == 12);
   }
   CHECK(per_group == std::map<std::string, int>{{"paid", 6}, {"chatty", 6}, {"batch", 3}});
@@ -395,7 +396,7 @@ TEST_CASE("through sluice: queue times and workloads are recorded; paid goes fir
   write(dir.path / "tiers.json", R"({
     "name": "tiers", "seed": 5,
     "prompts": {"p": ["Summarise this ticket in one line.", "What is a mutex?"]},
-    "num_predict": {"distribution": "uniform", "min": 8, "max": 16},
+    "num_predict": {"distribution": "uniform", "min": 40, "max": 60},
     "groups": [
       {"name": "paid", "tier": "paid", "prompts": "p", "users": 2, "requests_per_user": 4},
       {"name": "open-source", "tier": "open-source", "prompts": "p", "users": 3,
