@@ -313,7 +313,7 @@ Scenario parse_scenario(std::string_view text, std::string_view source,
   json doc;
   try {
     doc = json::parse(text, nullptr, true, /*ignore_comments=*/true);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e999
     throw ScenarioError(std::string(source) + ": not valid JSON: " + e.what());
   }
   try {
