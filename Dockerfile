@@ -22,6 +22,7 @@ FROM debian:12-slim AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libspdlog1.10 libfmt9 libprometheus-cpp-core1.0 libboost-url1.81.0 libssl3 \
+      libtcmalloc-minimal4 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --shell /usr/sbin/nologin sluice
 COPY --from=build /src/build/src/app/sluice /src/build/src/sim/sluice-sim /usr/local/bin/

@@ -9,7 +9,7 @@ packages=(
   g++ cmake ninja-build ccache pkg-config git curl ca-certificates procps
   libboost1.81-dev libboost-url1.81-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev doctest-dev
-  prometheus-cpp-dev libbenchmark-dev libssl-dev
+  prometheus-cpp-dev libbenchmark-dev libssl-dev libgoogle-perftools-dev
   clang libclang-rt-14-dev
 )
 if [[ "${1:-}" == "--bench" ]]; then

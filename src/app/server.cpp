@@ -128,7 +128,9 @@ struct Server::Impl {
   asio::awaitable<void> shutdown(std::string reason);
   void close_everything();
 
-  asio::io_context io{1};  // first member: destroyed last
+  // First member: destroyed last. One thread and no locking inside Asio: nothing touches the
+  // io_context from another thread (signals arrive through signal_set on this one).
+  asio::io_context io{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
   CliOptions options;
   std::shared_ptr<const config::Config> initial;
   obs::Metrics metrics;

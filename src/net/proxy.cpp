@@ -45,6 +45,7 @@ Proxy::Impl::Impl(asio::io_context& io_context, std::shared_ptr<const config::Co
       pool(io_context.get_executor(), static_cast<std::size_t>(std::max<std::int64_t>(
                                           config->upstream.max_idle_connections, 0))),
       acceptor(io_context),
+      watch_ticker(io_context),
       accept_wakeup(io_context, asio::steady_timer::time_point::max()),
       idle_wakeup(io_context, asio::steady_timer::time_point::max()) {
   auto names = workload_names(*config);
@@ -109,6 +110,7 @@ Proxy::~Proxy() {
   impl_->acceptor.close(ignored);
   impl_->accept_wakeup.cancel();
   impl_->idle_wakeup.cancel();
+  impl_->watch_ticker.cancel();
 }
 
 tcp::endpoint Proxy::listen() {

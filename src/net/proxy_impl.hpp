@@ -10,12 +10,16 @@
 // Single-threaded: everything runs on the io_context's thread.
 #pragma once
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <chrono>
+#include <cstdint>
 #include <list>
 #include <memory>
+#include <vector>
 
 #include "sluice/auth/auth.hpp"
 #include "sluice/config/config.hpp"
@@ -40,6 +44,58 @@ struct SessionRecord {
   bool cut = false;
 };
 
+/// Relay buffers (kBytes each), reused across requests so that a relaying coroutine's frame
+/// stays small (frames are allocated per request) and parked or idle connections hold none.
+class BufferPool {
+ public:
+  static constexpr std::size_t kBytes = 16 * 1024;
+  static constexpr std::size_t kMaxIdle = 64;
+
+  /// A buffer for as long as the lease lives.
+  class Lease {
+   public:
+    explicit Lease(BufferPool& pool) : pool_(pool), buffer_(pool.take()) {}
+    ~Lease() { pool_.give_back(std::move(buffer_)); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    char* data() { return buffer_.get(); }
+    static constexpr std::size_t size() { return kBytes; }
+
+   private:
+    BufferPool& pool_;
+    std::unique_ptr<char[]> buffer_;
+  };
+
+ private:
+  std::unique_ptr<char[]> take() {
+    if (idle_.empty()) return std::make_unique_for_overwrite<char[]>(kBytes);
+    auto buffer = std::move(idle_.back());
+    idle_.pop_back();
+    return buffer;
+  }
+  void give_back(std::unique_ptr<char[]> buffer) {
+    if (buffer && idle_.size() < kMaxIdle) idle_.push_back(std::move(buffer));
+  }
+  std::vector<std::unique_ptr<char[]>> idle_;
+};
+
+/// The watch for a pass-through request's client leaving, armed only once the request has lasted
+/// Proxy::Impl::kDeferredWatchDelay. Most pass-through answers (/api/version, /api/tags) take
+/// microseconds, and watching each from the start cost about a fifth of the proxy's CPU per
+/// request (a coroutine, a parallel group and a system call); long ones (/api/pull, blob uploads)
+/// are still cancelled within that delay plus one tick when their client goes. One per
+/// connection, shared with the completion handler of its wait, which may run after the request
+/// or the whole session ended. Scheduled requests are watched from the start instead (they may
+/// be parked, and a departure must free their place in the queue at once).
+struct DeferredWatch {
+  SessionRecord* record = nullptr;              ///< null once the session ended
+  std::uint64_t request = 0;                    ///< the request being watched; 0 = none
+  std::chrono::steady_clock::time_point since;  ///< when that request started
+  std::uint64_t armed_for = 0;                  ///< the request whose wait is pending; 0 = none
+  bool queued = false;                          ///< in Proxy::Impl::deferred_watches
+  boost::asio::cancellation_signal cancel;      ///< cancels the pending wait
+};
+
 struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   Impl(boost::asio::io_context& io, std::shared_ptr<const config::Config> config,
        obs::Metrics& metrics);
@@ -59,11 +115,22 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   AdmissionGate gate;
   core::CostModel cost_model;
   UpstreamPool pool;
+  BufferPool buffers;
   boost::asio::ip::tcp::acceptor acceptor;
   std::list<SessionRecord> sessions;
   std::size_t active_requests = 0;
   bool started = false;
   bool shutting_down = false;
+  /// Deferred watches (see DeferredWatch): queued when a pass-through request starts; a ticker
+  /// arms those whose request still runs after kDeferredWatchDelay.
+  static constexpr auto kDeferredWatchDelay = std::chrono::milliseconds(50);
+  void defer_watch(const std::shared_ptr<DeferredWatch>& watch);
+  void on_watch_tick(const boost::system::error_code& ec);
+  std::vector<std::shared_ptr<DeferredWatch>> deferred_watches;
+  boost::asio::steady_timer watch_ticker;
+  bool watch_ticker_running = false;
+  std::uint64_t watched_requests = 0;
+
   boost::asio::steady_timer accept_wakeup;  ///< the accept loop waits here at max_connections
   boost::asio::steady_timer idle_wakeup;    ///< wait_idle() waits here
 };

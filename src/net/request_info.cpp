@@ -259,10 +259,14 @@ std::string generate_request_id() {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
   };
-  char text[33];
-  std::snprintf(text, sizeof text, "%016llx%016llx", static_cast<unsigned long long>(next()),
-                static_cast<unsigned long long>(next()));
-  return std::string(text, 32);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string text(32, '0');
+  for (int half = 0; half < 2; ++half) {
+    std::uint64_t v = next();
+    for (int i = 15; i >= 0; --i, v >>= 4)
+      text[static_cast<std::size_t>(half * 16 + i)] = kHex[v & 0xf];
+  }
+  return text;  // (not snprintf: this runs for every request and showed up in profiles)
 }
 
 }  // namespace sluice::net

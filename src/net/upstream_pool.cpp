@@ -52,12 +52,15 @@ asio::awaitable<std::optional<error_code>> UpstreamPool::resolve(
   co_return std::nullopt;
 }
 
-asio::awaitable<AcquireResult> UpstreamPool::acquire(const config::UpstreamConfig& upstream) {
+asio::awaitable<AcquireResult> UpstreamPool::acquire(const config::UpstreamConfig& upstream,
+                                                     bool can_retry) {
   const auto now = std::chrono::steady_clock::now();
   while (!idle_.empty()) {
     std::unique_ptr<UpstreamConnection> candidate = std::move(idle_.back());
     idle_.pop_back();
-    if (now - candidate->idle_since < kMaxIdleAge && looks_reusable(candidate->stream.socket())) {
+    const auto idle = now - candidate->idle_since;
+    const bool trusted = can_retry && idle < kTrustedIdle && candidate->stream.socket().is_open();
+    if (idle < kMaxIdleAge && (trusted || looks_reusable(candidate->stream.socket()))) {
       candidate->reused = true;
       co_return AcquireResult{.connection = std::move(candidate)};
     }

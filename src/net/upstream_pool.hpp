@@ -2,7 +2,10 @@
 //
 // acquire() hands out an idle connection that still looks usable (the peer has not closed it and
 // sent nothing unsolicited; checked with a non-blocking MSG_PEEK) or connects a new one within
-// upstream.connect_timeout. give_back() keeps a connection for reuse; callers must only give back
+// upstream.connect_timeout. A caller that can retry on a fresh connection (its request body is
+// in memory) may skip that check for a connection idle less than kTrustedIdle: the check costs a
+// system call per request, and the rare connection the upstream closed in that instant is caught
+// by the retry. give_back() keeps a connection for reuse; callers must only give back
 // a connection whose last response was read completely and whose peer allowed keep-alive (a
 // connection with unread bytes would hand the next request someone else's response).
 //
@@ -44,12 +47,15 @@ struct AcquireResult {
 class UpstreamPool {
  public:
   static constexpr auto kMaxIdleAge = std::chrono::seconds(60);
+  static constexpr auto kTrustedIdle = std::chrono::seconds(1);
 
   UpstreamPool(boost::asio::any_io_executor executor, std::size_t max_idle)
       : executor_(std::move(executor)), max_idle_(max_idle) {}
 
-  /// An idle connection or a new one. Never throws for network errors.
-  boost::asio::awaitable<AcquireResult> acquire(const config::UpstreamConfig& upstream);
+  /// An idle connection or a new one. Never throws for network errors. `can_retry`: the caller
+  /// retries on connect() if a reused connection turns out closed (see the file comment).
+  boost::asio::awaitable<AcquireResult> acquire(const config::UpstreamConfig& upstream,
+                                                bool can_retry = false);
 
   /// A fresh connection, bypassing the idle list (the retry after a stale reused one).
   boost::asio::awaitable<AcquireResult> connect(const config::UpstreamConfig& upstream);

@@ -403,3 +403,67 @@ TEST_CASE("max_inflight_duration cuts a request that holds its slot too long") {
 
   expect_idle(proxy);
 }
+
+TEST_CASE("a long pass-through request is cancelled upstream soon after its client leaves") {
+  // /api/pull with "stream": false can be silent for minutes. Pass-through requests are watched
+  // for their client leaving only once they have lasted Proxy::Impl::kDeferredWatchDelay
+  // (50 ms), so this checks that the deferred watch does fire: the upstream must see its
+  // connection closed well within a second of the client going, for a FIN and for a reset.
+  for (bool reset : {false, true}) {
+    CAPTURE(reset);
+    LogCapture logs;
+    std::promise<void> request_seen;
+    std::promise<Clock::time_point> upstream_closed;
+    ScriptedUpstream upstream([&](int fd, int) {
+      ScriptedUpstream::read_until(fd, "\r\n\r\n", milliseconds(3000));
+      request_seen.set_value();
+      pollfd p{fd, POLLIN, 0};
+      ::poll(&p, 1, 5000);
+      char byte;
+      if (::recv(fd, &byte, 1, 0) == 0) upstream_closed.set_value(Clock::now());
+    });
+    ProxyUnderTest proxy(proxy_config(upstream.url(), kScheduler));
+    HttpClient client("127.0.0.1", proxy.port());
+    client.send(post_json("/api/pull", R"({"model": "mistral", "stream": false})",
+                          {{"X-Request-Id", "pull-gone"}}));
+    REQUIRE(request_seen.get_future().wait_for(milliseconds(3000)) == std::future_status::ready);
+    // Well past the deferred watch's delay, so it is armed when the client goes.
+    std::this_thread::sleep_for(milliseconds(150));
+    const auto left = Clock::now();
+    client.abort(reset);
+    auto closed = upstream_closed.get_future();
+    REQUIRE(closed.wait_for(milliseconds(2000)) == std::future_status::ready);
+    CHECK(std::chrono::duration_cast<milliseconds>(closed.get() - left).count() < 500);
+    auto line = logs.access_line("pull-gone");
+    REQUIRE(line.has_value());
+    CHECK((*line)["outcome"] == "client_gone");
+    expect_idle(proxy);
+  }
+}
+
+TEST_CASE("a pass-through client that leaves before the deferred watch is armed is still noticed") {
+  // The client goes at once (before the 50 ms delay): the watch armed on the next tick sees the
+  // closed socket, and the upstream connection is closed shortly after.
+  LogCapture logs;
+  std::promise<void> request_seen;
+  std::promise<void> upstream_closed;
+  ScriptedUpstream upstream([&](int fd, int) {
+    ScriptedUpstream::read_until(fd, "\r\n\r\n", milliseconds(3000));
+    request_seen.set_value();
+    pollfd p{fd, POLLIN, 0};
+    ::poll(&p, 1, 5000);
+    char byte;
+    if (::recv(fd, &byte, 1, 0) == 0) upstream_closed.set_value();
+  });
+  ProxyUnderTest proxy(proxy_config(upstream.url(), kScheduler));
+  HttpClient client("127.0.0.1", proxy.port());
+  client.send(post_json("/api/pull", R"({"model": "mistral", "stream": false})",
+                        {{"X-Request-Id", "pull-early"}}));
+  REQUIRE(request_seen.get_future().wait_for(milliseconds(3000)) == std::future_status::ready);
+  client.abort(false);
+  CHECK(upstream_closed.get_future().wait_for(milliseconds(1000)) == std::future_status::ready);
+  auto line = logs.access_line("pull-early");
+  REQUIRE(line.has_value());
+  CHECK((*line)["outcome"] == "client_gone");
+  expect_idle(proxy);
+}
