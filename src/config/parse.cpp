@@ -1049,6 +1049,19 @@ ConfigResult parse_config(std::string_view text, std::string_view source_name) {
     result.errors.push_back(
         {source, location_of(text, offset).line, "", "syntax error: " + syntax_message(e)});
     return result;
+  } catch (const json::exception& e) {
+    // A number too large for a double (1e999): nlohmann reports out_of_range.406 with the
+    // literal in quotes but no position; the literal's first occurrence gives the line.
+    const std::string what = e.what();
+    const auto open = what.find('\'');
+    const auto close = open == std::string::npos ? open : what.find('\'', open + 1);
+    std::string literal =
+        close == std::string::npos ? std::string() : what.substr(open + 1, close - open - 1);
+    const auto at = literal.empty() ? std::string_view::npos : text.find(literal);
+    result.errors.push_back(
+        {source, at == std::string_view::npos ? 0 : location_of(text, at).line, "",
+         literal.empty() ? "invalid value" : "number out of range: " + literal});
+    return result;
   }
 
   Config config;

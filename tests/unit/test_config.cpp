@@ -666,3 +666,11 @@ TEST_CASE("config: auth keys") {
   // Round trip through dump_config keeps every field.
   CHECK(dump_config(parse_ok(dump_config(c))) == dump_config(c));
 }
+
+TEST_CASE("config: a number too large for a double is an error with its line, not a crash") {
+  // Found by tests/fuzz/fuzz_config: nlohmann throws out_of_range (not parse_error) for 1e999.
+  ConfigResult r = parse("{\n  \"scheduler\": {\n    \"max_concurrency\": 1e999\n  }\n}");
+  CHECK_FALSE(r.ok());
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors.front().to_string() == "sluice.json:3: number out of range: 1e999");
+}
