@@ -52,8 +52,7 @@ asio::awaitable<std::optional<error_code>> UpstreamPool::resolve(
   co_return std::nullopt;
 }
 
-asio::awaitable<AcquireResult> UpstreamPool::acquire(const config::UpstreamConfig& upstream,
-                                                     bool can_retry) {
+std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(bool can_retry) {
   const auto now = std::chrono::steady_clock::now();
   while (!idle_.empty()) {
     std::unique_ptr<UpstreamConnection> candidate = std::move(idle_.back());
@@ -62,11 +61,17 @@ asio::awaitable<AcquireResult> UpstreamPool::acquire(const config::UpstreamConfi
     const bool trusted = can_retry && idle < kTrustedIdle && candidate->stream.socket().is_open();
     if (idle < kMaxIdleAge && (trusted || looks_reusable(candidate->stream.socket()))) {
       candidate->reused = true;
-      co_return AcquireResult{.connection = std::move(candidate)};
+      return candidate;
     }
     error_code ignored;
     candidate->stream.socket().close(ignored);
   }
+  return nullptr;
+}
+
+asio::awaitable<AcquireResult> UpstreamPool::acquire(const config::UpstreamConfig& upstream,
+                                                     bool can_retry) {
+  if (auto idle = take_idle(can_retry)) co_return AcquireResult{.connection = std::move(idle)};
   AcquireResult fresh = co_await connect(upstream);
   co_return fresh;
 }

@@ -57,6 +57,10 @@ class UpstreamPool {
   boost::asio::awaitable<AcquireResult> acquire(const config::UpstreamConfig& upstream,
                                                 bool can_retry = false);
 
+  /// An idle connection that looks usable (see acquire()), or nullptr; never waits. The fast
+  /// path of acquire(), for callers that want to avoid a coroutine when a connection is idle.
+  std::unique_ptr<UpstreamConnection> take_idle(bool can_retry = false);
+
   /// A fresh connection, bypassing the idle list (the retry after a stale reused one).
   boost::asio::awaitable<AcquireResult> connect(const config::UpstreamConfig& upstream);
 

@@ -140,9 +140,9 @@ TEST_CASE("scheduler: strict bands always go first") {
   Harness h(config);
   h.submit({.workload = "free", .user = "f0"});  // runs
   for (int i = 0; i < 30; ++i)
-    h.submit({.workload = "free", .user = "f" + std::to_string(i % 3)});
+    h.submit({.workload = "free", .user = std::string(1, 'f') += std::to_string(i % 3)});
   for (int i = 0; i < 30; ++i)
-    h.submit({.workload = "paid", .user = "p" + std::to_string(i % 3)});
+    h.submit({.workload = "paid", .user = std::string(1, 'p') += std::to_string(i % 3)});
   h.finish_oldest();
   for (int i = 0; i < 30; ++i) {
     CHECK(h.workload_of[h.running.begin()->first] == "paid");
