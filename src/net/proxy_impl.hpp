@@ -14,7 +14,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <chrono>
 #include <cstdint>
 #include <list>
@@ -26,6 +25,7 @@
 #include "sluice/core/cost.hpp"
 #include "sluice/net/admission_gate.hpp"
 #include "sluice/net/proxy.hpp"
+#include "timed_stream.hpp"
 #include "upstream_pool.hpp"
 
 namespace sluice::obs {
@@ -35,8 +35,8 @@ class Metrics;
 namespace sluice::net {
 
 struct SessionRecord {
-  boost::beast::tcp_stream* client = nullptr;    ///< the client connection
-  boost::beast::tcp_stream* upstream = nullptr;  ///< the upstream connection while one is in use
+  TimedStream* client = nullptr;    ///< the client connection
+  TimedStream* upstream = nullptr;  ///< the upstream connection while one is in use
   bool busy = false;  ///< between the first byte of a request and the end of its response
   /// Set by the client watcher when it saw the client leave (EOF or reset) during a request.
   bool client_left = false;

@@ -3,8 +3,9 @@
 //
 // Shape (Beast's awaitable server and relay() examples): state lives in coroutine locals; a fresh
 // parser per request with the limits of the config the request started with; expires_after()
-// before every read and write; expected failures are error_code values, and an exception ends
-// only this session (caught at co_spawn in proxy.cpp).
+// before every read and write (a stored deadline on a TimedStream, see timed_stream.hpp); expected
+// failures are error_code values, and an exception ends only this session (caught at co_spawn in
+// proxy.cpp).
 //
 // Invariants:
 //  * A scheduled request's Slot is a local of the coroutine that relays it, so it is released
@@ -34,7 +35,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <cctype>
 #include <cerrno>
@@ -43,6 +43,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -79,13 +80,16 @@ constexpr auto kPassthroughSilence = std::chrono::hours(1);
 /// so the client sees our response instead of a reset.
 constexpr auto kLingerTimeout = std::chrono::seconds(2);
 constexpr std::size_t kLingerMaxBytes = 1024 * 1024;
+/// A first body piece up to this size is copied behind the response head (one buffer, one
+/// send()); larger ones are written as a second buffer.
+constexpr std::size_t kCoalesceBytes = 4096;
 
 constexpr std::string_view kWorkloadHeader = "X-Sluice-Workload";
 constexpr std::string_view kQueueMsHeader = "X-Sluice-Queue-Ms";
 constexpr std::string_view kReasonHeader = "X-Sluice-Reason";
 
 struct Client {
-  beast::tcp_stream stream;
+  TimedStream stream;
   beast::flat_buffer buffer;
   std::string address;  ///< peer address, the fairness key of requests without one
   SessionRecord& record;
@@ -138,7 +142,7 @@ struct ActiveRequest {
 
 /// Publishes the upstream connection in use in the session record (for close_all()).
 struct UpstreamInUse {
-  UpstreamInUse(SessionRecord& record, beast::tcp_stream& stream) : record(record) {
+  UpstreamInUse(SessionRecord& record, TimedStream& stream) : record(record) {
     record.upstream = &stream;
   }
   ~UpstreamInUse() { record.upstream = nullptr; }
@@ -535,7 +539,7 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
   x.outcome = status >= 500 ? obs::Outcome::upstream_5xx : obs::Outcome::ok;
   if (!client_keep_alive) x.client_reusable = false;
 
-  const std::string head = serialize_head(res.base());
+  std::string head = serialize_head(res.base());
   if (x.is_head || !body_expected) {
     client.stream.expires_after(x.config->limits.write_timeout);
     auto [write_error, written] =
@@ -610,11 +614,23 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
     }
     const bool done = parser.is_done();
     // One write: [head] [chunk size line, data, CRLF | data] [last chunk]. A zero-sized piece
-    // is never framed (a zero-length chunk would end the body).
+    // is never framed (a zero-length chunk would end the body). A small first piece is copied
+    // behind the head, so the write is one buffer: send() instead of sendmsg() (most answers of
+    // the pass-through routes are a head and a few hundred bytes).
     std::array<asio::const_buffer, 5> parts;
     std::size_t count = 0;
-    if (!header_sent) parts[count++] = asio::buffer(head);
-    if (got > 0) {
+    if (!header_sent && got <= kCoalesceBytes) {
+      if (got > 0) {
+        if (chunked_to_client) head.append(chunk_size_line(got, size_line));
+        head.append(buffer, got);
+        if (chunked_to_client) head.append(kChunkEnd);
+      }
+      if (done && chunked_to_client) head.append(kLastChunk);
+      parts[count++] = asio::buffer(head);
+    } else if (!header_sent) {
+      parts[count++] = asio::buffer(head);
+    }
+    if (got > 0 && (header_sent || got > kCoalesceBytes)) {
       if (chunked_to_client) {
         parts[count++] = asio::buffer(chunk_size_line(got, size_line));
         parts[count++] = asio::buffer(buffer, got);
@@ -623,10 +639,17 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
         parts[count++] = asio::buffer(buffer, got);
       }
     }
-    if (done && chunked_to_client) parts[count++] = asio::buffer(kLastChunk);
+    if (done && chunked_to_client && (header_sent || got > kCoalesceBytes))
+      parts[count++] = asio::buffer(kLastChunk);
     client.stream.expires_after(x.config->limits.write_timeout);
-    auto [write_error, written] = co_await asio::async_write(
-        client.stream, std::span<const asio::const_buffer>(parts.data(), count), use_tuple);
+    error_code write_error;
+    if (count == 1) {
+      std::tie(write_error, std::ignore) =
+          co_await asio::async_write(client.stream, parts[0], use_tuple);
+    } else {
+      std::tie(write_error, std::ignore) = co_await asio::async_write(
+          client.stream, std::span<const asio::const_buffer>(parts.data(), count), use_tuple);
+    }
     if (!header_sent) {
       header_sent = true;
       x.ttfb = since(x.arrival);
@@ -687,7 +710,15 @@ asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, Excha
     connection->stream.expires_after(bounded(upstream.header_timeout, deadline));
     std::array<asio::const_buffer, 2> parts{asio::buffer(head), asio::const_buffer()};
     if constexpr (std::is_same_v<Body, http::string_body>) parts[1] = asio::buffer(request.body());
-    auto [write_error, written] = co_await asio::async_write(connection->stream, parts, use_tuple);
+    // A bodiless request is one buffer: send() rather than sendmsg().
+    error_code write_error;
+    if (parts[1].size() == 0) {
+      std::tie(write_error, std::ignore) =
+          co_await asio::async_write(connection->stream, parts[0], use_tuple);
+    } else {
+      std::tie(write_error, std::ignore) =
+          co_await asio::async_write(connection->stream, parts, use_tuple);
+    }
     if (write_error) {
       if (may_retry) continue;
       x.outcome = obs::Outcome::upstream_error;
@@ -1232,7 +1263,7 @@ asio::awaitable<void> run_session(std::shared_ptr<Proxy::Impl> proxy, tcp::socke
 
   error_code ec;
   auto peer = socket.remote_endpoint(ec);
-  Client client{beast::tcp_stream(std::move(socket)), beast::flat_buffer(),
+  Client client{TimedStream(std::move(socket)), beast::flat_buffer(),
                 ec ? std::string("unknown") : peer.address().to_string(), *record,
                 std::make_shared<DeferredWatch>()};
   record->client = &client.stream;

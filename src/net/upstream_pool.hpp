@@ -19,7 +19,6 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -27,12 +26,13 @@
 #include <vector>
 
 #include "sluice/config/config.hpp"
+#include "timed_stream.hpp"
 
 namespace sluice::net {
 
 struct UpstreamConnection {
   explicit UpstreamConnection(boost::asio::any_io_executor executor) : stream(executor) {}
-  boost::beast::tcp_stream stream;
+  TimedStream stream;
   boost::beast::flat_buffer buffer;  ///< read buffer; empty between responses
   std::chrono::steady_clock::time_point idle_since{};
   bool reused = false;  ///< served a request before this one
