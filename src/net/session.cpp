@@ -405,6 +405,23 @@ bool is_stale_connection_error(const error_code& ec) {
          ec == http::error::partial_message;
 }
 
+/// Parses what `buffer` already holds into `parser`, without I/O. Beast's async reads post
+/// their completion when the buffer alone satisfies them (a scheduler round trip), which is the
+/// common case twice per request: a request header that arrived whole with the connection's
+/// first read, and the first body bytes of a response that arrived with its header. Returns
+/// whether the parser made progress; parse errors go to `ec` (need_more/need_buffer are not
+/// errors here). When it returns false without an error, the caller reads from the socket.
+template <bool isRequest>
+bool parse_buffered(http::basic_parser<isRequest>& parser, beast::flat_buffer& buffer,
+                    error_code& ec) {
+  ec = {};
+  if (buffer.size() == 0) return false;
+  const std::size_t used = parser.put(buffer.data(), ec);
+  buffer.consume(used);
+  if (ec == http::error::need_more || ec == http::error::need_buffer) ec = {};
+  return used > 0 || parser.is_done();
+}
+
 std::string format_seconds(Clock::duration d) {
   return core::format_duration(std::chrono::duration_cast<core::Duration>(d));
 }
@@ -570,10 +587,13 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
       // already arrived with it, so header and first piece leave in one write.
       body.data = buffer;
       body.size = buffer_size;
-      stream.expires_after(bounded(idle_wait, deadline));
-      auto [read_error, read_bytes] =
-          co_await http::async_read_some(stream, connection->buffer, parser, use_tuple);
-      if (read_error == http::error::need_buffer) read_error = {};
+      error_code read_error;
+      if (!parse_buffered(parser, connection->buffer, read_error) && !read_error) {
+        stream.expires_after(bounded(idle_wait, deadline));
+        std::tie(read_error, std::ignore) =
+            co_await http::async_read_some(stream, connection->buffer, parser, use_tuple);
+        if (read_error == http::error::need_buffer) read_error = {};
+      }
       if (read_error) {
         // The upstream failed mid-response.
         std::string message;
@@ -1134,9 +1154,14 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
   http::request_parser<http::empty_body> head;
   head.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
   head.body_limit(static_cast<std::uint64_t>(limits.max_body_bytes));
-  client.stream.expires_after(limits.header_read_timeout);
-  auto [read_error, n] =
-      co_await http::async_read_header(client.stream, client.buffer, head, use_tuple);
+  // Usually the whole header came with the session's first read: parsed here, no I/O.
+  error_code read_error;
+  parse_buffered(head, client.buffer, read_error);
+  if (!read_error && !head.is_header_done()) {
+    client.stream.expires_after(limits.header_read_timeout);
+    std::tie(read_error, std::ignore) =
+        co_await http::async_read_header(client.stream, client.buffer, head, use_tuple);
+  }
   if (read_error) {
     if (!is_malformed(read_error)) co_return false;  // gone, reset or too slow: no answer
     x.request_id = generate_request_id();

@@ -167,11 +167,14 @@ class Driver {
     if (::kill(options_.pid, 0) != 0)
       fail("sluice (pid " + std::to_string(options_.pid) + ") is gone");
     {
+      // An explicit, harmless fault (1 ms before the first token) keeps the simulator's random
+      // faults (--fault-rate) off this request: a failure here is sluice's, not a dice roll.
       Observation o =
           one_request(999, 0,
                       sluice::test::post_json("/api/generate",
                                               R"({"model":"mistral","prompt":"final",)"
-                                              R"("stream":false,"options":{"num_predict":3}})"),
+                                              R"("stream":false,"options":{"num_predict":3}})",
+                                              {{"X-Sim-Fault", "slow-first-token=1"}}),
                       Leave::never);
       Observation p = one_request(999, 1, HttpRequest{.target = "/api/version"}, Leave::never);
       record(o);
