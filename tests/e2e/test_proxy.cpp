@@ -192,6 +192,61 @@ TEST_CASE("pass-through routes are proxied unchanged and never queued") {
   CHECK(proxy.snapshot().parked == 0);
 }
 
+TEST_CASE("requests arriving in pieces, and pipelined requests, are served in order") {
+  Simulator sim({"--time-scale", "50"});
+  ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1})"));
+  const std::string body = generate_body("pieces", 2, false);
+  const std::string scheduled_head =
+      "POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\n";
+
+  SUBCASE("a header and a body split across several writes") {
+    HttpClient client("127.0.0.1", proxy.port());
+    const std::vector<std::string> pieces = {
+        "POST /api/gen", "erate HTTP/1.1\r\nHost: x\r\nX-Request-Id: pieces-1\r\n",
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+            "\r\n\r\n" + body.substr(0, 5),
+        body.substr(5)};
+    for (const auto& piece : pieces) {
+      client.send_raw(piece);
+      std::this_thread::sleep_for(milliseconds(30));
+    }
+    REQUIRE(client.read_head(milliseconds(5000)) == ReadStatus::ok);
+    CHECK(client.response().status == 200);
+    CHECK(client.response().header("X-Request-Id") == "pieces-1");
+    REQUIRE(client.read_to_end(milliseconds(5000)) == ReadStatus::end);
+    CHECK(json::parse(client.response().body)["done"] == true);
+
+    client.next_response();
+    client.send_raw("GET /api/ver");
+    std::this_thread::sleep_for(milliseconds(30));
+    client.send_raw("sion HTTP/1.1\r\nHost: x\r\nX-Request-Id: pieces-2\r\n\r\n");
+    REQUIRE(client.read_head(milliseconds(5000)) == ReadStatus::ok);
+    CHECK(client.response().status == 200);
+    CHECK(client.response().header("X-Request-Id") == "pieces-2");
+    REQUIRE(client.read_to_end(milliseconds(5000)) == ReadStatus::end);
+    CHECK(client.response().body == http_request(sim.port(), {.target = "/api/version"}).body);
+  }
+
+  SUBCASE("three requests in one write: three answers, in order, on the same connection") {
+    HttpClient client("127.0.0.1", proxy.port());
+    client.send_raw("GET /api/version HTTP/1.1\r\nHost: x\r\nX-Request-Id: pipe-1\r\n\r\n" +
+                    scheduled_head + "X-Request-Id: pipe-2\r\n\r\n" + body +
+                    "GET /api/tags HTTP/1.1\r\nHost: x\r\nX-Request-Id: pipe-3\r\n\r\n");
+    for (const char* id : {"pipe-1", "pipe-2", "pipe-3"}) {
+      INFO(id);
+      if (std::string_view(id) != "pipe-1") client.next_response();
+      REQUIRE(client.read_head(milliseconds(5000)) == ReadStatus::ok);
+      CHECK(client.response().status == 200);
+      CHECK(client.response().header("X-Request-Id") == id);
+      REQUIRE(client.read_to_end(milliseconds(5000)) == ReadStatus::end);
+      CHECK_FALSE(client.response().body.empty());
+    }
+  }
+  CHECK(proxy.snapshot().parked == 0);
+}
+
 TEST_CASE("streaming is real: chunks reach the client while the upstream generates") {
   Simulator sim({"--time-scale", "1"});  // 60 tokens/s: 30 tokens take ~0.5 s
   ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1})"));

@@ -191,6 +191,11 @@ void HttpClient::send_raw(std::string_view bytes, milliseconds timeout) {
   impl_->write(bytes, timeout);
 }
 
+void HttpClient::next_response() {
+  impl_->head_request = false;
+  impl_->reset_response();
+}
+
 ReadStatus HttpClient::read_head(milliseconds timeout) {
   auto& d = *impl_;
   if (!d.parser) d.reset_response();

@@ -78,6 +78,9 @@ class HttpClient {
   void send(const HttpRequest& req, milliseconds timeout = milliseconds(5000));
   /// Sends bytes as they are (for malformed requests); prepares to read a response.
   void send_raw(std::string_view bytes, milliseconds timeout = milliseconds(5000));
+  /// Prepares to read the next response on this connection without sending anything (the
+  /// responses to requests pipelined with send_raw(), one after another).
+  void next_response();
   /// Reads the status line and headers (skipping a 1xx interim response).
   ReadStatus read_head(milliseconds timeout);
   /// Reads the next body chunk into `chunk` (and appends it to response()).
