@@ -11,16 +11,20 @@
 #   parked    RSS of sluice with 10 000 requests parked behind max_concurrency 1
 #
 # Each wrk run: 1 thread, 1 and 50 connections, BENCH_DURATION (default 10s) after a 2 s warm-up.
+# The 50-connection HAProxy/sluice comparison is repeated BENCH_ROUNDS times (default 5),
+# alternating, and the targets are judged on the medians.
 # Both proxies run one thread (sluice is single-threaded by design). The machine's 2 cores are
 # shared by wrk, the proxy and the upstream, so absolute numbers are low; the ratios matter.
 # Everything binds 127.0.0.1; every process started here is stopped on exit (trap).
 # Usage: scripts/bench.sh proxy
-# Environment: BENCH_DURATION, BENCH_PARKED (default 10000), BENCH_BUILD_DIR (default build-bench/).
+# Environment: BENCH_DURATION, BENCH_ROUNDS (default 5), BENCH_PARKED (default 10000),
+# BENCH_BUILD_DIR (default build-bench/).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${BENCH_BUILD_DIR:-"$root/build-bench"}
 duration=${BENCH_DURATION:-10s}
 parked_target=${BENCH_PARKED:-10000}
+rounds=${BENCH_ROUNDS:-5}
 
 "$root/scripts/setup.sh" --bench
 echo "bench: building (Release) in $build_dir ..." >&2
@@ -154,8 +158,9 @@ to_us() {
     else if (u == "m") f = 60000000; else f = 0; printf "%.0f", n * f }'
 }
 results=()
-run_wrk() {  # label connections url [lua]
-  local label=$1 conns=$2 url=$3 script=${4:-} out rps p50 p99
+# measure label connections url [lua]: one wrk run after a warm-up; sets m_rps, m_p50, m_p99.
+measure() {
+  local label=$1 conns=$2 url=$3 script=${4:-} out
   local args=(-t1 -c"$conns" --latency)
   [[ -n "$script" ]] && args+=(-s "$script")
   wrk "${args[@]}" -d2s "$url" >/dev/null 2>&1 || true  # warm-up
@@ -163,18 +168,38 @@ run_wrk() {  # label connections url [lua]
   if grep -q "Non-2xx" <<<"$out"; then
     echo "bench: $label returned errors:" >&2; echo "$out" >&2
   fi
-  rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
-  p50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
-  p99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
-  results+=("$label|$conns|$rps|$p50|$p99")
-  printf 'bench: %-40s c=%-3s %8s req/s  p50 %6s us  p99 %6s us\n' "$label" "$conns" "$rps" "$p50" "$p99" >&2
+  m_rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
+  m_p50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+  m_p99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+  printf 'bench: %-40s c=%-3s %8s req/s  p50 %6s us  p99 %6s us\n' "$label" "$conns" "$m_rps" "$m_p50" "$m_p99" >&2
 }
+run_wrk() {  # label connections url [lua]
+  measure "$@"
+  results+=("$1|$2|$m_rps|$m_p50|$m_p99")
+}
+median() { tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 
 for c in 1 50; do
   run_wrk "direct nginx" "$c" "http://127.0.0.1:$nginx_port/api/version"
   run_wrk "haproxy -> nginx" "$c" "http://127.0.0.1:$haproxy_port/api/version"
   run_wrk "sluice -> nginx (pass-through)" "$c" "http://127.0.0.1:$pass_port/api/version"
 done
+# The 50-connection comparison decides two targets, and one 10 s run of each swings by several
+# percent on a shared 2-core machine: BENCH_ROUNDS more runs, HAProxy and sluice alternating,
+# judged on the medians.
+round_rows=()
+h_rps_all=() s_rps_all=() h_p99_all=() s_p99_all=() ratio_all=()
+for ((round = 1; round <= rounds; round++)); do
+  measure "haproxy -> nginx (round $round)" 50 "http://127.0.0.1:$haproxy_port/api/version"
+  h_rps=$m_rps h_p99=$m_p99
+  measure "sluice -> nginx (round $round)" 50 "http://127.0.0.1:$pass_port/api/version"
+  s_rps=$m_rps s_p99=$m_p99
+  ratio=$(awk -v a="$s_rps" -v b="$h_rps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+  round_rows+=("| $round | $h_rps | $s_rps | ${ratio}× | $h_p99 | $s_p99 |")
+  h_rps_all+=("$h_rps") s_rps_all+=("$s_rps") h_p99_all+=("$h_p99") s_p99_all+=("$s_p99")
+  ratio_all+=("$ratio")
+done
+
 for c in 1 50; do
   run_wrk "sim direct /api/generate" "$c" "http://127.0.0.1:$sim_port/api/generate" "$work/generate.lua"
   run_wrk "sluice -> sim /api/generate (scheduled)" "$c" "http://127.0.0.1:$sched_port/api/generate" "$work/generate.lua"
@@ -224,17 +249,24 @@ for r in "${results[@]}"; do
   echo "| $l | $c | $rps | $p50 | $p99 |"
 done
 echo
-s_rps=$(get "sluice -> nginx (pass-through)" 50 3); h_rps=$(get "haproxy -> nginx" 50 3)
-s_p99=$(get "sluice -> nginx (pass-through)" 50 5); h_p99=$(get "haproxy -> nginx" 50 5)
+echo "50 connections, HAProxy and sluice alternating ($rounds rounds):"
+echo
+echo "| round | haproxy req/s | sluice req/s | ratio | haproxy p99 (µs) | sluice p99 (µs) |"
+echo "|---:|---:|---:|---:|---:|---:|"
+printf '%s\n' "${round_rows[@]}"
+s_rps=$(median <<<"${s_rps_all[*]}"); h_rps=$(median <<<"${h_rps_all[*]}")
+s_p99=$(median <<<"${s_p99_all[*]}"); h_p99=$(median <<<"${h_p99_all[*]}")
+ratio=$(median <<<"${ratio_all[*]}")
+echo "| median | $h_rps | $s_rps | ${ratio}× | $h_p99 | $s_p99 |"
+echo
 s_p50=$(get "sluice -> nginx (pass-through)" 1 4); d_p50=$(get "direct nginx" 1 4)
-ratio=$(awk -v a="$s_rps" -v b="$h_rps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
 added=$((s_p50 - d_p50))
 rss_mib=$(awk -v k="$parked_rss" 'BEGIN { printf "%.1f", k / 1024 }')
 idle_mib=$(awk -v k="$idle_rss" 'BEGIN { printf "%.1f", k / 1024 }')
 per_conn=$(awk -v a="$parked_rss" -v b="$idle_rss" -v n="$parked" 'BEGIN { printf "%.1f", (n > 0 ? (a - b) / n : 0) }')
 echo "| target | measured | |"
 echo "|---|---|---|"
-echo "| sluice ≥ 1.0× HAProxy req/s at 50 connections | ${ratio}× ($s_rps vs $h_rps) | $(verdict "$(awk -v r="$ratio" 'BEGIN { print (r >= 1.0) }')") |"
-echo "| sluice p99 ≤ HAProxy p99 at 50 connections | $s_p99 µs vs $h_p99 µs | $(verdict "$((s_p99 <= h_p99))") |"
+echo "| sluice ≥ 1.0× HAProxy req/s at 50 connections (median ratio of $rounds rounds) | ${ratio}× ($s_rps vs $h_rps) | $(verdict "$(awk -v r="$ratio" 'BEGIN { print (r >= 1.0) }')") |"
+echo "| sluice p99 ≤ HAProxy p99 at 50 connections (medians) | $s_p99 µs vs $h_p99 µs | $(verdict "$(awk -v a="$s_p99" -v b="$h_p99" 'BEGIN { print (a <= b) }')") |"
 echo "| ≤ 100 µs added p50 over direct at 1 connection | +$added µs ($s_p50 vs $d_p50) | $(verdict "$((added <= 100))") |"
 echo "| $parked_target parked connections < 200 MiB RSS | $rss_mib MiB with $parked parked (idle $idle_mib MiB; ${per_conn} KiB each) | $(verdict "$(awk -v m="$rss_mib" -v p="$parked" -v t="$parked_target" 'BEGIN { print (m < 200 && p >= t) }')") |"
