@@ -422,6 +422,44 @@ bool parse_buffered(http::basic_parser<isRequest>& parser, beast::flat_buffer& b
   return used > 0 || parser.is_done();
 }
 
+/// RFC 9112 §6.1 and §6.3 for a request's Transfer-Encoding. sluice (like Ollama) understands
+/// only `chunked`. A request whose final coding is not chunked has no determinable length: 400,
+/// then close (otherwise its body would be read as the next request, the shape of request
+/// smuggling). One that applies another coding before chunked: 501. Returns nullopt when the
+/// request has no Transfer-Encoding or exactly `chunked`.
+std::optional<LocalResponse> check_transfer_encoding(
+    const http::request_parser<http::empty_body>& head) {
+  const auto& fields = head.get().base();
+  auto [first, last] = fields.equal_range(http::field::transfer_encoding);
+  if (first == last) return std::nullopt;
+  std::string other;
+  int chunked = 0;
+  for (auto it = first; it != last; ++it) {
+    for (auto token : http::token_list(it->value())) {
+      if (iequals(token, "chunked")) {
+        ++chunked;
+      } else if (other.empty()) {
+        other = std::string(token.substr(0, 64));
+      }
+    }
+  }
+  if (!head.chunked() || chunked != 1) {
+    return LocalResponse{.status = http::status::bad_request,
+                         .message =
+                             "malformed HTTP request: Transfer-Encoding must end with a "
+                             "single chunked coding (or send Content-Length)",
+                         .close = true};
+  }
+  if (!other.empty()) {
+    return LocalResponse{.status = http::status::not_implemented,
+                         .message = "Transfer-Encoding \"" + other +
+                                    "\" is not supported: send the body with chunked alone or "
+                                    "with Content-Length",
+                         .close = true};
+  }
+  return std::nullopt;
+}
+
 std::string format_seconds(Clock::duration d) {
   return core::format_duration(std::chrono::duration_cast<core::Duration>(d));
 }
@@ -1218,6 +1256,10 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
     LocalResponse response{.message = "request target must be a path starting with '/'",
                            .close = !head.is_done()};
     co_await send_local(client, x, std::move(response));
+  } else if (auto coding_error = check_transfer_encoding(head)) {
+    x.metrics_workload = proxy.metrics.unclassified();
+    x.outcome = obs::Outcome::invalid_request;
+    co_await send_local(client, x, std::move(*coding_error));
   } else if (auto length = head.content_length();
              length && *length > static_cast<std::uint64_t>(limits.max_body_bytes)) {
     x.metrics_workload = proxy.metrics.unclassified();

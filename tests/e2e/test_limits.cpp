@@ -312,6 +312,12 @@ TEST_CASE("malformed HTTP: 400 with a JSON error, and the connection closes") {
       "POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
       "POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
       std::string("GET / HTTP/1.1\r\nHost: x\r\nX-Nul: a") + '\0' + "b\r\n\r\n",
+      // RFC 9112 §6.3: a request Transfer-Encoding whose final coding is not chunked.
+      "POST /api/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+      "POST /api/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+      "POST /api/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n",
+      "POST /api/blobs/sha256:00 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
   };
   for (const auto& input : inputs) {
     INFO(json(input).dump());
@@ -350,6 +356,41 @@ TEST_CASE("malformed HTTP: 400 with a JSON error, and the connection closes") {
     client.read_to_end(milliseconds(2000));
     CHECK(client.response().status == 400);
     check_access(logs.access_line("bad-chunk-pass"), 400, "invalid_request");
+  }
+
+  SUBCASE("a body behind a non-chunked Transfer-Encoding is never read as the next request") {
+    // Without the check, the bytes after the head would be parsed as a second request and
+    // forwarded: the shape of request smuggling.
+    const std::string smuggled =
+        "POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+    for (const char* target : {"/api/generate", "/api/blobs/sha256:00"}) {
+      INFO(target);
+      HttpClient client("127.0.0.1", proxy.port());
+      client.send_raw(std::string("POST ") + target +
+                      " HTTP/1.1\r\nHost: x\r\nX-Request-Id: te-gzip\r\n"
+                      "Transfer-Encoding: gzip\r\n\r\n" +
+                      smuggled);
+      REQUIRE(client.read_head(milliseconds(2000)) == ReadStatus::ok);
+      client.read_to_end(milliseconds(2000));
+      CHECK(client.response().status == 400);
+      CHECK(client.response().header("X-Request-Id") == "te-gzip");
+      client.next_response();
+      CHECK(client.read_head(milliseconds(3000)) == ReadStatus::closed);  // no second answer
+    }
+  }
+
+  SUBCASE("a transfer coding other than chunked: 501 naming it, connection closed") {
+    HttpClient client("127.0.0.1", proxy.port());
+    client.send_raw(
+        "POST /api/generate HTTP/1.1\r\nHost: x\r\nX-Request-Id: te-501\r\n"
+        "Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
+    REQUIRE(client.read_head(milliseconds(2000)) == ReadStatus::ok);
+    client.read_to_end(milliseconds(2000));
+    CHECK(client.response().status == 501);
+    CHECK(json::parse(client.response().body)["error"].get<std::string>().find("\"gzip\"") !=
+          std::string::npos);
+    CHECK(client.wait_closed(milliseconds(3000)));
+    check_access(logs.access_line("te-501"), 501, "invalid_request");
   }
 
   SUBCASE("a target that is not a path: 400") {
