@@ -64,10 +64,15 @@ class TimedStream {
   /// The deadline of the operations that follow: now + `timeout` (saturating).
   void expires_after(Clock::duration timeout) {
     const auto now = Clock::now();
-    impl_->deadline =
-        timeout >= Clock::time_point::max() - now ? Clock::time_point::max() : now + timeout;
+    expires_at(timeout >= Clock::time_point::max() - now ? Clock::time_point::max()
+                                                         : now + timeout);
   }
-  void expires_at(Clock::time_point deadline) noexcept { impl_->deadline = deadline; }
+  /// Also applies to an operation already outstanding (the watchdog is re-armed if it would
+  /// fire too late for the new deadline).
+  void expires_at(Clock::time_point deadline) {
+    impl_->deadline = deadline;
+    if (impl_->outstanding > 0) impl_->watch();
+  }
   void expires_never() noexcept { impl_->deadline = Clock::time_point::max(); }
   Clock::time_point expiry() const noexcept { return impl_->deadline; }
   /// Whether the watchdog timer is waiting, and how many waits it started so far (for tests: a
@@ -115,6 +120,10 @@ class TimedStream {
 
     void begin_operation() {
       ++outstanding;
+      watch();
+    }
+    /// Arms the watchdog unless it is already due no later than the deadline.
+    void watch() {
       if (deadline != Clock::time_point::max() && (!armed || armed_at > deadline)) arm();
     }
     void end_operation() { --outstanding; }

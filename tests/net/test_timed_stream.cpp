@@ -156,6 +156,25 @@ TEST_CASE("a deadline moved earlier than the armed watchdog is honoured") {
   CHECK(took < 2s);
 }
 
+TEST_CASE("a deadline set while a read is outstanding applies to that read") {
+  Pair p;
+  error_code result;
+  Clock::duration took{};
+  REQUIRE(p.run([&]() -> asio::awaitable<void> {
+    const auto start = Clock::now();
+    p.near->expires_never();
+    asio::steady_timer later(p.io, 20ms);
+    later.async_wait([&](error_code) { p.near->expires_after(30ms); });
+    char byte;
+    auto [ec, n] = co_await p.near->async_read_some(asio::buffer(&byte, 1), use_tuple);
+    result = ec;
+    took = elapsed(start);
+  }));
+  CHECK(result == boost::beast::error::timeout);
+  CHECK(took >= 50ms);
+  CHECK(took < 2s);
+}
+
 TEST_CASE("steady state: deadlines that only move later start one watchdog wait, not one a read") {
   Pair p;
   int served = 0;
