@@ -675,9 +675,10 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
     // is never framed (a zero-length chunk would end the body). A small first piece is copied
     // behind the head, so the write is one buffer: send() instead of sendmsg() (most answers of
     // the pass-through routes are a head and a few hundred bytes).
+    const bool coalesce = !header_sent && got <= kCoalesceBytes;
     std::array<asio::const_buffer, 5> parts;
     std::size_t count = 0;
-    if (!header_sent && got <= kCoalesceBytes) {
+    if (coalesce) {
       if (got > 0) {
         if (chunked_to_client) head.append(chunk_size_line(got, size_line));
         head.append(buffer, got);
@@ -685,29 +686,20 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
       }
       if (done && chunked_to_client) head.append(kLastChunk);
       parts[count++] = asio::buffer(head);
-    } else if (!header_sent) {
-      parts[count++] = asio::buffer(head);
-    }
-    if (got > 0 && (header_sent || got > kCoalesceBytes)) {
-      if (chunked_to_client) {
+    } else {
+      if (!header_sent) parts[count++] = asio::buffer(head);
+      if (got > 0 && chunked_to_client) {
         parts[count++] = asio::buffer(chunk_size_line(got, size_line));
         parts[count++] = asio::buffer(buffer, got);
         parts[count++] = asio::buffer(kChunkEnd);
-      } else {
+      } else if (got > 0) {
         parts[count++] = asio::buffer(buffer, got);
       }
+      if (done && chunked_to_client) parts[count++] = asio::buffer(kLastChunk);
     }
-    if (done && chunked_to_client && (header_sent || got > kCoalesceBytes))
-      parts[count++] = asio::buffer(kLastChunk);
     client.stream.expires_after(x.config->limits.write_timeout);
-    error_code write_error;
-    if (count == 1) {
-      std::tie(write_error, std::ignore) =
-          co_await asio::async_write(client.stream, parts[0], use_tuple);
-    } else {
-      std::tie(write_error, std::ignore) = co_await asio::async_write(
-          client.stream, std::span<const asio::const_buffer>(parts.data(), count), use_tuple);
-    }
+    auto [write_error, written] = co_await asio::async_write(
+        client.stream, std::span<const asio::const_buffer>(parts.data(), count), use_tuple);
     if (!header_sent) {
       header_sent = true;
       x.ttfb = since(x.arrival);
@@ -768,15 +760,7 @@ asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, Excha
     connection->stream.expires_after(bounded(upstream.header_timeout, deadline));
     std::array<asio::const_buffer, 2> parts{asio::buffer(head), asio::const_buffer()};
     if constexpr (std::is_same_v<Body, http::string_body>) parts[1] = asio::buffer(request.body());
-    // A bodiless request is one buffer: send() rather than sendmsg().
-    error_code write_error;
-    if (parts[1].size() == 0) {
-      std::tie(write_error, std::ignore) =
-          co_await asio::async_write(connection->stream, parts[0], use_tuple);
-    } else {
-      std::tie(write_error, std::ignore) =
-          co_await asio::async_write(connection->stream, parts, use_tuple);
-    }
+    auto [write_error, written] = co_await asio::async_write(connection->stream, parts, use_tuple);
     if (write_error) {
       if (may_retry) continue;
       x.outcome = obs::Outcome::upstream_error;

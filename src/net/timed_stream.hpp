@@ -13,7 +13,7 @@
 //     and when nothing is outstanding it stays idle until the next operation.
 // A connection whose deadlines only move forward (the steady state of a kept-alive connection)
 // touches the timer about once per timeout period instead of on every operation. Reads and
-// writes given a single buffer also use recv()/send() rather than recvmsg()/sendmsg().
+// writes of a single (non-empty) buffer also use recv()/send() rather than recvmsg()/sendmsg().
 //
 // Semantics (as beast::tcp_stream): one deadline shared by reads, writes and connects; a
 // deadline that passed while no operation was outstanding times out the next one at once; after
@@ -27,6 +27,7 @@
 
 #include <boost/asio/associator.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -35,6 +36,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -95,7 +97,13 @@ class TimedStream {
     return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
         [impl = impl_.get()](auto handler, const ConstBufferSequence& buffers) {
           impl->begin_operation();
-          impl->socket.async_write_some(buffers, wrap(impl, std::move(handler)));
+          // A gather with one non-empty buffer (a head without a body, the rest of a partly
+          // sent write) goes out as that buffer: send() rather than sendmsg().
+          if (auto one = single_buffer(buffers)) {
+            impl->socket.async_write_some(*one, wrap(impl, std::move(handler)));
+          } else {
+            impl->socket.async_write_some(buffers, wrap(impl, std::move(handler)));
+          }
         },
         token, buffers);
   }
@@ -162,6 +170,22 @@ class TimedStream {
   template <class Handler>
   static Completion<std::decay_t<Handler>> wrap(Impl* impl, Handler&& handler) {
     return {std::forward<Handler>(handler), impl->shared_from_this()};
+  }
+
+  /// The only non-empty buffer of `buffers` (an empty one if there is none), or nullopt when
+  /// several are non-empty.
+  template <class ConstBufferSequence>
+  static std::optional<boost::asio::const_buffer> single_buffer(
+      const ConstBufferSequence& buffers) {
+    std::optional<boost::asio::const_buffer> found;
+    const auto end = boost::asio::buffer_sequence_end(buffers);
+    for (auto it = boost::asio::buffer_sequence_begin(buffers); it != end; ++it) {
+      const boost::asio::const_buffer buffer(*it);
+      if (buffer.size() == 0) continue;
+      if (found) return std::nullopt;
+      found = buffer;
+    }
+    return found.value_or(boost::asio::const_buffer());
   }
 
   std::shared_ptr<Impl> impl_;

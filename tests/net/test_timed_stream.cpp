@@ -5,6 +5,7 @@
 // bounded.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -244,6 +245,33 @@ TEST_CASE("a write to a peer that stops reading ends with timeout") {
   }));
   CHECK(result == boost::beast::error::timeout);
   CHECK(sent < 64u * 1024 * 1024);
+}
+
+TEST_CASE("gathered writes with empty buffers deliver exactly their bytes") {
+  Pair p;
+  std::string received;
+  REQUIRE(p.run([&]() -> asio::awaitable<void> {
+    const std::string head = "HEAD", body = "body";
+    const std::array<asio::const_buffer, 2> head_only{asio::buffer(head), asio::const_buffer()};
+    const std::array<asio::const_buffer, 3> middle{asio::const_buffer(), asio::buffer(body),
+                                                   asio::const_buffer()};
+    const std::array<asio::const_buffer, 3> both{asio::buffer(head), asio::const_buffer(),
+                                                 asio::buffer(body)};
+    const std::array<asio::const_buffer, 2> nothing{};
+    p.near->expires_after(5s);
+    co_await asio::async_write(*p.near, head_only, use_tuple);
+    co_await asio::async_write(*p.near, middle, use_tuple);
+    co_await asio::async_write(*p.near, nothing, use_tuple);
+    co_await asio::async_write(*p.near, both, use_tuple);
+    p.near->socket().shutdown(tcp::socket::shutdown_send);
+    char data[64];
+    for (;;) {
+      auto [ec, n] = co_await p.far.async_read_some(asio::buffer(data), use_tuple);
+      received.append(data, n);
+      if (ec) break;
+    }
+  }));
+  CHECK(received == "HEADbodyHEADbody");
 }
 
 TEST_CASE("a closed peer and a closed socket are errors, not timeouts") {
