@@ -424,32 +424,6 @@ Scenario load_scenario_file(const std::string& path) {
   return parse_scenario(text, path, base);
 }
 
-std::uint64_t Rng::next() {
-  std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-double Rng::uniform() {
-  return double(next() >> 11) * 0x1.0p-53;
-}
-
-std::size_t Rng::below(std::size_t n) {
-  return std::size_t(uniform() * double(n)) % n;
-}
-
-double Rng::exponential(double mean) {
-  return -mean * std::log1p(-uniform());
-}
-
-double Rng::normal() {
-  // Box-Muller; u1 in (0, 1] so the log is finite.
-  const double u1 = 1.0 - uniform();
-  const double u2 = uniform();
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-}
-
 std::optional<int> draw_tokens(const TokenDistribution& d, Rng& rng) {
   switch (d.kind) {
     case TokenDistribution::Kind::none:

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "sluice/core/duration.hpp"
+#include "sluice/core/splitmix.hpp"
 
 namespace sluice::net {
 namespace {
@@ -253,16 +254,10 @@ std::string generate_request_id() {
     std::random_device device;
     return (static_cast<std::uint64_t>(device()) << 32) ^ device();
   }();
-  auto next = [] {
-    std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  };
   static constexpr char kHex[] = "0123456789abcdef";
   std::string text(32, '0');
   for (int half = 0; half < 2; ++half) {
-    std::uint64_t v = next();
+    std::uint64_t v = core::splitmix64(state);
     for (int i = 15; i >= 0; --i, v >>= 4)
       text[static_cast<std::size_t>(half * 16 + i)] = kHex[v & 0xf];
   }

@@ -244,23 +244,6 @@ std::uint64_t hash_text(std::uint64_t seed, std::string_view text) {
   return h;
 }
 
-std::uint64_t Rng::next() {
-  std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-double Rng::uniform() {
-  return double(next() >> 11) * 0x1.0p-53;
-}
-
-double Rng::normal() {
-  const double u1 = 1.0 - uniform();  // (0, 1]
-  const double u2 = uniform();
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
-}
-
 std::string WordGenerator::next_token() {
   static constexpr std::array<std::string_view, 32> kSyllables = {
       "ka",  "lo",  "mi", "ren", "sa", "tu",  "vel", "no", "ra",  "di", "en",

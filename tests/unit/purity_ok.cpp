@@ -3,6 +3,7 @@
 #include "sluice/core/duration.hpp"
 #include "sluice/core/labels.hpp"
 #include "sluice/core/scheduler.hpp"
+#include "sluice/core/splitmix.hpp"
 #include "sluice/core/time.hpp"
 #include "sluice/core/workload.hpp"
 int main() {

@@ -26,6 +26,8 @@
 #include <utility>
 #include <vector>
 
+#include "sluice/core/splitmix.hpp"
+
 namespace sluice::bench {
 
 inline constexpr std::size_t kMaxRequests = 100'000;
@@ -137,19 +139,8 @@ struct Plan {
 
 Plan make_plan(const Scenario& scenario);
 
-/// Small deterministic generator (SplitMix64) and the distributions make_plan() uses.
-class Rng {
- public:
-  explicit Rng(std::uint64_t seed) : state_(seed) {}
-  std::uint64_t next();
-  double uniform();                  ///< in [0, 1)
-  std::size_t below(std::size_t n);  ///< in [0, n); n > 0
-  double exponential(double mean);
-  double normal();
-
- private:
-  std::uint64_t state_;
-};
+/// The deterministic generator make_plan() draws from (sluice/core/splitmix.hpp).
+using Rng = core::SplitMix64;
 
 /// Draws one value; nullopt for Kind::none.
 std::optional<int> draw_tokens(const TokenDistribution& distribution, Rng& rng);

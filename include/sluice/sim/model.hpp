@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "sluice/core/splitmix.hpp"
+
 namespace sluice::sim {
 
 using Duration = std::chrono::nanoseconds;
@@ -102,17 +104,8 @@ std::vector<PredictedTiming> predict_fifo(const GpuModel& model, int parallel,
 /// 64-bit FNV-1a of `text`, mixed with `seed`.
 std::uint64_t hash_text(std::uint64_t seed, std::string_view text);
 
-/// splitmix64: small, fast, good enough for simulation; never used for anything secret.
-class Rng {
- public:
-  explicit Rng(std::uint64_t seed) : state_(seed) {}
-  std::uint64_t next();
-  double uniform();  ///< in [0, 1)
-  double normal();   ///< standard normal (Box-Muller)
-
- private:
-  std::uint64_t state_;
-};
+/// splitmix64 (sluice/core/splitmix.hpp): small, fast, good enough for simulation.
+using Rng = core::SplitMix64;
 
 /// Emits pseudo-words, one token at a time: the first without a leading space, later ones
 /// with one, occasional punctuation, capitals after a full stop. ASCII only.
