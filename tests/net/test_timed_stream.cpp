@@ -19,6 +19,8 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "timed_stream.hpp"
@@ -48,6 +50,14 @@ struct Pair {
     near.emplace(std::move(client));
   }
 
+  /// Reads one byte from `near`: the error, and the time since `start`.
+  asio::awaitable<std::pair<error_code, Clock::duration>> read_byte(
+      Clock::time_point start = Clock::now()) {
+    char byte;
+    auto [ec, n] = co_await near->async_read_some(asio::buffer(&byte, 1), use_tuple);
+    co_return std::pair{ec, Clock::now() - start};
+  }
+
   /// Runs `body` to completion (or the bound) and returns whether it completed.
   template <class F>
   bool run(F body, Clock::duration bound = 5s) {
@@ -66,10 +76,6 @@ struct Pair {
   }
 };
 
-Clock::duration elapsed(Clock::time_point start) {
-  return Clock::now() - start;
-}
-
 }  // namespace
 
 TEST_CASE("a read outstanding at its deadline ends with timeout and closes the socket") {
@@ -77,12 +83,8 @@ TEST_CASE("a read outstanding at its deadline ends with timeout and closes the s
   error_code result;
   Clock::duration took{};
   REQUIRE(p.run([&]() -> asio::awaitable<void> {
-    char byte;
-    const auto start = Clock::now();
     p.near->expires_after(50ms);
-    auto [ec, n] = co_await p.near->async_read_some(asio::buffer(&byte, 1), use_tuple);
-    result = ec;
-    took = elapsed(start);
+    std::tie(result, took) = co_await p.read_byte();
   }));
   CHECK(result == boost::beast::error::timeout);
   CHECK(took >= 50ms);
@@ -122,10 +124,7 @@ TEST_CASE("a deadline moved later while the watchdog waits: re-armed, no early t
     later.async_wait([&](error_code) { p.near->expires_after(1s); });
     asio::steady_timer answer(p.io, 200ms);
     answer.async_wait([&](error_code) { asio::write(p.far, asio::buffer(std::string("x"))); });
-    char byte;
-    auto [ec, n] = co_await p.near->async_read_some(asio::buffer(&byte, 1), use_tuple);
-    result = ec;
-    took = elapsed(start);
+    std::tie(result, took) = co_await p.read_byte(start);
   }));
   CHECK_FALSE(result);
   CHECK(took >= 200ms);
@@ -137,19 +136,14 @@ TEST_CASE("a deadline moved earlier than the armed watchdog is honoured") {
   error_code first, second;
   Clock::duration took{};
   REQUIRE(p.run([&]() -> asio::awaitable<void> {
-    char byte;
     // A long deadline arms the watchdog far ahead (the data is not there yet, so the read waits).
     p.near->expires_after(1h);
     asio::steady_timer answer(p.io, 20ms);
     answer.async_wait([&](error_code) { asio::write(p.far, asio::buffer(std::string("x"))); });
-    auto [ec1, n1] = co_await p.near->async_read_some(asio::buffer(&byte, 1), use_tuple);
-    first = ec1;
+    std::tie(first, std::ignore) = co_await p.read_byte();
     // Then a short one: the watchdog must not wait for the hour.
-    const auto start = Clock::now();
     p.near->expires_after(50ms);
-    auto [ec2, n2] = co_await p.near->async_read_some(asio::buffer(&byte, 1), use_tuple);
-    second = ec2;
-    took = elapsed(start);
+    std::tie(second, took) = co_await p.read_byte();
   }));
   CHECK_FALSE(first);
   CHECK(second == boost::beast::error::timeout);
@@ -166,10 +160,7 @@ TEST_CASE("a deadline set while a read is outstanding applies to that read") {
     p.near->expires_never();
     asio::steady_timer later(p.io, 20ms);
     later.async_wait([&](error_code) { p.near->expires_after(30ms); });
-    char byte;
-    auto [ec, n] = co_await p.near->async_read_some(asio::buffer(&byte, 1), use_tuple);
-    result = ec;
-    took = elapsed(start);
+    std::tie(result, took) = co_await p.read_byte(start);
   }));
   CHECK(result == boost::beast::error::timeout);
   CHECK(took >= 50ms);
@@ -206,11 +197,7 @@ TEST_CASE("a deadline that passed while nothing was outstanding times out the ne
   Clock::duration took{};
   REQUIRE(p.run([&]() -> asio::awaitable<void> {
     p.near->expires_at(Clock::now() - 1s);
-    const auto start = Clock::now();
-    char byte;
-    auto [ec, n] = co_await p.near->async_read_some(asio::buffer(&byte, 1), use_tuple);
-    result = ec;
-    took = elapsed(start);
+    std::tie(result, took) = co_await p.read_byte();
   }));
   CHECK(result == boost::beast::error::timeout);
   CHECK(took < 1s);
