@@ -55,6 +55,7 @@
 #include "sluice/obs/logging.hpp"
 #include "sluice/obs/metrics.hpp"
 #include "usage_scanner.hpp"
+#include "wire.hpp"
 
 namespace sluice::net {
 
@@ -68,6 +69,11 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using wire::chunk_size_line;
+using wire::kChunkEnd;
+using wire::kLastChunk;
+using wire::serialize_head;
+using wire::strip_hop_by_hop;
 
 /// First read of a request: enough for the headers of typical requests.
 constexpr std::size_t kFirstReadBytes = 2048;
@@ -165,42 +171,20 @@ bool iequals(std::string_view a, std::string_view b) {
   return beast::iequals(a, b);
 }
 
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1): Connection and every header it names,
-/// Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade.
-void strip_hop_by_hop(http::fields& fields) {
-  // Runs twice per request (request and response), so it allocates nothing unless Connection
-  // names headers beyond the usual keep-alive/close. The named headers go first, while the
-  // Connection field that `named` points into still exists.
-  std::vector<std::string_view> named;
-  auto [first, last] = fields.equal_range(http::field::connection);
-  for (auto it = first; it != last; ++it) {
-    for (auto token : http::token_list(it->value())) {
-      if (!iequals(token, "keep-alive") && !iequals(token, "close")) named.push_back(token);
-    }
-  }
-  if (!named.empty()) {
-    for (auto it = fields.begin(); it != fields.end();) {
-      const std::string_view name_text = it->name_string();
-      bool drop = it->name() != http::field::connection &&
-                  std::any_of(named.begin(), named.end(),
-                              [&](std::string_view token) { return iequals(token, name_text); });
-      it = drop ? fields.erase(it) : std::next(it);
-    }
-  }
-  for (auto it = fields.begin(); it != fields.end();) {
-    const auto name = it->name();
-    const std::string_view name_text = it->name_string();
-    bool drop = name == http::field::connection || name == http::field::keep_alive ||
-                name == http::field::te || name == http::field::trailer ||
-                name == http::field::transfer_encoding || name == http::field::upgrade ||
-                (name_text.size() >= 6 && iequals(name_text.substr(0, 6), "proxy-"));
-    it = drop ? fields.erase(it) : std::next(it);
-  }
+std::optional<std::uint64_t> to_std(const boost::optional<std::uint64_t>& value) {
+  return value ? std::optional<std::uint64_t>(*value) : std::nullopt;
 }
+
+/// How the body of a request sent upstream is framed. sluice decides it from what it knows of
+/// the body; nothing the client sent about framing is forwarded (see wire.hpp).
+struct UpstreamFraming {
+  bool chunked = false;                         ///< streamed as chunks
+  std::optional<std::uint64_t> content_length;  ///< else this many bytes; neither: no body
+};
 
 /// Rewrites a client request header into the upstream request header (in place).
 void prepare_upstream_request(http::request_header<>& header, std::string_view target,
-                              const Exchange& x, bool chunked_body) {
+                              const Exchange& x, UpstreamFraming framing) {
   const auto& upstream = x.config->upstream;
   strip_hop_by_hop(header);
   header.erase(http::field::host);
@@ -212,7 +196,11 @@ void prepare_upstream_request(http::request_header<>& header, std::string_view t
     header.erase(http::field::authorization);
     header.erase("X-Api-Key");
   }
-  if (chunked_body) header.set(http::field::transfer_encoding, "chunked");
+  if (framing.chunked) {
+    header.set(http::field::transfer_encoding, "chunked");
+  } else if (framing.content_length) {
+    header.set(http::field::content_length, std::to_string(*framing.content_length));
+  }
   std::string full_target = upstream.base_path;
   full_target.append(target);
   header.target(full_target);
@@ -422,94 +410,9 @@ bool parse_buffered(http::basic_parser<isRequest>& parser, beast::flat_buffer& b
   return used > 0 || parser.is_done();
 }
 
-/// RFC 9112 §6.1 and §6.3 for a request's Transfer-Encoding. sluice (like Ollama) understands
-/// only `chunked`. A request whose final coding is not chunked has no determinable length: 400,
-/// then close (otherwise its body would be read as the next request, the shape of request
-/// smuggling). One that applies another coding before chunked: 501. Returns nullopt when the
-/// request has no Transfer-Encoding or exactly `chunked`.
-std::optional<LocalResponse> check_transfer_encoding(
-    const http::request_parser<http::empty_body>& head) {
-  const auto& fields = head.get().base();
-  auto [first, last] = fields.equal_range(http::field::transfer_encoding);
-  if (first == last) return std::nullopt;
-  std::string other;
-  int chunked = 0;
-  for (auto it = first; it != last; ++it) {
-    for (auto token : http::token_list(it->value())) {
-      if (iequals(token, "chunked")) {
-        ++chunked;
-      } else if (other.empty()) {
-        other = std::string(token.substr(0, 64));
-      }
-    }
-  }
-  if (!head.chunked() || chunked != 1) {
-    return LocalResponse{.status = http::status::bad_request,
-                         .message =
-                             "malformed HTTP request: Transfer-Encoding must end with a "
-                             "single chunked coding (or send Content-Length)",
-                         .close = true};
-  }
-  if (!other.empty()) {
-    return LocalResponse{.status = http::status::not_implemented,
-                         .message = "Transfer-Encoding \"" + other +
-                                    "\" is not supported: send the body with chunked alone or "
-                                    "with Content-Length",
-                         .close = true};
-  }
-  return std::nullopt;
-}
-
 std::string format_seconds(Clock::duration d) {
   return core::format_duration(std::chrono::duration_cast<core::Duration>(d));
 }
-
-/// The wire form of a message head: start line, fields, empty line. sluice writes heads and
-/// bodies itself as gathered buffers rather than through Beast's serializer, whose nested
-/// buffer-sequence views cost about a quarter of the proxy's CPU per request (measured with
-/// callgrind on the pass-through benchmark). The fields are already final (Connection,
-/// Content-Length, Transfer-Encoding set by keep_alive()/chunked()/prepare_payload()).
-void append_fields(std::string& out, const http::fields& fields) {
-  for (const auto& field : fields) {
-    out.append(field.name_string()).append(": ").append(field.value()).append("\r\n");
-  }
-  out.append("\r\n");
-}
-
-std::string serialize_head(const http::request_header<>& head) {
-  std::string out;
-  out.reserve(512);
-  out.append(head.method_string()).push_back(' ');
-  out.append(head.target()).append(head.version() == 10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
-  append_fields(out, head);
-  return out;
-}
-
-std::string serialize_head(const http::response_header<>& head) {
-  std::string out;
-  out.reserve(512);
-  out.append(head.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
-  out.append(std::to_string(head.result_int())).push_back(' ');
-  out.append(head.reason()).append("\r\n");
-  append_fields(out, head);
-  return out;
-}
-
-/// "<size in hex>\r\n", the line that opens a chunk of `size` bytes (size > 0).
-std::string_view chunk_size_line(std::size_t size, std::array<char, 24>& storage) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::size_t at = storage.size();
-  storage[--at] = '\n';
-  storage[--at] = '\r';
-  do {
-    storage[--at] = kHex[size & 0xf];
-    size >>= 4;
-  } while (size > 0);
-  return std::string_view(storage.data() + at, storage.size() - at);
-}
-
-constexpr std::string_view kChunkEnd = "\r\n";
-constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
 enum class RelayResult { finished, retry };
 
@@ -523,10 +426,6 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
                                             bool may_retry) {
   const auto& upstream = x.config->upstream;
   auto& stream = connection->stream;
-  http::response_parser<http::buffer_body> parser;
-  parser.header_limit(kUpstreamHeaderLimit);
-  parser.body_limit(boost::none);
-  if (x.is_head) parser.skip(true);
 
   const Clock::duration header_wait =
       x.scheduled ? Clock::duration(upstream.header_timeout)
@@ -535,12 +434,40 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
       x.scheduled ? Clock::duration(upstream.idle_timeout)
                   : std::max<Clock::duration>(upstream.idle_timeout, kPassthroughSilence);
 
+  // The final response head; interim (1xx) heads before it are read and dropped, within the
+  // same header_wait (a stream of 1xx cannot keep a request alive past it).
+  std::optional<http::response_parser<http::buffer_body>> parsed;
   stream.expires_after(bounded(header_wait, deadline));
-  auto [header_error, header_bytes] =
-      co_await http::async_read_header(stream, connection->buffer, parser, use_tuple);
+  error_code header_error;
+  for (int interim = 0;; ++interim) {
+    auto& next = parsed.emplace();
+    next.header_limit(kUpstreamHeaderLimit);
+    next.body_limit(boost::none);
+    if (x.is_head) next.skip(true);
+    std::tie(header_error, std::ignore) =
+        co_await http::async_read_header(stream, connection->buffer, next, use_tuple);
+    if (header_error) {
+      if (interim == 0 && may_retry && !next.got_some() && is_stale_connection_error(header_error))
+        co_return RelayResult::retry;
+      break;
+    }
+    const wire::Interim kind = wire::classify_interim(next.get().result_int());
+    if (kind == wire::Interim::final_response) break;
+    if (kind == wire::Interim::unexpected_101 || interim == wire::kMaxInterimResponses) {
+      x.outcome = obs::Outcome::upstream_error;
+      x.upstream_error = obs::UpstreamError::bad_response;
+      LocalResponse response{
+          .status = http::status::bad_gateway,
+          .message = kind == wire::Interim::unexpected_101
+                         ? std::string("upstream switched protocols (101) without being asked")
+                         : "upstream sent more than " + std::to_string(wire::kMaxInterimResponses) +
+                               " interim (1xx) responses"};
+      co_await send_local(client, x, std::move(response));
+      co_return RelayResult::finished;  // the connection closes with `connection`
+    }
+  }
+  auto& parser = *parsed;
   if (header_error) {
-    if (may_retry && !parser.got_some() && is_stale_connection_error(header_error))
-      co_return RelayResult::retry;
     LocalResponse response{.status = http::status::bad_gateway, .close = false};
     if (header_error == beast::error::timeout) {
       if (Clock::now() >= deadline) {
@@ -568,14 +495,16 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
 
   auto& res = parser.get();
   const bool upstream_keep_alive = parser.keep_alive();
-  const bool has_length = parser.content_length().has_value();
+  const std::optional<std::uint64_t> length = to_std(parser.content_length());
+  const bool has_length = length.has_value();
   const unsigned status = res.result_int();
-  const bool body_expected = !x.is_head && status / 100 != 1 && status != 204 && status != 304;
+  const bool body_expected = !x.is_head && status != 204 && status != 304;
   std::string_view content_type = res[http::field::content_type];
   const bool sse = content_type.substr(0, 17) == "text/event-stream";
   const bool ndjson = content_type.substr(0, 20) == "application/x-ndjson";
 
-  strip_hop_by_hop(res.base());
+  strip_hop_by_hop(res.base());  // framing included: set again below from what the parser read
+  if (has_length) res.content_length(*length);
   add_sluice_headers(res, x);
   bool client_keep_alive = x.client_keep_alive && !proxy.shutting_down;
   bool chunked_to_client = false;
@@ -604,9 +533,6 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
       x.client_reusable = false;
       x.outcome = obs::Outcome::client_gone;
       co_return RelayResult::finished;
-    }
-    if (!x.is_head) {
-      // 1xx/204/304: nothing follows the header (the parser is done).
     }
     if (upstream_keep_alive && parser.is_done()) proxy.pool.give_back(std::move(connection));
     co_return RelayResult::finished;
@@ -1014,8 +940,8 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
 
   http::request<http::string_body> upstream_request = parser.release();
   const std::string target(upstream_request.target());
-  prepare_upstream_request(upstream_request.base(), target, x, false);
-  upstream_request.prepare_payload();
+  prepare_upstream_request(upstream_request.base(), target, x,
+                           {.content_length = upstream_request.body().size()});
 
   using namespace asio::experimental::awaitable_operators;
   auto work = admit_and_forward(proxy, client, x, request, upstream_request, info);
@@ -1035,8 +961,10 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
 
   if (head.is_done()) {
     // No request body: the whole exchange can be retried on a stale connection.
+    // (A Content-Length the client sent can only be 0 here, and is sent on as such.)
+    const std::optional<std::uint64_t> length = to_std(head.content_length());
     http::request<http::empty_body> request = head.release();
-    prepare_upstream_request(request.base(), target, x, false);
+    prepare_upstream_request(request.base(), target, x, {.content_length = length});
     begin_deferred_watch(proxy, client);
     co_await forward_buffered(proxy, client, x, request, Clock::time_point::max(), nullptr);
     end_deferred_watch(client);
@@ -1045,11 +973,13 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
   }
 
   // A request body (a blob upload, a model creation): streamed to the upstream as it arrives.
-  const bool chunked = head.chunked();
+  const UpstreamFraming framing{
+      .chunked = head.chunked(),
+      .content_length = head.chunked() ? std::nullopt : to_std(head.content_length())};
   const bool send_continue = expects_continue(head.get());
   http::request_parser<http::buffer_body> parser(std::move(head));
   parser.body_limit(static_cast<std::uint64_t>(config.limits.max_body_bytes));
-  prepare_upstream_request(parser.get().base(), target, x, chunked);
+  prepare_upstream_request(parser.get().base(), target, x, framing);
 
   AcquireResult acquired = co_await proxy.pool.acquire(config.upstream);
   if (!acquired.connection) {
@@ -1213,7 +1143,7 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
   x.path = std::string(path);
   x.dialect = dialect_for(path);
   x.client_version = request.version();
-  x.client_keep_alive = request.keep_alive();
+  x.client_keep_alive = request.keep_alive() && !wire::close_after_response(request);
   x.is_head = request.method() == http::verb::head;
   x.request_id = client_request_id(request, *x.config);
 
@@ -1240,10 +1170,14 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
     LocalResponse response{.message = "request target must be a path starting with '/'",
                            .close = !head.is_done()};
     co_await send_local(client, x, std::move(response));
-  } else if (auto coding_error = check_transfer_encoding(head)) {
+  } else if (auto framing_error = wire::check_request_framing(request)) {
     x.metrics_workload = proxy.metrics.unclassified();
     x.outcome = obs::Outcome::invalid_request;
-    co_await send_local(client, x, std::move(*coding_error));
+    // (Named first: GCC 12 destroys a temporary built inside a co_await expression twice.)
+    LocalResponse response{.status = framing_error->status,
+                           .message = std::move(framing_error->message),
+                           .close = true};
+    co_await send_local(client, x, std::move(response));
   } else if (auto length = head.content_length();
              length && *length > static_cast<std::uint64_t>(limits.max_body_bytes)) {
     x.metrics_workload = proxy.metrics.unclassified();
