@@ -128,9 +128,9 @@ struct Server::Impl {
   asio::awaitable<void> shutdown(std::string reason);
   void close_everything();
 
-  // First member: destroyed last. One thread and no locking inside Asio: nothing touches the
-  // io_context from another thread (signals arrive through signal_set on this one).
-  asio::io_context io{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
+  // First member: destroyed last. One thread: nothing but this thread touches sockets and
+  // timers (signals arrive through signal_set on it); see net::kIoConcurrencyHint.
+  asio::io_context io{net::kIoConcurrencyHint};
   CliOptions options;
   std::shared_ptr<const config::Config> initial;
   obs::Metrics metrics;

@@ -219,11 +219,13 @@ const AdmissionGate& Proxy::gate() const {
 asio::awaitable<std::string> Proxy::probe_upstream() {
   auto impl = impl_;
   const config::UpstreamConfig upstream = impl->config->upstream;
-  UpstreamPool probe_pool(impl->io.get_executor(), 0);
-  AcquireResult acquired = co_await probe_pool.connect(upstream);
+  // A fresh connection (never a pooled one: the probe checks that connecting works), through
+  // the pool so that it resolves the host name as requests do and shares the cached addresses.
+  AcquireResult acquired = co_await impl->pool.connect(upstream);
   if (!acquired.connection) {
-    co_return acquired.timed_out ? std::string("connect: timeout")
-                                 : "connect: " + acquired.error.message();
+    const std::string step = acquired.lookup_failed ? "resolve " + upstream.host : "connect";
+    co_return step + ": " +
+        (acquired.timed_out ? std::string("timeout") : acquired.error.message());
   }
   auto& stream = acquired.connection->stream;
   std::string request = "GET " + upstream.base_path +

@@ -656,9 +656,17 @@ asio::awaitable<void> answer_connect_failure(Client& client, Exchange& x,
   x.outcome = obs::Outcome::upstream_error;
   x.upstream_error =
       acquired.timed_out ? obs::UpstreamError::connect_timeout : obs::UpstreamError::connect_failed;
-  std::string message = acquired.timed_out ? "upstream connect timed out after " +
-                                                 format_seconds(x.config->upstream.connect_timeout)
-                                           : "upstream unreachable: " + acquired.error.message();
+  const auto& upstream = x.config->upstream;
+  std::string message;
+  if (acquired.lookup_failed) {
+    message = "upstream host \"" + upstream.host + "\" could not be resolved: " +
+              (acquired.timed_out ? "no answer within " + format_seconds(upstream.connect_timeout)
+                                  : acquired.error.message());
+  } else if (acquired.timed_out) {
+    message = "upstream connect timed out after " + format_seconds(upstream.connect_timeout);
+  } else {
+    message = "upstream unreachable: " + acquired.error.message();
+  }
   LocalResponse response{.status = http::status::bad_gateway, .message = message, .close = close};
   co_await send_local(client, x, std::move(response));
 }

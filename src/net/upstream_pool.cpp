@@ -1,6 +1,7 @@
 // The upstream connection pool (see upstream_pool.hpp).
 #include "upstream_pool.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -31,21 +32,17 @@ bool looks_reusable(tcp::socket& socket) {
 
 asio::awaitable<std::optional<error_code>> UpstreamPool::resolve(
     const config::UpstreamConfig& upstream, std::vector<tcp::endpoint>& endpoints) {
-  error_code ec;
-  auto address = asio::ip::make_address(upstream.host, ec);
-  if (!ec) {
-    endpoints.emplace_back(address, upstream.port);
-    co_return std::nullopt;
-  }
   using namespace asio::experimental::awaitable_operators;
   tcp::resolver resolver(executor_);
   asio::steady_timer timer(executor_, upstream.connect_timeout);
-  auto lookup = resolver.async_resolve(upstream.host, std::to_string(upstream.port), use_tuple);
+  auto lookup = resolver.async_resolve(upstream.host, std::to_string(upstream.port),
+                                       tcp::resolver::numeric_service, use_tuple);
   auto deadline = timer.async_wait(use_tuple);
   auto result = co_await (std::move(lookup) || std::move(deadline));
   if (result.index() == 1) co_return asio::error::timed_out;
   auto [resolve_error, results] = std::get<0>(std::move(result));
   if (resolve_error) co_return resolve_error;
+  endpoints.clear();
   for (const auto& entry : results)
     endpoints.push_back(entry.endpoint());
   if (endpoints.empty()) co_return asio::error::host_not_found;
@@ -77,14 +74,76 @@ asio::awaitable<AcquireResult> UpstreamPool::acquire(const config::UpstreamConfi
 }
 
 asio::awaitable<AcquireResult> UpstreamPool::connect(const config::UpstreamConfig& upstream) {
-  AcquireResult result;
+  error_code not_an_address;
+  const auto address = asio::ip::make_address(upstream.host, not_an_address);
+  if (!not_an_address) {
+    const std::vector<tcp::endpoint> only{tcp::endpoint(address, upstream.port)};
+    AcquireResult direct = co_await connect_to(only, upstream);
+    co_return direct;
+  }
+  // A host name: its cached addresses, else a lookup (Asio's resolver runs getaddrinfo on its
+  // own thread, so the event loop never blocks on DNS).
   std::vector<tcp::endpoint> endpoints;
-  if (auto failed = co_await resolve(upstream, endpoints)) {
-    result.error = *failed;
-    result.timed_out = *failed == asio::error::timed_out;
+  const bool cached = [&] {
+    auto known = addresses_.lookup(upstream.host, upstream.port, std::chrono::steady_clock::now());
+    if (known) endpoints = std::move(*known);
+    return known.has_value();
+  }();
+  if (!cached) {
+    if (auto failed = co_await resolve(upstream, endpoints))
+      co_return lookup_failure(upstream, *failed);
+    note_resolved(upstream, endpoints);
+  }
+  AcquireResult result = co_await connect_to(endpoints, upstream);
+  if (result.connection) {
+    addresses_.connected(upstream.host, upstream.port, result.endpoint);
     co_return result;
   }
+  addresses_.failed(upstream.host, upstream.port);
+  if (!cached) co_return result;
+  // The cached addresses may be stale (a container that restarted elsewhere): look the name up
+  // once more and, when it now resolves differently, try the new addresses.
+  std::vector<tcp::endpoint> fresh;
+  if (auto failed = co_await resolve(upstream, fresh)) co_return lookup_failure(upstream, *failed);
+  note_resolved(upstream, fresh);
+  if (fresh == endpoints) co_return result;
+  AcquireResult retried = co_await connect_to(fresh, upstream);
+  if (retried.connection) {
+    addresses_.connected(upstream.host, upstream.port, retried.endpoint);
+  } else {
+    addresses_.failed(upstream.host, upstream.port);
+  }
+  co_return retried;
+}
+
+AcquireResult UpstreamPool::lookup_failure(const config::UpstreamConfig& upstream,
+                                           const error_code& ec) {
+  addresses_.failed(upstream.host, upstream.port);
+  AcquireResult result;
+  result.error = ec;
+  result.timed_out = ec == asio::error::timed_out;
+  result.lookup_failed = true;
+  return result;
+}
+
+void UpstreamPool::note_resolved(const config::UpstreamConfig& upstream,
+                                 const std::vector<tcp::endpoint>& endpoints) {
+  // Logged when what the name resolves to changes (at start, and when DNS moves it).
+  std::string text = upstream.host + " ->";
+  for (const auto& endpoint : endpoints)
+    text.append(" ").append(endpoint.address().to_string());
+  if (text != last_resolved_) {
+    spdlog::info("upstream host {}", text);
+    last_resolved_ = std::move(text);
+  }
+  addresses_.store(upstream.host, upstream.port, endpoints, std::chrono::steady_clock::now());
+}
+
+asio::awaitable<AcquireResult> UpstreamPool::connect_to(const std::vector<tcp::endpoint>& endpoints,
+                                                        const config::UpstreamConfig& upstream) {
+  AcquireResult result;
   auto connection = std::make_unique<UpstreamConnection>(executor_);
+  // One connect_timeout for the whole list: each address is tried in order until one accepts.
   connection->stream.expires_after(upstream.connect_timeout);
   auto [ec, endpoint] = co_await connection->stream.async_connect(endpoints, use_tuple);
   ++connects_;
@@ -95,6 +154,7 @@ asio::awaitable<AcquireResult> UpstreamPool::connect(const config::UpstreamConfi
   }
   error_code ignored;
   connection->stream.socket().set_option(tcp::no_delay(true), ignored);
+  result.endpoint = endpoint;
   result.connection = std::move(connection);
   co_return result;
 }

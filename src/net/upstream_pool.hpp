@@ -23,8 +23,10 @@
 #include <cstddef>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
+#include "address_cache.hpp"
 #include "sluice/config/config.hpp"
 #include "timed_stream.hpp"
 
@@ -39,8 +41,10 @@ struct UpstreamConnection {
 };
 
 struct AcquireResult {
-  boost::system::error_code error;  ///< set when no connection could be made
-  bool timed_out = false;           ///< the error is upstream.connect_timeout
+  boost::system::error_code error;          ///< set when no connection could be made
+  bool timed_out = false;                   ///< the error is upstream.connect_timeout
+  bool lookup_failed = false;               ///< the error is from resolving the host name
+  boost::asio::ip::tcp::endpoint endpoint;  ///< the address connected to
   std::unique_ptr<UpstreamConnection> connection;
 };
 
@@ -61,8 +65,14 @@ class UpstreamPool {
   /// path of acquire(), for callers that want to avoid a coroutine when a connection is idle.
   std::unique_ptr<UpstreamConnection> take_idle(bool can_retry = false);
 
-  /// A fresh connection, bypassing the idle list (the retry after a stale reused one).
+  /// A fresh connection, bypassing the idle list (the retry after a stale reused one). A host
+  /// name is resolved without blocking the event loop, its addresses cached (AddressCache) and
+  /// tried in order; when every cached address fails, the name is looked up again and, if it
+  /// resolves differently, the new addresses are tried.
   boost::asio::awaitable<AcquireResult> connect(const config::UpstreamConfig& upstream);
+
+  /// The resolved addresses of host names (exposed for tests and for the readiness probe).
+  AddressCache& addresses() { return addresses_; }
 
   /// Keeps `connection` for reuse (or closes it when the pool is full).
   /// Precondition: its last exchange completed and the peer allows keep-alive.
@@ -83,12 +93,21 @@ class UpstreamPool {
   boost::asio::awaitable<std::optional<boost::system::error_code>> resolve(
       const config::UpstreamConfig& upstream,
       std::vector<boost::asio::ip::tcp::endpoint>& endpoints);
+  boost::asio::awaitable<AcquireResult> connect_to(
+      const std::vector<boost::asio::ip::tcp::endpoint>& endpoints,
+      const config::UpstreamConfig& upstream);
+  AcquireResult lookup_failure(const config::UpstreamConfig& upstream,
+                               const boost::system::error_code& ec);
+  void note_resolved(const config::UpstreamConfig& upstream,
+                     const std::vector<boost::asio::ip::tcp::endpoint>& endpoints);
 
   boost::asio::any_io_executor executor_;
   std::size_t max_idle_;
   bool stopped_ = false;
   std::vector<std::unique_ptr<UpstreamConnection>> idle_;  // back = most recently used
   std::uint64_t connects_ = 0;
+  AddressCache addresses_;
+  std::string last_resolved_;  ///< "host -> addresses" last logged
 };
 
 /// True when the peer of an idle socket has neither closed it nor sent anything.

@@ -134,7 +134,7 @@ class ProxyUnderTest {
   boost::asio::io_context& io() { return io_; }
 
  private:
-  boost::asio::io_context io_;
+  boost::asio::io_context io_{net::kIoConcurrencyHint};  // as sluice runs it
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::shared_ptr<const config::Config> config_;
   std::unique_ptr<obs::Metrics> metrics_;

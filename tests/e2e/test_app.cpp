@@ -305,6 +305,48 @@ TEST_CASE("admin: healthz, readyz (live and dead upstream), metrics, state, 404,
   CHECK(sluice.admin("GET", "/healthz").status == 200);
 }
 
+TEST_CASE("an upstream given by host name: scheduled, pass-through and /readyz work") {
+  // The sluice binary, so the io_context is the one production runs (a concurrency hint that
+  // disables Asio's resolver made every host-name upstream answer 502).
+  Sim sim({"--time-scale", "50"});
+  ConfigFile file(config_text("http://localhost:" + std::to_string(sim.port), 2));
+  Sluice sluice = Sluice::with_config(file);
+
+  HttpResponse ready = sluice.admin("GET", "/readyz");
+  CHECK(ready.status == 200);
+  CHECK(json::parse(ready.body)["status"] == "ready");
+  HttpResponse scheduled = http_request(sluice.port, generate("alice", 3, "paid"));
+  CHECK(scheduled.status == 200);
+  CHECK(ended_with_done(scheduled));
+  HttpResponse passthrough = http_request(sluice.port, HttpRequest{"GET", "/api/version", {}, ""});
+  CHECK(passthrough.status == 200);
+  CHECK(json::parse(passthrough.body).contains("version"));
+  // The resolved addresses are logged once, naming the host.
+  CHECK(wait_for_stderr(sluice.proc, "upstream host localhost -> 127.0.0.1"));
+  CHECK(sim.stats()["total"] == 1);
+}
+
+TEST_CASE("an upstream host name that does not resolve: 502 and /readyz say so, promptly") {
+  // RFC 2606: .invalid never resolves. connect_timeout bounds a lookup that gets no answer.
+  ConfigFile file(R"({"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0",
+    "upstream": {"url": "http://sluice-no-such-host.invalid:11434", "connect_timeout": "1s"},
+    "log": {"level": "info", "access_log": false}})");
+  Sluice sluice = Sluice::with_config(file);
+  const auto start = Clock::now();
+  HttpResponse scheduled = http_request(sluice.port, generate("alice", 3), 5000ms);
+  CHECK(scheduled.status == 502);
+  CHECK(contains(json::parse(scheduled.body)["error"].get<std::string>(),
+                 "upstream host \"sluice-no-such-host.invalid\" could not be resolved"));
+  HttpResponse passthrough =
+      http_request(sluice.port, HttpRequest{"GET", "/api/tags", {}, ""}, 5000ms);
+  CHECK(passthrough.status == 502);
+  HttpResponse ready = sluice.admin("GET", "/readyz");
+  CHECK(ready.status == 503);
+  CHECK(contains(json::parse(ready.body)["detail"].get<std::string>(),
+                 "resolve sluice-no-such-host.invalid"));
+  CHECK(Clock::now() - start < 8000ms);
+}
+
 TEST_CASE("reload: POST /admin/reload raises max_concurrency live; parked requests start") {
   Sim sim({"--parallel", "8", "--decode-rate", "40"});
   ConfigFile file(config_text(sim.url(), 1));

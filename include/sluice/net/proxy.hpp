@@ -47,6 +47,12 @@ class Metrics;
 
 namespace sluice::net {
 
+/// The io_context concurrency hint sluice runs with (src/app/server.cpp), and the tests too: one
+/// thread and no locking in the reactor's I/O, but a locking scheduler, which Asio's resolver
+/// needs (it completes host-name lookups from a thread of its own;
+/// BOOST_ASIO_CONCURRENCY_HINT_UNSAFE makes every lookup fail with "Operation not supported").
+inline constexpr int kIoConcurrencyHint = BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO;
+
 class Proxy {
  public:
   struct Impl;  // defined in src/net/proxy.cpp
