@@ -19,6 +19,8 @@
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
+#include "wire.hpp"
+
 namespace sluice::app {
 
 namespace asio = boost::asio;
@@ -213,6 +215,10 @@ asio::awaitable<void> AdminServer::State::session(tcp::socket socket) {
       response = {400, "application/json", json_error("bad request: " + read_ec.message()), ""};
     } else if (read_ec) {
       break;  // closed, timed out, reset, or cut mid-request: nothing useful to answer
+    } else if (auto framing = net::wire::check_request_framing(parser.get())) {
+      // The same RFC 9112 rules as the proxy listener (Host, Content-Length, chunked); closes.
+      response = {static_cast<unsigned>(framing->status), "application/json",
+                  json_error(framing->message), ""};
     } else {
       response = co_await handle(parser.get());
       keep_alive = parser.get().keep_alive() && !stopped;

@@ -187,6 +187,25 @@ TEST_CASE("admin server: oversized headers get 431, garbage gets 400") {
   });
 }
 
+TEST_CASE("admin server: the proxy's framing rules (Host, Content-Length) apply here too") {
+  Fixture f;
+  f.run([&]() -> asio::awaitable<void> {
+    for (const char* raw :
+         {"GET /healthz HTTP/1.1\r\n\r\n", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+          "POST /admin/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+          "Content-Length: 0\r\n\r\n"}) {
+      INFO(raw);
+      auto res = co_await one_request(f.endpoint, raw);
+      CHECK(res.result_int() == 400);
+      CHECK(nlohmann::json::parse(res.body())["error"].get<std::string>().find(
+                "malformed HTTP request") != std::string::npos);
+      CHECK_FALSE(res.keep_alive());
+    }
+    auto ok = co_await one_request(f.endpoint, "GET /healthz HTTP/1.0\r\n\r\n");
+    CHECK(ok.result_int() == 200);
+  });
+}
+
 TEST_CASE("admin server: an idle or slow client is cut off by the timeout") {
   AdminLimits limits;
   limits.read_timeout = 200ms;
