@@ -47,6 +47,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "admission_plan.hpp"
 #include "proxy_impl.hpp"
 #include "request_info.hpp"
 #include "sluice/core/cost.hpp"
@@ -230,12 +231,6 @@ std::string client_request_id(const http::fields& fields, const config::Config& 
 bool expects_continue(const http::fields& fields) {
   auto it = fields.find(http::field::expect);
   return it != fields.end() && iequals(it->value(), "100-continue");
-}
-
-std::string priority_text(double priority) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%g", priority);
-  return text;
 }
 
 std::string queue_ms_text(core::Duration waited) {
@@ -715,9 +710,9 @@ asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, Excha
 
 /// Admission, then the upstream exchange, for one scheduled request.
 asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Exchange& x,
-                                        core::Request request,
-                                        http::request<http::string_body>& upstream_request,
-                                        const BodyInfo& info) {
+                                        const AdmissionPlan& plan,
+                                        http::request<http::string_body>& upstream_request) {
+  const core::Request request = plan.request();
   AdmitResult admission = co_await proxy.gate.admit(request);
   x.queue_wait = admission.waited;
   switch (admission.kind) {
@@ -770,8 +765,8 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Exch
     slot.set_actual_cost(std::max<std::int64_t>(x.prompt_tokens, 0) +
                          std::max<std::int64_t>(x.output_tokens, 0));
   }
-  if (!info.embedding && scanner.saw_done() && x.output_tokens >= 0)
-    proxy.cost_model.observe(x.workload_name, info.model, x.output_tokens);
+  if (!plan.body.embedding && scanner.saw_done() && x.output_tokens >= 0)
+    proxy.cost_model.observe(x.workload_name, plan.body.model, x.output_tokens);
   slot.release();
 }
 
@@ -810,38 +805,10 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
       .tokens = single_header(fields, config.headers.tokens, duplicate),
       .queue_timeout = single_header(fields, config.headers.queue_timeout, duplicate),
       .request_id = single_header(fields, config.headers.request_id, duplicate)};
-  RequestLabels labels;
-  std::string error =
-      duplicate.empty() ? parse_label_headers(config.headers, values, labels) : duplicate;
-  if (!labels.request_id.empty()) x.request_id = labels.request_id;
-  if (x.key) {
-    // The key decides who this is (a trusted gateway may pass its users through) and how
-    // urgent it may claim to be.
-    auto id = auth::identity(*x.key, labels.labels.value_or_empty("user"),
-                             labels.labels.value_or_empty("tier"));
-    const std::string user(id.user), tier(id.tier);
-    labels.labels.set("user", user);
-    if (tier.empty()) {
-      labels.labels.erase("tier");
-    } else {
-      labels.labels.set("tier", tier);
-    }
-    labels.priority = auth::allowed_priority(*x.key, labels.priority);
-    if (labels.priority) {
-      labels.labels.set("priority", priority_text(*labels.priority));
-    } else {
-      labels.labels.erase("priority");
-    }
-  }
-  x.user = std::string(labels.labels.value_or_empty("user"));
-  std::optional<core::WorkloadId> chosen;
-  if (error.empty() && labels.workload) {
-    chosen = proxy.gate.scheduler().find_workload(*labels.workload);
-    if (!chosen) {
-      error = "invalid " + config.headers.workload + " header: unknown workload \"" +
-              *labels.workload + "\"";
-    }
-  }
+  LabelPlan labels = plan_labels(config.headers, values, duplicate, x.key, proxy.gate.scheduler());
+  if (!labels.labels.request_id.empty()) x.request_id = labels.labels.request_id;
+  x.user = std::string(labels.labels.labels.value_or_empty("user"));
+  const std::string& error = labels.error;
   // A bad header is answered before the body when the client waits for 100 Continue (then the
   // connection closes); otherwise the body is read first so the connection stays usable.
   const bool send_continue = expects_continue(fields);
@@ -902,49 +869,24 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
     }
   }
 
-  BodyInfo info;
-  if (error.empty()) error = inspect_body(x.path, parser.get().body(), info);
   if (!error.empty()) {
     x.outcome = obs::Outcome::invalid_request;
     LocalResponse response{.message = error};
     co_await send_local(client, x, std::move(response));
     co_return;
   }
-  if (!info.model.empty() && core::valid_label_value(info.model))
-    labels.labels.set("model", info.model);
-
-  const core::Scheduler& scheduler = proxy.gate.scheduler();
-  const core::WorkloadId workload = chosen ? *chosen : scheduler.classify(labels.labels);
-  const core::WorkloadSpec& spec = scheduler.workload(workload);
-  x.workload_name = spec.name;
-  x.metrics_workload = proxy.metrics.workload(spec.name);
-
-  // The fairness key: the workload's fairness label, else the client's address.
-  std::string fairness_key;
-  if (auto value = labels.labels.get(spec.fairness_label)) {
-    fairness_key = std::string(*value);
-  } else {
-    fairness_key = "addr:" + client.address;
+  AdmissionPlan plan;
+  std::string body_error =
+      plan_admission(std::move(labels), x.path, parser.get().body(), client.address,
+                     proxy.gate.scheduler(), proxy.cost_model, plan);
+  if (!body_error.empty()) {
+    x.outcome = obs::Outcome::invalid_request;
+    LocalResponse response{.message = std::move(body_error)};
+    co_await send_local(client, x, std::move(response));
+    co_return;
   }
-  std::vector<std::string_view> limit_keys;
-  limit_keys.reserve(scheduler.config().per_key.size());
-  for (const auto& limit : scheduler.config().per_key)
-    limit_keys.push_back(labels.labels.value_or_empty(limit.label));
-
-  std::int64_t cost = 0;
-  if (labels.tokens) {
-    cost = *labels.tokens;
-  } else if (info.embedding) {
-    cost = std::max<std::int64_t>(core::CostModel::prompt_tokens(info.prompt_chars), 1);
-  } else {
-    cost = proxy.cost_model.estimate(spec.name, info.model, info.prompt_chars, info.num_predict);
-  }
-  core::Request request{.workload = workload,
-                        .priority = labels.priority.value_or(0.0),
-                        .fairness_key = fairness_key,
-                        .limit_keys = limit_keys,
-                        .cost = cost,
-                        .queue_timeout = labels.queue_timeout};
+  x.workload_name = plan.workload_name;
+  x.metrics_workload = proxy.metrics.workload(plan.workload_name);
 
   http::request<http::string_body> upstream_request = parser.release();
   const std::string target(upstream_request.target());
@@ -952,7 +894,7 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
                            {.content_length = upstream_request.body().size()});
 
   using namespace asio::experimental::awaitable_operators;
-  auto work = admit_and_forward(proxy, client, x, request, upstream_request, info);
+  auto work = admit_and_forward(proxy, client, x, plan, upstream_request);
   auto watch = watch_client(client);
   auto winner = co_await (std::move(work) || std::move(watch));
   settle_departure(x, client.record, winner.index() == 1);
