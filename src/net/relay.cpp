@@ -1,0 +1,383 @@
+// The upstream exchange and the streaming relay (see relay.hpp).
+#include "relay.hpp"
+
+#include <algorithm>
+#include <array>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <span>
+#include <tuple>
+#include <type_traits>
+
+#include "wire.hpp"
+
+namespace sluice::net {
+
+using wire::chunk_size_line;
+using wire::kChunkEnd;
+using wire::kLastChunk;
+using wire::serialize_head;
+using wire::strip_hop_by_hop;
+
+namespace {
+
+/// Upstream response headers larger than this are a bad response.
+constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
+/// Pass-through responses (pulls, pushes, model creation) may be silent for minutes: they only
+/// get this generous bound on silence, and are cancelled when the client leaves.
+constexpr auto kPassthroughSilence = std::chrono::hours(1);
+/// A first body piece up to this size is copied behind the response head (one buffer, one
+/// send()); larger ones are written as a second buffer.
+constexpr std::size_t kCoalesceBytes = 4096;
+
+obs::UpstreamError classify_read_error(const error_code& ec) {
+  if (ec == beast::error::timeout) return obs::UpstreamError::idle_timeout;
+  if (ec.category() == http::make_error_code(http::error::bad_version).category() &&
+      ec != http::error::end_of_stream && ec != http::error::partial_message) {
+    return obs::UpstreamError::bad_response;
+  }
+  return obs::UpstreamError::reset;
+}
+
+bool is_stale_connection_error(const error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == http::error::partial_message;
+}
+
+}  // namespace
+
+/// Rewrites a client request header into the upstream request header (in place).
+void prepare_upstream_request(http::request_header<>& header, std::string_view target,
+                              const RequestContext& ctx, UpstreamFraming framing) {
+  const auto& upstream = ctx.config->upstream;
+  strip_hop_by_hop(header);
+  header.erase(http::field::host);
+  header.erase(http::field::expect);
+  header.set(http::field::host, upstream.host_header);
+  header.set(ctx.config->headers.request_id, ctx.request_id);
+  if (ctx.authenticator->enabled()) {
+    // sluice's own credentials never reach the upstream.
+    header.erase(http::field::authorization);
+    header.erase("X-Api-Key");
+  }
+  if (framing.chunked) {
+    header.set(http::field::transfer_encoding, "chunked");
+  } else if (framing.content_length) {
+    header.set(http::field::content_length, std::to_string(*framing.content_length));
+  }
+  std::string full_target = upstream.base_path;
+  full_target.append(target);
+  header.target(full_target);
+  header.version(11);
+}
+
+/// Reads the upstream response and relays it to the client: headers as soon as they arrive,
+/// each body piece as it arrives. `connection` goes back to the pool when the exchange ended
+/// cleanly. Returns retry (nothing sent to the client) when `may_retry` and a reused
+/// connection turned out to be closed by the upstream before answering.
+asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
+                                            std::unique_ptr<UpstreamConnection>& connection,
+                                            Clock::time_point deadline, UsageScanner* scanner,
+                                            bool may_retry) {
+  const auto& upstream = ctx.config->upstream;
+  auto& stream = connection->stream;
+
+  const Clock::duration header_wait =
+      ctx.scheduled ? Clock::duration(upstream.header_timeout)
+                    : std::max<Clock::duration>(upstream.header_timeout, kPassthroughSilence);
+  const Clock::duration idle_wait =
+      ctx.scheduled ? Clock::duration(upstream.idle_timeout)
+                    : std::max<Clock::duration>(upstream.idle_timeout, kPassthroughSilence);
+
+  // The final response head; interim (1xx) heads before it are read and dropped, within the
+  // same header_wait (a stream of 1xx cannot keep a request alive past it).
+  std::optional<http::response_parser<http::buffer_body>> parsed;
+  stream.expires_after(bounded(header_wait, deadline));
+  error_code header_error;
+  for (int interim = 0;; ++interim) {
+    auto& next = parsed.emplace();
+    next.header_limit(kUpstreamHeaderLimit);
+    next.body_limit(boost::none);
+    if (ctx.is_head) next.skip(true);
+    std::tie(header_error, std::ignore) =
+        co_await http::async_read_header(stream, connection->buffer, next, use_tuple);
+    if (header_error) {
+      if (interim == 0 && may_retry && !next.got_some() && is_stale_connection_error(header_error))
+        co_return RelayResult::retry;
+      break;
+    }
+    const wire::Interim kind = wire::classify_interim(next.get().result_int());
+    if (kind == wire::Interim::final_response) break;
+    if (kind == wire::Interim::unexpected_101 || interim == wire::kMaxInterimResponses) {
+      ctx.outcome = obs::Outcome::upstream_error;
+      ctx.upstream_error = obs::UpstreamError::bad_response;
+      LocalResponse response{
+          .status = http::status::bad_gateway,
+          .message = kind == wire::Interim::unexpected_101
+                         ? std::string("upstream switched protocols (101) without being asked")
+                         : "upstream sent more than " + std::to_string(wire::kMaxInterimResponses) +
+                               " interim (1xx) responses"};
+      co_await send_local(client, ctx, std::move(response));
+      co_return RelayResult::finished;  // the connection closes with `connection`
+    }
+  }
+  auto& parser = *parsed;
+  if (header_error) {
+    LocalResponse response{.status = http::status::bad_gateway, .close = false};
+    if (header_error == beast::error::timeout) {
+      if (Clock::now() >= deadline) {
+        ctx.outcome = obs::Outcome::inflight_timeout;
+        response.status = http::status::gateway_timeout;
+        response.message = "request exceeded scheduler.max_inflight_duration (" +
+                           format_seconds(ctx.config->scheduler.max_inflight_duration) + ")";
+      } else {
+        ctx.outcome = obs::Outcome::upstream_error;
+        ctx.upstream_error = obs::UpstreamError::header_timeout;
+        response.status = http::status::gateway_timeout;
+        response.message =
+            "upstream sent no response headers within " + format_seconds(header_wait);
+      }
+    } else {
+      ctx.outcome = obs::Outcome::upstream_error;
+      ctx.upstream_error = classify_read_error(header_error);
+      response.message = ctx.upstream_error == obs::UpstreamError::bad_response
+                             ? "upstream sent an invalid HTTP response: " + header_error.message()
+                             : "upstream closed the connection before responding";
+    }
+    co_await send_local(client, ctx, std::move(response));
+    co_return RelayResult::finished;
+  }
+
+  auto& res = parser.get();
+  const bool upstream_keep_alive = parser.keep_alive();
+  const std::optional<std::uint64_t> length = to_std(parser.content_length());
+  const bool has_length = length.has_value();
+  const unsigned status = res.result_int();
+  const bool body_expected = !ctx.is_head && status != 204 && status != 304;
+  std::string_view content_type = res[http::field::content_type];
+  const bool sse = content_type.substr(0, 17) == "text/event-stream";
+  const bool ndjson = content_type.substr(0, 20) == "application/x-ndjson";
+
+  strip_hop_by_hop(res.base());  // framing included: set again below from what the parser read
+  if (has_length) res.content_length(*length);
+  add_sluice_headers(res, ctx);
+  bool client_keep_alive = ctx.client_keep_alive && !proxy.shutting_down;
+  bool chunked_to_client = false;
+  if (ctx.client_version < 11) {
+    res.version(10);
+    if (body_expected && !has_length) client_keep_alive = false;  // close-delimited
+  } else {
+    res.version(11);
+    if (body_expected && !has_length) {
+      res.chunked(true);
+      chunked_to_client = true;
+    }
+  }
+  res.keep_alive(client_keep_alive);
+  ctx.status = static_cast<int>(status);
+  ctx.outcome = status >= 500 ? obs::Outcome::upstream_5xx : obs::Outcome::ok;
+  if (!client_keep_alive) ctx.client_reusable = false;
+
+  std::string head = serialize_head(res.base());
+  if (ctx.is_head || !body_expected) {
+    client.stream.expires_after(ctx.config->limits.write_timeout);
+    auto [write_error, written] =
+        co_await asio::async_write(client.stream, asio::buffer(head), use_tuple);
+    ctx.ttfb = since(ctx.arrival);
+    if (write_error) {
+      ctx.client_reusable = false;
+      ctx.outcome = obs::Outcome::client_gone;
+      co_return RelayResult::finished;
+    }
+    if (upstream_keep_alive && parser.is_done()) proxy.pool.give_back(std::move(connection));
+    co_return RelayResult::finished;
+  }
+
+  BufferPool::Lease lease(proxy.buffers);
+  char* const buffer = lease.data();
+  constexpr std::size_t buffer_size = BufferPool::Lease::size();
+  bool header_sent = false;
+  auto& body = res.body();
+  std::array<char, 24> size_line{};
+  for (;;) {
+    std::size_t got = 0;
+    if (!parser.is_done() && (header_sent || connection->buffer.size() > 0)) {
+      // Read the next piece. Before the header went out this only happens when body bytes
+      // already arrived with it, so header and first piece leave in one write.
+      body.data = buffer;
+      body.size = buffer_size;
+      error_code read_error;
+      if (!parse_buffered(parser, connection->buffer, read_error) && !read_error) {
+        stream.expires_after(bounded(idle_wait, deadline));
+        std::tie(read_error, std::ignore) =
+            co_await http::async_read_some(stream, connection->buffer, parser, use_tuple);
+        if (read_error == http::error::need_buffer) read_error = {};
+      }
+      if (read_error) {
+        // The upstream failed mid-response.
+        std::string message;
+        if (read_error == beast::error::timeout && Clock::now() >= deadline) {
+          ctx.outcome = obs::Outcome::inflight_timeout;
+          message = "request exceeded scheduler.max_inflight_duration (" +
+                    format_seconds(ctx.config->scheduler.max_inflight_duration) + ")";
+        } else {
+          ctx.outcome = obs::Outcome::upstream_error;
+          ctx.upstream_error = classify_read_error(read_error);
+          message = ctx.upstream_error == obs::UpstreamError::idle_timeout
+                        ? "upstream sent nothing for " + format_seconds(idle_wait)
+                        : "upstream connection lost mid-response";
+        }
+        ctx.client_reusable = false;
+        if (!header_sent) {
+          ctx.status = 0;
+          LocalResponse response{.status = ctx.outcome == obs::Outcome::inflight_timeout
+                                               ? http::status::gateway_timeout
+                                               : http::status::bad_gateway,
+                                 .message = std::move(message),
+                                 .close = true};
+          co_await send_local(client, ctx, std::move(response));
+        } else if (chunked_to_client && (ndjson || sse)) {
+          // One error line/event as the stream's last chunk, then the proper end of the body.
+          const std::string chunk = stream_error_chunk(sse, ctx.dialect, message);
+          const std::array<asio::const_buffer, 4> parts{
+              asio::buffer(chunk_size_line(chunk.size(), size_line)), asio::buffer(chunk),
+              asio::buffer(kChunkEnd), asio::buffer(kLastChunk)};
+          client.stream.expires_after(ctx.config->limits.write_timeout);
+          co_await asio::async_write(client.stream, parts, use_tuple);
+        }
+        co_return RelayResult::finished;
+      }
+      got = buffer_size - body.size;
+      if (scanner && got > 0) scanner->feed(std::string_view(buffer, got));
+      if (got == 0 && !parser.is_done() && header_sent) continue;  // only framing was parsed
+    }
+    const bool done = parser.is_done();
+    // One write: [head] [chunk size line, data, CRLF | data] [last chunk]. A zero-sized piece
+    // is never framed (a zero-length chunk would end the body). A small first piece is copied
+    // behind the head, so the write is one buffer: send() instead of sendmsg() (most answers of
+    // the pass-through routes are a head and a few hundred bytes).
+    const bool coalesce = !header_sent && got <= kCoalesceBytes;
+    std::array<asio::const_buffer, 5> parts;
+    std::size_t count = 0;
+    if (coalesce) {
+      if (got > 0) {
+        if (chunked_to_client) head.append(chunk_size_line(got, size_line));
+        head.append(buffer, got);
+        if (chunked_to_client) head.append(kChunkEnd);
+      }
+      if (done && chunked_to_client) head.append(kLastChunk);
+      parts[count++] = asio::buffer(head);
+    } else {
+      if (!header_sent) parts[count++] = asio::buffer(head);
+      if (got > 0 && chunked_to_client) {
+        parts[count++] = asio::buffer(chunk_size_line(got, size_line));
+        parts[count++] = asio::buffer(buffer, got);
+        parts[count++] = asio::buffer(kChunkEnd);
+      } else if (got > 0) {
+        parts[count++] = asio::buffer(buffer, got);
+      }
+      if (done && chunked_to_client) parts[count++] = asio::buffer(kLastChunk);
+    }
+    client.stream.expires_after(ctx.config->limits.write_timeout);
+    auto [write_error, written] = co_await asio::async_write(
+        client.stream, std::span<const asio::const_buffer>(parts.data(), count), use_tuple);
+    if (!header_sent) {
+      header_sent = true;
+      ctx.ttfb = since(ctx.arrival);
+    }
+    if (write_error) {
+      ctx.client_reusable = false;
+      ctx.outcome = obs::Outcome::client_gone;
+      co_return RelayResult::finished;  // the upstream connection closes with `connection`
+    }
+    if (done) break;
+  }
+  if (scanner) {
+    scanner->finish();
+    // Ollama reports a failure after the first token as one {"error": ...} line in a 200 stream:
+    // the upstream's own error, counted like a 5xx (the bytes are relayed as they were).
+    if ((ndjson || sse) && scanner->saw_error() && !scanner->saw_done() &&
+        ctx.outcome == obs::Outcome::ok) {
+      ctx.outcome = obs::Outcome::upstream_5xx;
+    }
+  }
+  if (upstream_keep_alive && parser.is_done()) proxy.pool.give_back(std::move(connection));
+  co_return RelayResult::finished;
+}
+
+/// Answers 502 for an upstream connection that could not be made.
+asio::awaitable<void> answer_connect_failure(Client& client, RequestContext& ctx,
+                                             const AcquireResult& acquired, bool close) {
+  ctx.outcome = obs::Outcome::upstream_error;
+  ctx.upstream_error =
+      acquired.timed_out ? obs::UpstreamError::connect_timeout : obs::UpstreamError::connect_failed;
+  const auto& upstream = ctx.config->upstream;
+  std::string message;
+  if (acquired.lookup_failed) {
+    message = "upstream host \"" + upstream.host + "\" could not be resolved: " +
+              (acquired.timed_out ? "no answer within " + format_seconds(upstream.connect_timeout)
+                                  : acquired.error.message());
+  } else if (acquired.timed_out) {
+    message = "upstream connect timed out after " + format_seconds(upstream.connect_timeout);
+  } else {
+    message = "upstream unreachable: " + acquired.error.message();
+  }
+  LocalResponse response{.status = http::status::bad_gateway, .message = message, .close = close};
+  co_await send_local(client, ctx, std::move(response));
+}
+
+/// Sends a request whose body is in memory (or empty) and relays the answer. A reused
+/// connection that the upstream had closed is retried once on a fresh one.
+template <class Body>
+asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
+                                       http::request<Body>& request, Clock::time_point deadline,
+                                       UsageScanner* scanner) {
+  const auto& upstream = ctx.config->upstream;
+  const std::string head = serialize_head(request.base());
+  for (int attempt = 0;; ++attempt) {
+    // (No co_await inside a conditional expression: GCC 12 miscompiles it.)
+    AcquireResult acquired;
+    if (attempt == 0) acquired.connection = proxy.pool.take_idle(/*can_retry=*/true);
+    if (!acquired.connection) acquired = co_await proxy.pool.connect(upstream);
+    if (!acquired.connection) {
+      co_await answer_connect_failure(client, ctx, acquired, false);
+      co_return;
+    }
+    std::unique_ptr<UpstreamConnection> connection = std::move(acquired.connection);
+    UpstreamInUse in_use(client.record, connection->stream);
+    const bool may_retry = attempt == 0 && connection->reused;
+    connection->stream.expires_after(bounded(upstream.header_timeout, deadline));
+    std::array<asio::const_buffer, 2> parts{asio::buffer(head), asio::const_buffer()};
+    if constexpr (std::is_same_v<Body, http::string_body>) parts[1] = asio::buffer(request.body());
+    auto [write_error, written] = co_await asio::async_write(connection->stream, parts, use_tuple);
+    if (write_error) {
+      if (may_retry) continue;
+      ctx.outcome = obs::Outcome::upstream_error;
+      ctx.upstream_error = write_error == beast::error::timeout ? obs::UpstreamError::header_timeout
+                                                                : obs::UpstreamError::reset;
+      LocalResponse response{.status = http::status::bad_gateway,
+                             .message = "upstream connection failed while sending the request: " +
+                                        write_error.message()};
+      co_await send_local(client, ctx, std::move(response));
+      co_return;
+    }
+    RelayResult result =
+        co_await relay_response(proxy, client, ctx, connection, deadline, scanner, may_retry);
+    if (result == RelayResult::retry) continue;
+    co_return;
+  }
+}
+
+template asio::awaitable<void> forward_buffered(Proxy::Impl&, Client&, RequestContext&,
+                                                http::request<http::string_body>&,
+                                                Clock::time_point, UsageScanner*);
+template asio::awaitable<void> forward_buffered(Proxy::Impl&, Client&, RequestContext&,
+                                                http::request<http::empty_body>&, Clock::time_point,
+                                                UsageScanner*);
+
+}  // namespace sluice::net

@@ -1,0 +1,49 @@
+// The upstream exchange of one request: the request head (and a body held in memory) written to
+// a pooled connection, the response head read past interim 1xx heads, the body relayed to the
+// client piece by piece as it arrives, token usage scanned on the way, and every failure turned
+// into what the client sees (502/504 before the head, one error line after it). Internal to
+// src/net.
+#pragma once
+
+#include <boost/beast/http/message.hpp>
+
+#include "request_context.hpp"
+#include "upstream_pool.hpp"
+#include "usage_scanner.hpp"
+
+namespace sluice::net {
+
+/// How the body of a request sent upstream is framed. sluice decides it from what it knows of
+/// the body; nothing the client sent about framing is forwarded (see wire.hpp).
+struct UpstreamFraming {
+  bool chunked = false;                         ///< streamed as chunks
+  std::optional<std::uint64_t> content_length;  ///< else this many bytes; neither: no body
+};
+
+/// Rewrites a client request header into the upstream request header (in place).
+void prepare_upstream_request(http::request_header<>& header, std::string_view target,
+                              const RequestContext& ctx, UpstreamFraming framing);
+
+enum class RelayResult { finished, retry };
+
+/// Reads the upstream response and relays it to the client: headers as soon as they arrive,
+/// each body piece as it arrives. `connection` goes back to the pool when the exchange ended
+/// cleanly. Returns retry (nothing sent to the client) when `may_retry` and a reused
+/// connection turned out to be closed by the upstream before answering.
+asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
+                                            std::unique_ptr<UpstreamConnection>& connection,
+                                            Clock::time_point deadline, UsageScanner* scanner,
+                                            bool may_retry);
+
+/// Answers 502 for an upstream connection that could not be made.
+asio::awaitable<void> answer_connect_failure(Client& client, RequestContext& ctx,
+                                             const AcquireResult& acquired, bool close);
+
+/// Sends a request whose body is in memory (or empty) and relays the answer. A reused
+/// connection that the upstream had closed is retried once on a fresh one.
+template <class Body>
+asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
+                                       http::request<Body>& request, Clock::time_point deadline,
+                                       UsageScanner* scanner);
+
+}  // namespace sluice::net

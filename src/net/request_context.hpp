@@ -1,0 +1,183 @@
+// The state one proxied request carries through the session's steps (read the head, route,
+// plan, admit, relay, log), and the helpers every step shares: answers sluice makes itself in the
+// request's dialect, time bounds, parsing what a buffer already holds. Internal to src/net.
+#pragma once
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/basic_parser.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/status.hpp>
+#include <boost/optional/optional.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "proxy_impl.hpp"
+#include "request_info.hpp"
+#include "sluice/core/time.hpp"
+#include "sluice/obs/metrics.hpp"
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+inline constexpr std::string_view kWorkloadHeader = "X-Sluice-Workload";
+inline constexpr std::string_view kQueueMsHeader = "X-Sluice-Queue-Ms";
+inline constexpr std::string_view kReasonHeader = "X-Sluice-Reason";
+
+struct Client {
+  TimedStream stream;
+  beast::flat_buffer buffer;
+  std::string address;  ///< peer address, the fairness key of requests without one
+  SessionRecord& record;
+  std::shared_ptr<DeferredWatch> watch;  ///< for pass-through requests (see proxy_impl.hpp)
+};
+
+/// What one request did, for the response headers, the metrics and the access log.
+struct RequestContext {
+  std::shared_ptr<const config::Config> config;
+  std::shared_ptr<const auth::Authenticator> authenticator;
+  const config::ApiKey* key =
+      nullptr;  ///< the API key presented (auth enabled), into authenticator
+  Clock::time_point arrival;
+  std::string method;
+  std::string path;
+  Dialect dialect = Dialect::ollama;
+  unsigned client_version = 11;
+  bool client_keep_alive = true;
+  bool is_head = false;
+  bool scheduled = false;
+  std::string request_id;
+  std::string user;
+  std::string workload_name{config::kUnclassifiedWorkload};
+  obs::Metrics::Workload metrics_workload;
+  // results
+  int status = 0;
+  obs::Outcome outcome = obs::Outcome::ok;
+  std::optional<obs::UpstreamError> upstream_error;
+  std::optional<core::Duration> queue_wait;
+  std::optional<core::Duration> ttfb;
+  std::int64_t prompt_tokens = -1;
+  std::int64_t output_tokens = -1;
+  bool client_reusable = true;  ///< the connection may carry another request
+  bool linger = false;          ///< request body left unread: linger before closing
+};
+
+/// Marks the session busy with a request for as long as it lives.
+struct ActiveRequest {
+  ActiveRequest(Proxy::Impl& proxy, SessionRecord& record) : proxy(proxy), record(record) {
+    record.busy = true;
+    ++proxy.active_requests;
+  }
+  ~ActiveRequest() {
+    record.busy = false;
+    --proxy.active_requests;
+  }
+  Proxy::Impl& proxy;
+  SessionRecord& record;
+};
+
+/// Publishes the upstream connection in use in the session record (for close_all()).
+struct UpstreamInUse {
+  UpstreamInUse(SessionRecord& record, TimedStream& stream) : record(record) {
+    record.upstream = &stream;
+  }
+  ~UpstreamInUse() { record.upstream = nullptr; }
+  SessionRecord& record;
+};
+
+inline core::Duration since(Clock::time_point start) {
+  return std::chrono::duration_cast<core::Duration>(Clock::now() - start);
+}
+
+/// `timeout`, shortened so that it ends no later than `deadline`.
+inline Clock::duration bounded(Clock::duration timeout, Clock::time_point deadline) {
+  if (deadline == Clock::time_point::max()) return timeout;
+  auto left = deadline - Clock::now();
+  if (left < Clock::duration::zero()) left = Clock::duration::zero();
+  return std::min(timeout, left);
+}
+
+inline bool iequals(std::string_view a, std::string_view b) {
+  return beast::iequals(a, b);
+}
+
+inline std::optional<std::uint64_t> to_std(const boost::optional<std::uint64_t>& value) {
+  return value ? std::optional<std::uint64_t>(*value) : std::nullopt;
+}
+
+/// Finds a header that must appear at most once. Sets `duplicate` when it appears twice.
+std::optional<std::string_view> single_header(const http::fields& fields, std::string_view name,
+                                              std::string& duplicate);
+
+/// The client's request id when it sent a valid one, else a fresh one. Also used for sluice's
+/// own errors (400, 401, 413), so a client can always match an answer to its log line.
+std::string client_request_id(const http::fields& fields, const config::Config& config);
+
+bool expects_continue(const http::fields& fields);
+
+std::string queue_ms_text(core::Duration waited);
+
+std::string format_seconds(Clock::duration d);
+
+/// A parse error in what the client sent (not its connection ending or timing out).
+bool is_malformed(const error_code& ec);
+
+/// Adds sluice's own response headers.
+template <class Fields>
+void add_sluice_headers(Fields& fields, const RequestContext& ctx) {
+  fields.set(ctx.config->headers.request_id, ctx.request_id);
+  if (!ctx.scheduled || ctx.workload_name == config::kUnclassifiedWorkload) return;
+  fields.set(kWorkloadHeader, ctx.workload_name);
+  if (ctx.queue_wait) fields.set(kQueueMsHeader, queue_ms_text(*ctx.queue_wait));
+}
+
+struct LocalResponse {
+  http::status status = http::status::bad_request;
+  std::string message;
+  std::string_view reason;                  ///< X-Sluice-Reason, "" for none
+  std::optional<std::int64_t> retry_after;  ///< Retry-After seconds
+  bool close = false;                       ///< close the connection after it
+  bool authenticate = false;                ///< add WWW-Authenticate (401)
+};
+
+/// Sends a response generated by sluice (errors, rejections) in the request's dialect.
+asio::awaitable<void> send_local(Client& client, RequestContext& ctx, LocalResponse response);
+
+/// Reads (and discards) what a client still sends after we answered without reading its
+/// request body, so that closing does not reset the connection under our response.
+asio::awaitable<void> linger_and_close(Client& client);
+
+/// Parses what `buffer` already holds into `parser`, without I/O. Beast's async reads post
+/// their completion when the buffer alone satisfies them (a scheduler round trip), which is the
+/// common case twice per request: a request header that arrived whole with the connection's
+/// first read, and the first body bytes of a response that arrived with its header. Returns
+/// whether the parser made progress; parse errors go to `ec` (need_more/need_buffer are not
+/// errors here). When it returns false without an error, the caller reads from the socket.
+template <bool isRequest>
+inline bool parse_buffered(http::basic_parser<isRequest>& parser, beast::flat_buffer& buffer,
+                           error_code& ec) {
+  ec = {};
+  if (buffer.size() == 0) return false;
+  const std::size_t used = parser.put(buffer.data(), ec);
+  buffer.consume(used);
+  if (ec == http::error::need_more || ec == http::error::need_buffer) ec = {};
+  return used > 0 || parser.is_done();
+}
+
+}  // namespace sluice::net

@@ -1,0 +1,132 @@
+// Pass-through routes: never queued; a request without a body is forwarded from memory (and
+// retried on a stale pooled connection), one with a body (a blob upload, a model creation) is
+// streamed to the upstream as it arrives (see routes.hpp).
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "client_watch.hpp"
+#include "relay.hpp"
+#include "routes.hpp"
+
+namespace sluice::net {
+
+/// Everything about a pass-through request after its header was read.
+asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
+                                        http::request_parser<http::empty_body>& head,
+                                        RequestContext& ctx) {
+  const config::Config& config = *ctx.config;
+  ctx.workload_name = std::string(config::kPassthroughWorkload);
+  ctx.metrics_workload = proxy.metrics.passthrough();
+  const std::string target(head.get().target());
+
+  if (head.is_done()) {
+    // No request body: the whole exchange can be retried on a stale connection.
+    // (A Content-Length the client sent can only be 0 here, and is sent on as such.)
+    const std::optional<std::uint64_t> length = to_std(head.content_length());
+    http::request<http::empty_body> request = head.release();
+    prepare_upstream_request(request.base(), target, ctx, {.content_length = length});
+    begin_deferred_watch(proxy, client);
+    co_await forward_buffered(proxy, client, ctx, request, Clock::time_point::max(), nullptr);
+    end_deferred_watch(client);
+    settle_departure(ctx, client.record, false);
+    co_return;
+  }
+
+  // A request body (a blob upload, a model creation): streamed to the upstream as it arrives.
+  const UpstreamFraming framing{
+      .chunked = head.chunked(),
+      .content_length = head.chunked() ? std::nullopt : to_std(head.content_length())};
+  const bool send_continue = expects_continue(head.get());
+  http::request_parser<http::buffer_body> parser(std::move(head));
+  parser.body_limit(static_cast<std::uint64_t>(config.limits.max_body_bytes));
+  prepare_upstream_request(parser.get().base(), target, ctx, framing);
+
+  AcquireResult acquired = co_await proxy.pool.acquire(config.upstream);
+  if (!acquired.connection) {
+    co_await answer_connect_failure(client, ctx, acquired, true);
+    co_return;
+  }
+  std::unique_ptr<UpstreamConnection> connection = std::move(acquired.connection);
+  UpstreamInUse in_use(client.record, connection->stream);
+  if (send_continue) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    client.stream.expires_after(config.limits.write_timeout);
+    auto [ec, n] = co_await asio::async_write(client.stream, asio::buffer(kContinue), use_tuple);
+    if (ec) {
+      ctx.outcome = obs::Outcome::client_gone;
+      ctx.client_reusable = false;
+      co_return;
+    }
+  }
+
+  http::request_serializer<http::buffer_body> serializer(parser.get());
+  BufferPool::Lease lease(proxy.buffers);
+  char* const buffer = lease.data();
+  constexpr std::size_t buffer_size = BufferPool::Lease::size();
+  auto& body = parser.get().body();
+  for (;;) {
+    if (!parser.is_done()) {
+      body.data = buffer;
+      body.size = buffer_size;
+      client.stream.expires_after(config.limits.header_read_timeout);
+      auto [read_error, n] =
+          co_await http::async_read_some(client.stream, client.buffer, parser, use_tuple);
+      if (read_error == http::error::need_buffer) read_error = {};
+      if (read_error == http::error::body_limit) {
+        ctx.outcome = obs::Outcome::invalid_request;
+        LocalResponse response{.status = http::status::payload_too_large,
+                               .message = "request body larger than limits.max_body_bytes (" +
+                                          std::to_string(config.limits.max_body_bytes) + " bytes)",
+                               .close = true};
+        co_await send_local(client, ctx, std::move(response));
+        co_return;
+      }
+      if (is_malformed(read_error)) {
+        ctx.outcome = obs::Outcome::invalid_request;
+        LocalResponse response{.message = "malformed request body: " + read_error.message(),
+                               .close = true};
+        co_await send_local(client, ctx, std::move(response));
+        co_return;
+      }
+      if (read_error) {
+        ctx.outcome = obs::Outcome::client_gone;
+        ctx.client_reusable = false;
+        co_return;
+      }
+      body.size = buffer_size - body.size;
+      body.data = body.size > 0 ? buffer : nullptr;
+      body.more = !parser.is_done();
+      if (body.size == 0 && body.more) continue;
+    } else {
+      body.data = nullptr;
+      body.size = 0;
+      body.more = false;
+    }
+    connection->stream.expires_after(config.upstream.idle_timeout);
+    auto [write_error, written] =
+        co_await http::async_write(connection->stream, serializer, use_tuple);
+    if (write_error == http::error::need_buffer) write_error = {};
+    if (write_error) {
+      ctx.outcome = obs::Outcome::upstream_error;
+      ctx.upstream_error = write_error == beast::error::timeout ? obs::UpstreamError::idle_timeout
+                                                                : obs::UpstreamError::reset;
+      LocalResponse response{.status = http::status::bad_gateway,
+                             .message = "upstream connection failed while sending the request: " +
+                                        write_error.message(),
+                             .close = !parser.is_done()};
+      co_await send_local(client, ctx, std::move(response));
+      co_return;
+    }
+    if (serializer.is_done()) break;
+  }
+
+  begin_deferred_watch(proxy, client);
+  co_await relay_response(proxy, client, ctx, connection, Clock::time_point::max(), nullptr, false);
+  end_deferred_watch(client);
+  settle_departure(ctx, client.record, false);
+}
+
+}  // namespace sluice::net

@@ -1,0 +1,197 @@
+// Scheduled routes: label headers and body planned (admission_plan.hpp), the request admitted by
+// the gate, then relayed, all raced against the client leaving (see routes.hpp).
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "admission_plan.hpp"
+#include "client_watch.hpp"
+#include "relay.hpp"
+#include "routes.hpp"
+
+namespace sluice::net {
+
+namespace {
+
+/// Admission, then the upstream exchange, for one scheduled request.
+asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
+                                        const AdmissionPlan& plan,
+                                        http::request<http::string_body>& upstream_request) {
+  const core::Request request = plan.request();
+  AdmitResult admission = co_await proxy.gate.admit(request);
+  ctx.queue_wait = admission.waited;
+  switch (admission.kind) {
+    case AdmitResult::Kind::admitted:
+      break;
+    case AdmitResult::Kind::rejected: {
+      const bool shutdown = admission.reason == core::RejectReason::shutting_down;
+      ctx.outcome = shutdown ? obs::Outcome::shutting_down
+                    : admission.reason == core::RejectReason::key_queue_full
+                        ? obs::Outcome::user_queue_full
+                        : obs::Outcome::queue_full;
+      LocalResponse response{
+          .status = shutdown ? http::status::service_unavailable : http::status::too_many_requests,
+          .message = shutdown ? "sluice is shutting down"
+                     : admission.reason == core::RejectReason::key_queue_full
+                         ? "too many queued requests for this " +
+                               proxy.gate.scheduler().workload(request.workload).fairness_label
+                         : "queue full",
+          .reason = core::reason_name(admission.reason),
+          .retry_after = proxy.gate.retry_after_seconds(),
+          .close = shutdown};
+      co_await send_local(client, ctx, std::move(response));
+      co_return;
+    }
+    case AdmitResult::Kind::timed_out: {
+      ctx.outcome = obs::Outcome::queue_timeout;
+      LocalResponse response{.status = http::status::service_unavailable,
+                             .message = "timed out waiting in the queue after " +
+                                        queue_ms_text(admission.waited) + " ms",
+                             .reason = "queue_timeout",
+                             .retry_after = proxy.gate.retry_after_seconds()};
+      co_await send_local(client, ctx, std::move(response));
+      co_return;
+    }
+    case AdmitResult::Kind::cancelled:
+      ctx.outcome = obs::Outcome::client_gone;
+      ctx.client_reusable = false;
+      co_return;
+  }
+
+  Slot slot = std::move(admission.slot);
+  const Clock::time_point deadline =
+      Clock::now() +
+      std::chrono::duration_cast<Clock::duration>(ctx.config->scheduler.max_inflight_duration);
+  UsageScanner scanner;
+  co_await forward_buffered(proxy, client, ctx, upstream_request, deadline, &scanner);
+
+  ctx.prompt_tokens = scanner.prompt_tokens();
+  ctx.output_tokens = scanner.output_tokens();
+  if (ctx.prompt_tokens >= 0 || ctx.output_tokens >= 0) {
+    slot.set_actual_cost(std::max<std::int64_t>(ctx.prompt_tokens, 0) +
+                         std::max<std::int64_t>(ctx.output_tokens, 0));
+  }
+  if (!plan.body.embedding && scanner.saw_done() && ctx.output_tokens >= 0)
+    proxy.cost_model.observe(ctx.workload_name, plan.body.model, ctx.output_tokens);
+  slot.release();
+}
+
+}  // namespace
+
+/// Everything about a scheduled route after its header was read.
+asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
+                                      http::request_parser<http::empty_body>& head,
+                                      RequestContext& ctx) {
+  const config::Config& config = *ctx.config;
+  const auto& fields = head.get().base();
+  ctx.scheduled = true;
+  ctx.metrics_workload = proxy.metrics.unclassified();
+  const bool body_pending = !head.is_done();
+
+  std::string duplicate;
+  LabelHeaderValues values{
+      .user = single_header(fields, config.headers.user, duplicate),
+      .tier = single_header(fields, config.headers.tier, duplicate),
+      .priority = single_header(fields, config.headers.priority, duplicate),
+      .workload = single_header(fields, config.headers.workload, duplicate),
+      .tokens = single_header(fields, config.headers.tokens, duplicate),
+      .queue_timeout = single_header(fields, config.headers.queue_timeout, duplicate),
+      .request_id = single_header(fields, config.headers.request_id, duplicate)};
+  LabelPlan labels =
+      plan_labels(config.headers, values, duplicate, ctx.key, proxy.gate.scheduler());
+  if (!labels.labels.request_id.empty()) ctx.request_id = labels.labels.request_id;
+  ctx.user = std::string(labels.labels.labels.value_or_empty("user"));
+  const std::string& error = labels.error;
+  // A bad header is answered before the body when the client waits for 100 Continue (then the
+  // connection closes); otherwise the body is read first so the connection stays usable.
+  const bool send_continue = expects_continue(fields);
+  if (!error.empty() && (send_continue || !body_pending)) {
+    ctx.outcome = obs::Outcome::invalid_request;
+    LocalResponse response{.message = error, .close = body_pending};
+    co_await send_local(client, ctx, std::move(response));
+    co_return;
+  }
+
+  const auto max_body = static_cast<std::uint64_t>(config.limits.max_scheduled_body_bytes);
+  if (auto length = head.content_length(); length && *length > max_body) {
+    ctx.outcome = obs::Outcome::invalid_request;
+    LocalResponse response{.status = http::status::payload_too_large,
+                           .message = "request body larger than limits.max_scheduled_body_bytes (" +
+                                      std::to_string(max_body) + " bytes)",
+                           .close = true};
+    co_await send_local(client, ctx, std::move(response));
+    co_return;
+  }
+
+  http::request_parser<http::string_body> parser(std::move(head));
+  parser.body_limit(max_body);
+  if (send_continue && !parser.is_done()) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    client.stream.expires_after(config.limits.write_timeout);
+    auto [ec, n] = co_await asio::async_write(client.stream, asio::buffer(kContinue), use_tuple);
+    if (ec) {
+      ctx.outcome = obs::Outcome::client_gone;
+      ctx.client_reusable = false;
+      co_return;
+    }
+  }
+  while (!parser.is_done()) {
+    client.stream.expires_after(config.limits.header_read_timeout);
+    auto [ec, n] = co_await http::async_read_some(client.stream, client.buffer, parser, use_tuple);
+    if (ec == http::error::body_limit) {
+      ctx.outcome = obs::Outcome::invalid_request;
+      LocalResponse response{.status = http::status::payload_too_large,
+                             .message =
+                                 "request body larger than "
+                                 "limits.max_scheduled_body_bytes (" +
+                                 std::to_string(max_body) + " bytes)",
+                             .close = true};
+      co_await send_local(client, ctx, std::move(response));
+      co_return;
+    }
+    if (is_malformed(ec)) {
+      ctx.outcome = obs::Outcome::invalid_request;
+      LocalResponse response{.message = "malformed request body: " + ec.message(), .close = true};
+      co_await send_local(client, ctx, std::move(response));
+      co_return;
+    }
+    if (ec) {
+      ctx.outcome = obs::Outcome::client_gone;
+      ctx.client_reusable = false;
+      co_return;
+    }
+  }
+
+  if (!error.empty()) {
+    ctx.outcome = obs::Outcome::invalid_request;
+    LocalResponse response{.message = error};
+    co_await send_local(client, ctx, std::move(response));
+    co_return;
+  }
+  AdmissionPlan plan;
+  std::string body_error =
+      plan_admission(std::move(labels), ctx.path, parser.get().body(), client.address,
+                     proxy.gate.scheduler(), proxy.cost_model, plan);
+  if (!body_error.empty()) {
+    ctx.outcome = obs::Outcome::invalid_request;
+    LocalResponse response{.message = std::move(body_error)};
+    co_await send_local(client, ctx, std::move(response));
+    co_return;
+  }
+  ctx.workload_name = plan.workload_name;
+  ctx.metrics_workload = proxy.metrics.workload(plan.workload_name);
+
+  http::request<http::string_body> upstream_request = parser.release();
+  const std::string target(upstream_request.target());
+  prepare_upstream_request(upstream_request.base(), target, ctx,
+                           {.content_length = upstream_request.body().size()});
+
+  using namespace asio::experimental::awaitable_operators;
+  auto work = admit_and_forward(proxy, client, ctx, plan, upstream_request);
+  auto watch = watch_client(client);
+  auto winner = co_await (std::move(work) || std::move(watch));
+  settle_departure(ctx, client.record, winner.index() == 1);
+}
+
+}  // namespace sluice::net
