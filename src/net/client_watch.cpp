@@ -5,35 +5,49 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
 #include <cerrno>
 
 namespace sluice::net {
 
 namespace {
 
+/// The client left (or close_all() closed its socket): the request's place is given up. The
+/// waiting departed() goes first, so a scheduled request's race is decided by the departure
+/// before the upstream operation that the close below fails can run; then the upstream
+/// connection is closed, which is how Ollama learns to stop generating.
+void depart(DepartureWatch& watch, SessionRecord& record) {
+  record.client_left = true;
+  watch.departed.cancel();
+  if (record.upstream) {
+    error_code ignored;
+    record.upstream->socket().close(ignored);
+  }
+}
+
 /// Arms `watch` for its current request: waits for the client socket to become readable, then
 /// tells EOF or a reset (the client left) from pipelined bytes with MSG_PEEK.
-void arm_deferred_watch(const std::shared_ptr<DeferredWatch>& watch) {
+void arm(const std::shared_ptr<DepartureWatch>& watch) {
   const std::uint64_t request = watch->request;
   watch->armed_for = request;
   auto on_readable = [watch, request](error_code ec) {
     if (watch->armed_for == request) watch->armed_for = 0;
-    if (ec || watch->request != request || !watch->record || !watch->record->client) return;
+    // The request ended (its end cancelled this wait), or the session did.
+    if (watch->request != request || !watch->record || !watch->record->client) return;
     SessionRecord& record = *watch->record;
-    auto& socket = record.client->socket();
-    char byte;
-    const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0) return;  // pipelined bytes: the client is still there
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-      arm_deferred_watch(watch);
-      return;
+    if (!ec) {
+      auto& socket = record.client->socket();
+      char byte;
+      const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      // Pipelined bytes: the client is still there, and cannot be watched further without
+      // consuming them; the watch ends with the request.
+      if (n > 0) return;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        arm(watch);
+        return;
+      }
     }
-    record.client_left = true;
-    if (record.upstream) {
-      error_code ignored;
-      record.upstream->socket().close(ignored);
-    }
+    // EOF, a reset, or the socket closed under the wait (close_all()).
+    depart(*watch, record);
   };
   watch->record->client->socket().async_wait(
       tcp::socket::wait_read,
@@ -42,66 +56,36 @@ void arm_deferred_watch(const std::shared_ptr<DeferredWatch>& watch) {
 
 }  // namespace
 
-/// Completes when the client has gone (EOF, reset, or its socket closed by close_all()); never
-/// completes while the client merely pipelines its next request. On detection it closes the
-/// session's upstream connection so that a pending upstream operation ends at once. Used for
-/// scheduled requests, raced against their admission and relay.
-///
-/// It waits for readability and peeks rather than reading, so a parked connection holds no read
-/// buffer (10 000 parked requests are 10 000 of these).
-asio::awaitable<void> watch_client(Client& client) {
-  auto& socket = client.stream.socket();
-  for (;;) {
-    auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, use_tuple);
-    auto state = co_await asio::this_coro::cancellation_state;
-    if (state.cancelled() != asio::cancellation_type::none) co_return;  // the request finished
-    if (!ec) {
-      char byte;
-      ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n > 0) {
-        // Pipelined bytes: the client is still there. We cannot watch further without
-        // consuming them, so wait until the request ends (and cancels this watch).
-        asio::steady_timer forever(socket.get_executor(), Clock::time_point::max());
-        co_await forever.async_wait(use_tuple);
-        co_return;
-      }
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
-    }
-    client.record.client_left = true;
-    if (client.record.upstream) {
-      error_code ignored;
-      client.record.upstream->socket().close(ignored);
-    }
-    co_return;
+void begin_watch(Proxy::Impl& proxy, Client& client, WatchFrom from) {
+  DepartureWatch& watch = *client.watch;
+  watch.request = ++proxy.watched_requests;
+  watch.since = Clock::now();
+  if (from == WatchFrom::now) {
+    watch.departed.expires_at(Clock::time_point::max());
+    arm(client.watch);
+  } else {
+    proxy.defer_watch(client.watch);
   }
 }
 
-/// After a request raced against watch_client(): who ended it. A request whose client left (or
-/// whose connection close_all() cut) is attributed to that, not to the upstream connection that
-/// was closed because of it, so sluice_upstream_errors_total counts only the upstream's failures.
-void settle_departure(RequestContext& ctx, const SessionRecord& record, bool watcher_won) {
-  if (!watcher_won && !record.client_left && !record.cut) return;
+asio::awaitable<void> departed(Client& client) {
+  auto [ec] = co_await client.watch->departed.async_wait(use_tuple);
+  (void)ec;  // cancelled by depart(), or by the race this wait lost
+}
+
+void end_watch(Client& client) {
+  DepartureWatch& watch = *client.watch;
+  watch.request = 0;
+  if (watch.armed_for != 0) watch.cancel.emit(asio::cancellation_type::terminal);
+}
+
+void note_departure(RequestContext& ctx, const SessionRecord& record) {
   ctx.outcome = record.cut ? obs::Outcome::shutting_down : obs::Outcome::client_gone;
   ctx.upstream_error.reset();
   ctx.client_reusable = false;
 }
 
-/// Starts watching a pass-through request (armed later by the ticker, if it is still running).
-void begin_deferred_watch(Proxy::Impl& proxy, Client& client) {
-  DeferredWatch& watch = *client.watch;
-  watch.request = ++proxy.watched_requests;
-  watch.since = Clock::now();
-  proxy.defer_watch(client.watch);
-}
-
-/// The request ended: its watch (pending or armed) is dropped.
-void end_deferred_watch(Client& client) {
-  DeferredWatch& watch = *client.watch;
-  watch.request = 0;
-  if (watch.armed_for != 0) watch.cancel.emit(asio::cancellation_type::terminal);
-}
-
-void Proxy::Impl::defer_watch(const std::shared_ptr<DeferredWatch>& watch) {
+void Proxy::Impl::defer_watch(const std::shared_ptr<DepartureWatch>& watch) {
   if (!watch->queued) {
     watch->queued = true;
     deferred_watches.push_back(watch);
@@ -126,7 +110,7 @@ void Proxy::Impl::on_watch_tick(const error_code& ec) {
       continue;
     }
     watch->queued = false;
-    if (live) arm_deferred_watch(watch);
+    if (live) arm(watch);
   }
   deferred_watches.resize(kept);
   if (!deferred_watches.empty()) defer_watch(deferred_watches.front());

@@ -1,37 +1,40 @@
 // Noticing that a client went away while its request is parked or running, so that its place in
 // the queue or its upstream connection (and with it Ollama's generation) is given up at once.
-// Internal to src/net.
-//
-//  * Scheduled requests: watch_client() runs beside admission and relay from the end of the body
-//    (raced with ||); a parked connection holds no read buffer while it waits.
-//  * Pass-through requests: a DeferredWatch (proxy_impl.hpp), armed only once the request has
-//    lasted Proxy::Impl::kDeferredWatchDelay: most pass-through answers take microseconds.
-//  * Either way a departure is seen as EOF or a reset with MSG_PEEK (pipelined bytes are not a
-//    departure), marks SessionRecord::client_left and closes the request's upstream connection.
+// One mechanism for both route kinds, a DepartureWatch per connection (proxy_impl.hpp):
+//  * it waits for the client socket to become readable and peeks: EOF or a reset is a
+//    departure, pipelined bytes are not (the watch then ends with the request), and so is the
+//    socket closed under it by close_all();
+//  * a departure marks SessionRecord::client_left, wakes departed() and closes the request's
+//    upstream connection; the relay's failure map (failure.hpp) reads client_left and cut when
+//    it classifies what follows, so no outcome is rewritten afterwards;
+//  * scheduled requests are watched from the end of their body (they may park: a departure must
+//    free the place in the queue at once) and race their work against departed(); pass-through
+//    requests are watched only once they have lasted Proxy::Impl::kDeferredWatchDelay (most
+//    answer in microseconds, and arming a watch for each cost a fifth of the proxy's CPU).
+// A parked connection holds no read buffer while it is watched. Internal to src/net.
 #pragma once
 
 #include "request_context.hpp"
 
 namespace sluice::net {
 
-/// Completes when the client has gone (EOF, reset, or its socket closed by close_all()); never
-/// completes while the client merely pipelines its next request. On detection it closes the
-/// session's upstream connection so that a pending upstream operation ends at once. Used for
-/// scheduled requests, raced against their admission and relay.
-///
-/// It waits for readability and peeks rather than reading, so a parked connection holds no read
-/// buffer (10 000 parked requests are 10 000 of these).
-asio::awaitable<void> watch_client(Client& client);
+enum class WatchFrom : std::uint8_t {
+  now,    ///< scheduled requests
+  later,  ///< pass-through requests: after Proxy::Impl::kDeferredWatchDelay
+};
 
-/// After a request raced against watch_client(): who ended it. A request whose client left (or
-/// whose connection close_all() cut) is attributed to that, not to the upstream connection that
-/// was closed because of it, so sluice_upstream_errors_total counts only the upstream's failures.
-void settle_departure(RequestContext& ctx, const SessionRecord& record, bool watcher_won);
+/// Starts watching the client of the request that begins now.
+void begin_watch(Proxy::Impl& proxy, Client& client, WatchFrom from);
 
-/// Starts watching a pass-through request (armed later by the ticker, if it is still running).
-void begin_deferred_watch(Proxy::Impl& proxy, Client& client);
+/// Completes when the watch saw the client leave; never while the client merely pipelines its
+/// next request. Raced (||) against a scheduled request's admission and relay.
+asio::awaitable<void> departed(Client& client);
 
 /// The request ended: its watch (pending or armed) is dropped.
-void end_deferred_watch(Client& client);
+void end_watch(Client& client);
+
+/// The outcome of a request that its client's departure (or close_all()) ended: client_gone or
+/// shutting_down; the connection is not reused.
+void note_departure(RequestContext& ctx, const SessionRecord& record);
 
 }  // namespace sluice::net

@@ -79,21 +79,18 @@ class BufferPool {
   std::vector<std::unique_ptr<char[]>> idle_;
 };
 
-/// The watch for a pass-through request's client leaving, armed only once the request has lasted
-/// Proxy::Impl::kDeferredWatchDelay. Most pass-through answers (/api/version, /api/tags) take
-/// microseconds, and watching each from the start cost about a fifth of the proxy's CPU per
-/// request (a coroutine, a parallel group and a system call); long ones (/api/pull, blob uploads)
-/// are still cancelled within that delay plus one tick when their client goes. One per
-/// connection, shared with the completion handler of its wait, which may run after the request
-/// or the whole session ended. Scheduled requests are watched from the start instead (they may
-/// be parked, and a departure must free their place in the queue at once).
-struct DeferredWatch {
+/// The departure watch of a connection (see client_watch.hpp): one per connection, shared with
+/// the completion handler of its wait, which may run after the request or the whole session
+/// ended.
+struct DepartureWatch {
+  explicit DepartureWatch(const boost::asio::any_io_executor& executor) : departed(executor) {}
   SessionRecord* record = nullptr;              ///< null once the session ended
   std::uint64_t request = 0;                    ///< the request being watched; 0 = none
   std::chrono::steady_clock::time_point since;  ///< when that request started
   std::uint64_t armed_for = 0;                  ///< the request whose wait is pending; 0 = none
   bool queued = false;                          ///< in Proxy::Impl::deferred_watches
   boost::asio::cancellation_signal cancel;      ///< cancels the pending wait
+  boost::asio::steady_timer departed;           ///< cancelled when the client left: departed()
 };
 
 struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
@@ -121,12 +118,12 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   std::size_t active_requests = 0;
   bool started = false;
   bool shutting_down = false;
-  /// Deferred watches (see DeferredWatch): queued when a pass-through request starts; a ticker
-  /// arms those whose request still runs after kDeferredWatchDelay.
+  /// Deferred departure watches (pass-through requests; see client_watch.hpp): queued when the
+  /// request starts; a ticker arms those whose request still runs after kDeferredWatchDelay.
   static constexpr auto kDeferredWatchDelay = std::chrono::milliseconds(50);
-  void defer_watch(const std::shared_ptr<DeferredWatch>& watch);
+  void defer_watch(const std::shared_ptr<DepartureWatch>& watch);
   void on_watch_tick(const boost::system::error_code& ec);
-  std::vector<std::shared_ptr<DeferredWatch>> deferred_watches;
+  std::vector<std::shared_ptr<DepartureWatch>> deferred_watches;
   boost::asio::steady_timer watch_ticker;
   bool watch_ticker_running = false;
   std::uint64_t watched_requests = 0;

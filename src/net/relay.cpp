@@ -13,6 +13,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "failure.hpp"
 #include "wire.hpp"
 
 namespace sluice::net {
@@ -33,15 +34,6 @@ constexpr auto kPassthroughSilence = std::chrono::hours(1);
 /// A first body piece up to this size is copied behind the response head (one buffer, one
 /// send()); larger ones are written as a second buffer.
 constexpr std::size_t kCoalesceBytes = 4096;
-
-obs::UpstreamError classify_read_error(const error_code& ec) {
-  if (ec == beast::error::timeout) return obs::UpstreamError::idle_timeout;
-  if (ec.category() == http::make_error_code(http::error::bad_version).category() &&
-      ec != http::error::end_of_stream && ec != http::error::partial_message) {
-    return obs::UpstreamError::bad_response;
-  }
-  return obs::UpstreamError::reset;
-}
 
 bool is_stale_connection_error(const error_code& ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof ||
@@ -107,49 +99,28 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
     std::tie(header_error, std::ignore) =
         co_await http::async_read_header(stream, connection->buffer, next, use_tuple);
     if (header_error) {
-      if (interim == 0 && may_retry && !next.got_some() && is_stale_connection_error(header_error))
+      // (Not when sluice itself closed the connection because the client left.)
+      if (interim == 0 && may_retry && !next.got_some() &&
+          is_stale_connection_error(header_error) && !client.record.client_left &&
+          !client.record.cut)
         co_return RelayResult::retry;
       break;
     }
     const wire::Interim kind = wire::classify_interim(next.get().result_int());
     if (kind == wire::Interim::final_response) break;
     if (kind == wire::Interim::unexpected_101 || interim == wire::kMaxInterimResponses) {
-      ctx.outcome = obs::Outcome::upstream_error;
-      ctx.upstream_error = obs::UpstreamError::bad_response;
-      LocalResponse response{
-          .status = http::status::bad_gateway,
-          .message = kind == wire::Interim::unexpected_101
-                         ? std::string("upstream switched protocols (101) without being asked")
-                         : "upstream sent more than " + std::to_string(wire::kMaxInterimResponses) +
-                               " interim (1xx) responses"};
-      co_await send_local(client, ctx, std::move(response));
-      co_return RelayResult::finished;  // the connection closes with `connection`
+      header_error = kind == wire::Interim::unexpected_101
+                         ? make_error_code(UpstreamProtocol::unexpected_101)
+                         : make_error_code(UpstreamProtocol::too_many_interim);
+      break;  // the connection closes with `connection`
     }
   }
   auto& parser = *parsed;
   if (header_error) {
-    LocalResponse response{.status = http::status::bad_gateway, .close = false};
-    if (header_error == beast::error::timeout) {
-      if (Clock::now() >= deadline) {
-        ctx.outcome = obs::Outcome::inflight_timeout;
-        response.status = http::status::gateway_timeout;
-        response.message = "request exceeded scheduler.max_inflight_duration (" +
-                           format_seconds(ctx.config->scheduler.max_inflight_duration) + ")";
-      } else {
-        ctx.outcome = obs::Outcome::upstream_error;
-        ctx.upstream_error = obs::UpstreamError::header_timeout;
-        response.status = http::status::gateway_timeout;
-        response.message =
-            "upstream sent no response headers within " + format_seconds(header_wait);
-      }
-    } else {
-      ctx.outcome = obs::Outcome::upstream_error;
-      ctx.upstream_error = classify_read_error(header_error);
-      response.message = ctx.upstream_error == obs::UpstreamError::bad_response
-                             ? "upstream sent an invalid HTTP response: " + header_error.message()
-                             : "upstream closed the connection before responding";
-    }
-    co_await send_local(client, ctx, std::move(response));
+    // (Named first: GCC 12 destroys a temporary built inside a co_await expression twice.)
+    Failure failure =
+        failure_of(Phase::response_head, header_error, client, ctx, deadline, header_wait);
+    co_await answer_failure(client, ctx, std::move(failure), false);
     co_return RelayResult::finished;
   }
 
@@ -190,8 +161,7 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
         co_await asio::async_write(client.stream, asio::buffer(head), use_tuple);
     ctx.ttfb = since(ctx.arrival);
     if (write_error) {
-      ctx.client_reusable = false;
-      ctx.outcome = obs::Outcome::client_gone;
+      record_failure(ctx, failure_of(Phase::client, write_error, client, ctx, deadline));
       co_return RelayResult::finished;
     }
     if (upstream_keep_alive && parser.is_done()) proxy.pool.give_back(std::move(connection));
@@ -219,36 +189,24 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
         if (read_error == http::error::need_buffer) read_error = {};
       }
       if (read_error) {
-        // The upstream failed mid-response.
-        std::string message;
-        if (read_error == beast::error::timeout && Clock::now() >= deadline) {
-          ctx.outcome = obs::Outcome::inflight_timeout;
-          message = "request exceeded scheduler.max_inflight_duration (" +
-                    format_seconds(ctx.config->scheduler.max_inflight_duration) + ")";
-        } else {
-          ctx.outcome = obs::Outcome::upstream_error;
-          ctx.upstream_error = classify_read_error(read_error);
-          message = ctx.upstream_error == obs::UpstreamError::idle_timeout
-                        ? "upstream sent nothing for " + format_seconds(idle_wait)
-                        : "upstream connection lost mid-response";
-        }
+        // The upstream failed mid-response (or the client left, and sluice closed it).
+        Failure failure =
+            failure_of(Phase::response_body, read_error, client, ctx, deadline, idle_wait);
         ctx.client_reusable = false;
         if (!header_sent) {
           ctx.status = 0;
-          LocalResponse response{.status = ctx.outcome == obs::Outcome::inflight_timeout
-                                               ? http::status::gateway_timeout
-                                               : http::status::bad_gateway,
-                                 .message = std::move(message),
-                                 .close = true};
-          co_await send_local(client, ctx, std::move(response));
-        } else if (chunked_to_client && (ndjson || sse)) {
-          // One error line/event as the stream's last chunk, then the proper end of the body.
-          const std::string chunk = stream_error_chunk(sse, ctx.dialect, message);
-          const std::array<asio::const_buffer, 4> parts{
-              asio::buffer(chunk_size_line(chunk.size(), size_line)), asio::buffer(chunk),
-              asio::buffer(kChunkEnd), asio::buffer(kLastChunk)};
-          client.stream.expires_after(ctx.config->limits.write_timeout);
-          co_await asio::async_write(client.stream, parts, use_tuple);
+          co_await answer_failure(client, ctx, std::move(failure), true);
+        } else {
+          record_failure(ctx, failure);
+          if (chunked_to_client && (ndjson || sse) && failure.status) {
+            // One error line/event as the stream's last chunk, then the proper end of the body.
+            const std::string chunk = stream_error_chunk(sse, ctx.dialect, failure.message);
+            const std::array<asio::const_buffer, 4> parts{
+                asio::buffer(chunk_size_line(chunk.size(), size_line)), asio::buffer(chunk),
+                asio::buffer(kChunkEnd), asio::buffer(kLastChunk)};
+            client.stream.expires_after(ctx.config->limits.write_timeout);
+            co_await asio::async_write(client.stream, parts, use_tuple);
+          }
         }
         co_return RelayResult::finished;
       }
@@ -291,9 +249,9 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
       ctx.ttfb = since(ctx.arrival);
     }
     if (write_error) {
-      ctx.client_reusable = false;
-      ctx.outcome = obs::Outcome::client_gone;
-      co_return RelayResult::finished;  // the upstream connection closes with `connection`
+      // The upstream connection closes with `connection`.
+      record_failure(ctx, failure_of(Phase::client, write_error, client, ctx, deadline));
+      co_return RelayResult::finished;
     }
     if (done) break;
   }
@@ -310,25 +268,51 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
   co_return RelayResult::finished;
 }
 
-/// Answers 502 for an upstream connection that could not be made.
+namespace {
+
+FailureFacts facts_of(Phase phase, const error_code& error, const Client& client,
+                      Clock::time_point deadline, std::chrono::nanoseconds silence) {
+  return FailureFacts{.phase = phase,
+                      .error = error,
+                      .deadline_passed = Clock::now() >= deadline,
+                      .client_left = client.record.client_left,
+                      .cut = client.record.cut,
+                      .silence = silence};
+}
+
+}  // namespace
+
+Failure failure_of(Phase phase, const error_code& error, const Client& client,
+                   const RequestContext& ctx, Clock::time_point deadline,
+                   std::chrono::nanoseconds silence) {
+  return classify_failure(facts_of(phase, error, client, deadline, silence), *ctx.config);
+}
+
+void record_failure(RequestContext& ctx, const Failure& failure) {
+  ctx.outcome = failure.outcome;
+  ctx.upstream_error = failure.upstream_error;
+  if (failure.outcome == obs::Outcome::client_gone ||
+      failure.outcome == obs::Outcome::shutting_down)
+    ctx.client_reusable = false;
+}
+
+asio::awaitable<void> answer_failure(Client& client, RequestContext& ctx, Failure failure,
+                                     bool close) {
+  record_failure(ctx, failure);
+  if (!failure.status) co_return;  // the client is gone: nobody to answer
+  LocalResponse response{
+      .status = *failure.status, .message = std::move(failure.message), .close = close};
+  co_await send_local(client, ctx, std::move(response));
+}
+
 asio::awaitable<void> answer_connect_failure(Client& client, RequestContext& ctx,
                                              const AcquireResult& acquired, bool close) {
-  ctx.outcome = obs::Outcome::upstream_error;
-  ctx.upstream_error =
-      acquired.timed_out ? obs::UpstreamError::connect_timeout : obs::UpstreamError::connect_failed;
-  const auto& upstream = ctx.config->upstream;
-  std::string message;
-  if (acquired.lookup_failed) {
-    message = "upstream host \"" + upstream.host + "\" could not be resolved: " +
-              (acquired.timed_out ? "no answer within " + format_seconds(upstream.connect_timeout)
-                                  : acquired.error.message());
-  } else if (acquired.timed_out) {
-    message = "upstream connect timed out after " + format_seconds(upstream.connect_timeout);
-  } else {
-    message = "upstream unreachable: " + acquired.error.message();
-  }
-  LocalResponse response{.status = http::status::bad_gateway, .message = message, .close = close};
-  co_await send_local(client, ctx, std::move(response));
+  FailureFacts facts =
+      facts_of(Phase::connect, acquired.error, client, Clock::time_point::max(), {});
+  facts.lookup = acquired.lookup_failed;
+  if (acquired.timed_out) facts.error = beast::error::timeout;
+  Failure failure = classify_failure(facts, *ctx.config);
+  co_await answer_failure(client, ctx, std::move(failure), close);
 }
 
 /// Sends a request whose body is in memory (or empty) and relays the answer. A reused
@@ -356,14 +340,9 @@ asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, Reque
     if constexpr (std::is_same_v<Body, http::string_body>) parts[1] = asio::buffer(request.body());
     auto [write_error, written] = co_await asio::async_write(connection->stream, parts, use_tuple);
     if (write_error) {
-      if (may_retry) continue;
-      ctx.outcome = obs::Outcome::upstream_error;
-      ctx.upstream_error = write_error == beast::error::timeout ? obs::UpstreamError::header_timeout
-                                                                : obs::UpstreamError::reset;
-      LocalResponse response{.status = http::status::bad_gateway,
-                             .message = "upstream connection failed while sending the request: " +
-                                        write_error.message()};
-      co_await send_local(client, ctx, std::move(response));
+      if (may_retry && !client.record.client_left && !client.record.cut) continue;
+      Failure failure = failure_of(Phase::send_request, write_error, client, ctx, deadline);
+      co_await answer_failure(client, ctx, std::move(failure), false);
       co_return;
     }
     RelayResult result =

@@ -99,4 +99,25 @@ asio::awaitable<void> linger_and_close(Client& client) {
   client.stream.socket().close(ec);
 }
 
+LocalResponse body_too_large(std::string_view limit, std::uint64_t bytes) {
+  return LocalResponse{.status = http::status::payload_too_large,
+                       .message = "request body larger than " + std::string(limit) + " (" +
+                                  std::to_string(bytes) + " bytes)",
+                       .close = true};
+}
+
+LocalResponse malformed_body(const error_code& ec) {
+  return LocalResponse{.message = "malformed request body: " + ec.message(), .close = true};
+}
+
+asio::awaitable<bool> send_continue(Client& client, RequestContext& ctx) {
+  static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+  client.stream.expires_after(ctx.config->limits.write_timeout);
+  auto [ec, n] = co_await asio::async_write(client.stream, asio::buffer(kContinue), use_tuple);
+  if (!ec) co_return true;
+  ctx.outcome = client.record.cut ? obs::Outcome::shutting_down : obs::Outcome::client_gone;
+  ctx.client_reusable = false;
+  co_return false;
+}
+
 }  // namespace sluice::net

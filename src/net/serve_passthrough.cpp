@@ -28,10 +28,9 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
     const std::optional<std::uint64_t> length = to_std(head.content_length());
     http::request<http::empty_body> request = head.release();
     prepare_upstream_request(request.base(), target, ctx, {.content_length = length});
-    begin_deferred_watch(proxy, client);
+    begin_watch(proxy, client, WatchFrom::later);
     co_await forward_buffered(proxy, client, ctx, request, Clock::time_point::max(), nullptr);
-    end_deferred_watch(client);
-    settle_departure(ctx, client.record, false);
+    end_watch(client);
     co_return;
   }
 
@@ -39,7 +38,7 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
   const UpstreamFraming framing{
       .chunked = head.chunked(),
       .content_length = head.chunked() ? std::nullopt : to_std(head.content_length())};
-  const bool send_continue = expects_continue(head.get());
+  const bool send_100 = expects_continue(head.get());
   http::request_parser<http::buffer_body> parser(std::move(head));
   parser.body_limit(static_cast<std::uint64_t>(config.limits.max_body_bytes));
   prepare_upstream_request(parser.get().base(), target, ctx, framing);
@@ -51,15 +50,9 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
   }
   std::unique_ptr<UpstreamConnection> connection = std::move(acquired.connection);
   UpstreamInUse in_use(client.record, connection->stream);
-  if (send_continue) {
-    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-    client.stream.expires_after(config.limits.write_timeout);
-    auto [ec, n] = co_await asio::async_write(client.stream, asio::buffer(kContinue), use_tuple);
-    if (ec) {
-      ctx.outcome = obs::Outcome::client_gone;
-      ctx.client_reusable = false;
-      co_return;
-    }
+  if (send_100) {
+    const bool sent = co_await send_continue(client, ctx);
+    if (!sent) co_return;
   }
 
   http::request_serializer<http::buffer_body> serializer(parser.get());
@@ -77,23 +70,20 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
       if (read_error == http::error::need_buffer) read_error = {};
       if (read_error == http::error::body_limit) {
         ctx.outcome = obs::Outcome::invalid_request;
-        LocalResponse response{.status = http::status::payload_too_large,
-                               .message = "request body larger than limits.max_body_bytes (" +
-                                          std::to_string(config.limits.max_body_bytes) + " bytes)",
-                               .close = true};
+        LocalResponse response = body_too_large(
+            "limits.max_body_bytes", static_cast<std::uint64_t>(config.limits.max_body_bytes));
         co_await send_local(client, ctx, std::move(response));
         co_return;
       }
       if (is_malformed(read_error)) {
         ctx.outcome = obs::Outcome::invalid_request;
-        LocalResponse response{.message = "malformed request body: " + read_error.message(),
-                               .close = true};
+        LocalResponse response = malformed_body(read_error);
         co_await send_local(client, ctx, std::move(response));
         co_return;
       }
       if (read_error) {
-        ctx.outcome = obs::Outcome::client_gone;
-        ctx.client_reusable = false;
+        record_failure(
+            ctx, failure_of(Phase::client, read_error, client, ctx, Clock::time_point::max()));
         co_return;
       }
       body.size = buffer_size - body.size;
@@ -110,23 +100,17 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
         co_await http::async_write(connection->stream, serializer, use_tuple);
     if (write_error == http::error::need_buffer) write_error = {};
     if (write_error) {
-      ctx.outcome = obs::Outcome::upstream_error;
-      ctx.upstream_error = write_error == beast::error::timeout ? obs::UpstreamError::idle_timeout
-                                                                : obs::UpstreamError::reset;
-      LocalResponse response{.status = http::status::bad_gateway,
-                             .message = "upstream connection failed while sending the request: " +
-                                        write_error.message(),
-                             .close = !parser.is_done()};
-      co_await send_local(client, ctx, std::move(response));
+      Failure failure =
+          failure_of(Phase::send_body, write_error, client, ctx, Clock::time_point::max());
+      co_await answer_failure(client, ctx, std::move(failure), !parser.is_done());
       co_return;
     }
     if (serializer.is_done()) break;
   }
 
-  begin_deferred_watch(proxy, client);
+  begin_watch(proxy, client, WatchFrom::later);
   co_await relay_response(proxy, client, ctx, connection, Clock::time_point::max(), nullptr, false);
-  end_deferred_watch(client);
-  settle_departure(ctx, client.record, false);
+  end_watch(client);
 }
 
 }  // namespace sluice::net

@@ -105,8 +105,8 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
   const std::string& error = labels.error;
   // A bad header is answered before the body when the client waits for 100 Continue (then the
   // connection closes); otherwise the body is read first so the connection stays usable.
-  const bool send_continue = expects_continue(fields);
-  if (!error.empty() && (send_continue || !body_pending)) {
+  const bool send_100 = expects_continue(fields);
+  if (!error.empty() && (send_100 || !body_pending)) {
     ctx.outcome = obs::Outcome::invalid_request;
     LocalResponse response{.message = error, .close = body_pending};
     co_await send_local(client, ctx, std::move(response));
@@ -116,49 +116,34 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
   const auto max_body = static_cast<std::uint64_t>(config.limits.max_scheduled_body_bytes);
   if (auto length = head.content_length(); length && *length > max_body) {
     ctx.outcome = obs::Outcome::invalid_request;
-    LocalResponse response{.status = http::status::payload_too_large,
-                           .message = "request body larger than limits.max_scheduled_body_bytes (" +
-                                      std::to_string(max_body) + " bytes)",
-                           .close = true};
+    LocalResponse response = body_too_large("limits.max_scheduled_body_bytes", max_body);
     co_await send_local(client, ctx, std::move(response));
     co_return;
   }
 
   http::request_parser<http::string_body> parser(std::move(head));
   parser.body_limit(max_body);
-  if (send_continue && !parser.is_done()) {
-    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-    client.stream.expires_after(config.limits.write_timeout);
-    auto [ec, n] = co_await asio::async_write(client.stream, asio::buffer(kContinue), use_tuple);
-    if (ec) {
-      ctx.outcome = obs::Outcome::client_gone;
-      ctx.client_reusable = false;
-      co_return;
-    }
+  if (send_100 && !parser.is_done()) {
+    const bool sent = co_await send_continue(client, ctx);  // (no co_await in a condition: GCC 12)
+    if (!sent) co_return;
   }
   while (!parser.is_done()) {
     client.stream.expires_after(config.limits.header_read_timeout);
     auto [ec, n] = co_await http::async_read_some(client.stream, client.buffer, parser, use_tuple);
     if (ec == http::error::body_limit) {
       ctx.outcome = obs::Outcome::invalid_request;
-      LocalResponse response{.status = http::status::payload_too_large,
-                             .message =
-                                 "request body larger than "
-                                 "limits.max_scheduled_body_bytes (" +
-                                 std::to_string(max_body) + " bytes)",
-                             .close = true};
+      LocalResponse response = body_too_large("limits.max_scheduled_body_bytes", max_body);
       co_await send_local(client, ctx, std::move(response));
       co_return;
     }
     if (is_malformed(ec)) {
       ctx.outcome = obs::Outcome::invalid_request;
-      LocalResponse response{.message = "malformed request body: " + ec.message(), .close = true};
+      LocalResponse response = malformed_body(ec);
       co_await send_local(client, ctx, std::move(response));
       co_return;
     }
     if (ec) {
-      ctx.outcome = obs::Outcome::client_gone;
-      ctx.client_reusable = false;
+      record_failure(ctx, failure_of(Phase::client, ec, client, ctx, Clock::time_point::max()));
       co_return;
     }
   }
@@ -189,9 +174,12 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
 
   using namespace asio::experimental::awaitable_operators;
   auto work = admit_and_forward(proxy, client, ctx, plan, upstream_request);
-  auto watch = watch_client(client);
-  auto winner = co_await (std::move(work) || std::move(watch));
-  settle_departure(ctx, client.record, winner.index() == 1);
+  begin_watch(proxy, client, WatchFrom::now);
+  auto gone = departed(client);
+  auto winner = co_await (std::move(work) || std::move(gone));
+  end_watch(client);
+  // The departure won the race: the admission wait or the relay was cancelled by it.
+  if (winner.index() == 1) note_departure(ctx, client.record);
 }
 
 }  // namespace sluice::net

@@ -113,9 +113,8 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
                          std::to_string(limits.max_header_bytes) + " bytes)";
     }
     if (read_error == http::error::body_limit) {  // Content-Length above the limit
-      response.status = http::status::payload_too_large;
-      response.message = "request body larger than limits.max_body_bytes (" +
-                         std::to_string(limits.max_body_bytes) + " bytes)";
+      response = body_too_large("limits.max_body_bytes",
+                                static_cast<std::uint64_t>(limits.max_body_bytes));
     }
     co_await send_local(client, ctx, std::move(response));
     record_request(proxy, ctx);
@@ -168,10 +167,8 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
              length && *length > static_cast<std::uint64_t>(limits.max_body_bytes)) {
     ctx.metrics_workload = proxy.metrics.unclassified();
     ctx.outcome = obs::Outcome::invalid_request;
-    LocalResponse response{.status = http::status::payload_too_large,
-                           .message = "request body larger than limits.max_body_bytes (" +
-                                      std::to_string(limits.max_body_bytes) + " bytes)",
-                           .close = true};
+    LocalResponse response =
+        body_too_large("limits.max_body_bytes", static_cast<std::uint64_t>(limits.max_body_bytes));
     co_await send_local(client, ctx, std::move(response));
   } else if (!authenticated) {
     ctx.metrics_workload = proxy.metrics.unclassified();
@@ -203,9 +200,10 @@ asio::awaitable<void> run_session(std::shared_ptr<Proxy::Impl> proxy, tcp::socke
 
   error_code ec;
   auto peer = socket.remote_endpoint(ec);
+  const asio::any_io_executor socket_executor = socket.get_executor();
   Client client{TimedStream(std::move(socket)), beast::flat_buffer(),
                 ec ? std::string("unknown") : peer.address().to_string(), *record,
-                std::make_shared<DeferredWatch>()};
+                std::make_shared<DepartureWatch>(socket_executor)};
   record->client = &client.stream;
   client.watch->record = &*record;
 
@@ -226,7 +224,7 @@ asio::awaitable<void> run_session(std::shared_ptr<Proxy::Impl> proxy, tcp::socke
     ActiveRequest active(*proxy, *record);
     if (!co_await serve_request(*proxy, client)) break;
   }
-  end_deferred_watch(client);
+  end_watch(client);
   client.watch->record = nullptr;
   record->client = nullptr;
   client.stream.socket().shutdown(tcp::socket::shutdown_both, ec);
