@@ -219,6 +219,7 @@ struct Scheduler::State {
   std::map<std::pair<WorkloadId, double>, std::uint32_t> class_index;
   std::vector<StringMap<std::uint32_t>> key_index;  // per per-key limit: value -> key id
   std::vector<std::uint32_t> idle_accounts;
+  std::uint64_t idle_visits = 0;
   DeadlineHeap deadlines;
 
   // --- totals ----------------------------------------------------------------------------
@@ -448,9 +449,10 @@ struct Scheduler::State {
   // their share and must not get it back by going idle). Swept once the list grows; beyond a
   // hard cap the oldest are dropped regardless, bounding memory.
   void sweep_idle() {
-    constexpr std::size_t kHardCap = 100'000;
+    constexpr std::size_t kHardCap = kMaxIdleAccounts;
     std::vector<std::uint32_t> keep;
     for (std::uint32_t a : idle_accounts) {
+      ++idle_visits;
       Account& acc = accounts[a];
       acc.idle_listed = false;
       if (!acc.subqueues.empty()) continue;  // revived
@@ -1074,6 +1076,10 @@ Snapshot Scheduler::snapshot(Time now) const {
     }
   }
   return snap;
+}
+
+IdleAccountStats Scheduler::idle_account_stats() const {
+  return {.remembered = state_->idle_accounts.size(), .visits = state_->idle_visits};
 }
 
 std::string Scheduler::check_invariants() const {
