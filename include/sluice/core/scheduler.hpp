@@ -37,7 +37,9 @@
 // stale handle is recognised and ignored. Both are plain values, cheap to copy.
 //
 // Complexity: enqueue, cancel, admit and expire-one are O(log n) in the number of parked
-// requests plus O(1) hash lookups; memory is ~100 bytes per parked request.
+// requests plus O(1) hash lookups; memory is ~100 bytes per parked request. Fairness keys that
+// go idle owing service are remembered (at most kMaxIdleAccounts, ~250 bytes each) and
+// reclaimed at O(1) per request, however many distinct keys were ever seen.
 #pragma once
 
 #include <cstddef>
