@@ -1013,9 +1013,22 @@ void read_root(Context& ctx, const json& root, Config& c) {
     });
   });
   r.finish();
+  // Two listeners cannot share an address. Unlike the other cross-field rules this stays an
+  // error even when one side is a default: moving either listener to an address nobody chose
+  // would send clients or monitoring to the wrong one. The message says which side is a default.
   if (c.admin_listen && c.listen.port != 0 && c.admin_listen->port == c.listen.port &&
       c.admin_listen->host == c.listen.host) {
-    ctx.error(Path{} / "admin_listen", "must differ from listen (" + c.listen.to_string() + ")");
+    const std::string address = c.listen.to_string();
+    if (!r.has("admin_listen")) {
+      ctx.error(Path{} / "listen", address +
+                                       " is the default of admin_listen; set admin_listen to "
+                                       "another address, or \"\" to turn the admin listener off");
+    } else if (!r.has("listen")) {
+      ctx.error(Path{} / "admin_listen",
+                "must differ from listen (" + address + ", its default); set listen too");
+    } else {
+      ctx.error(Path{} / "admin_listen", "must differ from listen (" + address + ")");
+    }
   }
 }
 

@@ -499,6 +499,18 @@ TEST_CASE("config: queue_timeout_cap and workload queue_timeouts: a default foll
   CHECK(contains(dump_config(*waits.config), "\"queue_timeout_cap\": \"280s\""));
 }
 
+TEST_CASE("config: listen and admin_listen may not share an address, and say which is a default") {
+  // Two listeners on one address stays an error even when one side is a default (moving either
+  // would send someone's traffic to the wrong listener), but the message names what to set.
+  CHECK(only_error(R"({"listen": "127.0.0.1:11436"})") ==
+        "sluice.json:1: listen: 127.0.0.1:11436 is the default of admin_listen; set admin_listen "
+        "to another address, or \"\" to turn the admin listener off");
+  CHECK(only_error(R"({"admin_listen": "127.0.0.1:11435"})") ==
+        "sluice.json:1: admin_listen: must differ from listen (127.0.0.1:11435, its default); "
+        "set listen too");
+  CHECK(parse(R"({"listen": "127.0.0.1:11436", "admin_listen": ""})").ok());
+}
+
 TEST_CASE("config: syntax errors carry the line") {
   ConfigResult r = parse("{\n  \"listen\": \"127.0.0.1:1\",\n  \"admin_listen\" \"x\"\n}");
   REQUIRE(r.errors.size() == 1);
