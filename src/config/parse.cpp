@@ -6,7 +6,10 @@
 // declares the keys it knows: the same declaration drives reading and the unknown-key check, so
 // they cannot drift apart. A bad value records a diagnostic at its JSON pointer (turned into a
 // line by the SourceMap) and leaves the default in place, so one run reports every independent
-// problem; the Config is only returned when there is none.
+// problem; the Config is only returned when there is none. Where one field bounds another, the
+// default of the one the file leaves out follows the one it sets (ObjectReader::has() tells which
+// were set); only two set values can contradict each other (docs/configuration.md, "Derived
+// defaults").
 #include <algorithm>
 #include <boost/url/parse.hpp>
 #include <boost/url/url_view.hpp>
@@ -38,6 +41,9 @@ constexpr std::size_t kMaxRouteBytes = 1024;
 constexpr std::size_t kMaxHeaderNameBytes = 64;
 constexpr std::size_t kMaxLabelNameBytes = 64;
 constexpr Duration kUndiciHeadersTimeout = std::chrono::seconds(300);
+// The longest scheduler.queue_timeout_cap derived from the workloads' queue_timeouts when the file
+// leaves the cap unset: a second below undici's limit (an explicit cap may come closer).
+constexpr Duration kLongestDerivedCap = kUndiciHeadersTimeout - std::chrono::seconds(1);
 
 // A position in the document: its JSON pointer (for the SourceMap) and its readable form
 // ("scheduler.workloads[1].priority") for messages.
@@ -605,6 +611,8 @@ void read_scheduler(Context& ctx, const json& node, const Path& path, SchedulerS
   r.field("per_key", [&](const json& v, const Path& p) { read_per_key(ctx, v, p, core.per_key); });
 
   std::vector<Path> workload_paths;
+  std::vector<bool> timeout_set;  // per workload read: the file sets its queue_timeout
+  bool default_timeout_set = false;
   r.field("workloads", [&](const json& v, const Path& p) {
     if (!v.is_array()) {
       ctx.error(p, "must be an array of workloads, not " + type_name(v));
@@ -621,13 +629,45 @@ void read_scheduler(Context& ctx, const json& node, const Path& path, SchedulerS
       if (ctx.error_count() != errors_before) continue;
       core.workloads.push_back(std::move(w));
       workload_paths.push_back(p[i]);
+      timeout_set.push_back(v[i].contains("queue_timeout"));
     }
   });
   Path default_path = path / "default_workload";
   r.field("default_workload", [&](const json& v, const Path& p) {
     read_workload(ctx, v, p, core.default_workload, true);
+    default_timeout_set = v.is_object() && v.contains("queue_timeout");
   });
   r.finish();
+
+  // queue_timeout_cap and the workloads' queue_timeouts: a default follows what the file sets.
+  // An unset cap grows to the longest queue_timeout a workload sets (at most kLongestDerivedCap);
+  // an unset queue_timeout shrinks to the cap. A set queue_timeout above a set cap stays legal
+  // (the cap applies) and is warned about below.
+  const bool cap_set = r.has("queue_timeout_cap");
+  if (!cap_set) {
+    Duration longest = core.queue_timeout_cap;
+    for (std::size_t i = 0; i < core.workloads.size(); ++i) {
+      if (timeout_set[i]) longest = std::max(longest, core.workloads[i].queue_timeout);
+    }
+    if (default_timeout_set) longest = std::max(longest, core.default_workload.queue_timeout);
+    core.queue_timeout_cap = std::min(longest, kLongestDerivedCap);
+  }
+  for (std::size_t i = 0; i < core.workloads.size(); ++i) {
+    core::WorkloadSpec& w = core.workloads[i];
+    if (!timeout_set[i]) w.queue_timeout = std::min(w.queue_timeout, core.queue_timeout_cap);
+  }
+  if (!default_timeout_set) {
+    core.default_workload.queue_timeout =
+        std::min(core.default_workload.queue_timeout, core.queue_timeout_cap);
+  }
+  auto warn_above_cap = [&](const Path& p, Duration timeout) {
+    if (timeout <= core.queue_timeout_cap) return;
+    const std::string cap = core::format_duration(core.queue_timeout_cap);
+    ctx.warning(
+        p, core::format_duration(timeout) + " is above queue_timeout_cap (" + cap +
+               (cap_set ? "" : ", the longest it is derived to, since it must stay below 300s") +
+               "), which applies instead");
+  };
 
   // Cross-field checks over what read cleanly.
   for (std::size_t i = 0; i < core.workloads.size(); ++i) {
@@ -651,20 +691,11 @@ void read_scheduler(Context& ctx, const json& node, const Path& path, SchedulerS
                   "has no \"match\", so it takes every request and the workloads after it "
                   "are never chosen");
     }
-    if (w.queue_timeout > core.queue_timeout_cap) {
-      ctx.warning(wp / "queue_timeout",
-                  core::format_duration(w.queue_timeout) + " is above queue_timeout_cap (" +
-                      core::format_duration(core.queue_timeout_cap) + "), which applies instead");
-    }
+    warn_above_cap(wp / "queue_timeout", w.queue_timeout);
   }
   std::string problem = core::validate(core.default_workload);
   if (!problem.empty()) ctx.error(default_path, problem);
-  if (core.default_workload.queue_timeout > core.queue_timeout_cap) {
-    ctx.warning(default_path / "queue_timeout",
-                core::format_duration(core.default_workload.queue_timeout) +
-                    " is above queue_timeout_cap (" +
-                    core::format_duration(core.queue_timeout_cap) + "), which applies instead");
-  }
+  warn_above_cap(default_path / "queue_timeout", core.default_workload.queue_timeout);
 }
 
 void read_limits(Context& ctx, const json& node, const Path& path, LimitsConfig& l) {
@@ -692,7 +723,15 @@ void read_limits(Context& ctx, const json& node, const Path& path, LimitsConfig&
     read_int(ctx, v, p, 1, 1'000'000, l.max_connections);
   });
   r.finish();
-  if (scheduled_ok && l.max_scheduled_body_bytes > l.max_body_bytes) {
+  // max_scheduled_body_bytes <= max_body_bytes. A default gives way to the other field when the
+  // file sets it; only two explicit values can contradict each other.
+  const bool body_set = r.has("max_body_bytes");
+  const bool scheduled_set = r.has("max_scheduled_body_bytes");
+  if (!scheduled_set) {
+    l.max_scheduled_body_bytes = std::min(l.max_scheduled_body_bytes, l.max_body_bytes);
+  } else if (!body_set) {
+    l.max_body_bytes = std::max(l.max_body_bytes, l.max_scheduled_body_bytes);
+  } else if (scheduled_ok && l.max_scheduled_body_bytes > l.max_body_bytes) {
     ctx.error(path / "max_scheduled_body_bytes",
               "must not exceed max_body_bytes (" + std::to_string(l.max_body_bytes) + ")");
   }
@@ -974,9 +1013,22 @@ void read_root(Context& ctx, const json& root, Config& c) {
     });
   });
   r.finish();
+  // Two listeners cannot share an address. Unlike the other cross-field rules this stays an
+  // error even when one side is a default: moving either listener to an address nobody chose
+  // would send clients or monitoring to the wrong one. The message says which side is a default.
   if (c.admin_listen && c.listen.port != 0 && c.admin_listen->port == c.listen.port &&
       c.admin_listen->host == c.listen.host) {
-    ctx.error(Path{} / "admin_listen", "must differ from listen (" + c.listen.to_string() + ")");
+    const std::string address = c.listen.to_string();
+    if (!r.has("admin_listen")) {
+      ctx.error(Path{} / "listen", address +
+                                       " is the default of admin_listen; set admin_listen to "
+                                       "another address, or \"\" to turn the admin listener off");
+    } else if (!r.has("listen")) {
+      ctx.error(Path{} / "admin_listen",
+                "must differ from listen (" + address + ", its default); set listen too");
+    } else {
+      ctx.error(Path{} / "admin_listen", "must differ from listen (" + address + ")");
+    }
   }
 }
 

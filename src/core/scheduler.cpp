@@ -17,6 +17,32 @@
 // of the latest node served. Idle nodes therefore bank no credit, and a node that used more
 // than its share waits until the others catch up.
 //
+// Idle accounts. An account whose last request is done (no subqueue left) is forgotten at once
+// when its tag is not ahead of its class's virtual time: a newcomer would start there anyway.
+// Otherwise it used more than its share, and it is remembered so that going idle cannot wipe
+// that debt. The remembered accounts form the idle list, in the order they went idle (longest
+// idle first), intrusive and doubly linked, so that every step below is O(1):
+//   * a request for a remembered key unlinks its account (it is active again);
+//   * every retirement moves a cursor kReclaimSteps (2) accounts further round the list,
+//     forgetting those whose class's virtual time has caught up with their tag. The cursor moves
+//     two places per retirement and the list grows by at most one, so it laps the list: an
+//     account that owes nothing any more is forgotten within 1.5 x (list length) retirements.
+//     Only a move of some class's virtual time can make a listed account reclaimable, so once
+//     the cursor completes a lap during which none moved, it rests until one does (a flood of
+//     new keys never moves it: each starts at the virtual time);
+//   * an account joining a list of kMaxIdleAccounts first forgets the head, the longest idle,
+//     debt and all: the price of bounded memory, paid by the key least likely to come back.
+// So the work spent on idle accounts is at most kReclaimSteps + 1 visits per request, however
+// many keys were ever seen (a new X-User-Id with every request does not make later ones dearer).
+// Keeping an account that owes nothing a little longer changes no decision: when its key
+// returns it starts at max(tag, virtual time) = the virtual time, exactly as a new account. An
+// order by tag per class would forget each one the moment the virtual time passes it, at
+// O(log n) per retirement, for no difference in fairness.
+// Invariants: an account is on the idle list iff it is live and has no subqueue; a listed
+// account is in no heap and its tag no longer changes (nothing of it is in flight to charge);
+// idle_count is the list's length, <= kMaxIdleAccounts; the cursor is kNil or a listed account;
+// while the list is settled (settled_moves == vtime_moves) every listed account owes.
+//
 // Readiness: a subqueue is ready iff it has parked entries and no limit key holds its head back.
 // An account is in its class heap iff it has a ready subqueue; a class is in its band heap iff
 // its account heap is non-empty. Blocking is discovered lazily: selection looks at the best
@@ -30,6 +56,7 @@
 #include <cassert>
 #include <cmath>
 #include <map>
+#include <optional>
 
 #include "indexed_heap.hpp"
 
@@ -41,6 +68,10 @@ using detail::kNotInHeap;
 namespace {
 
 constexpr std::uint32_t kNil = UINT32_MAX;
+
+// Idle accounts examined each time an account retires. More than one, so the reclamation cursor
+// outruns the idle list's growth and laps it (see "Idle accounts" above).
+constexpr int kReclaimSteps = 2;
 
 struct StringHash {
   using is_transparent = void;
@@ -88,7 +119,9 @@ struct Account {
   std::int64_t parked = 0;
   std::int64_t in_flight = 0;
   bool live = false;
-  bool idle_listed = false;
+  bool idle_listed = false;        // on the idle list (see "Idle accounts" above)
+  std::uint32_t idle_prev = kNil;  // idle list, while listed
+  std::uint32_t idle_next = kNil;  // idle list, while listed
   std::vector<std::uint32_t> subqueues;
 };
 
@@ -218,7 +251,19 @@ struct Scheduler::State {
   std::vector<WorkloadId> current;  // config order; last = default workload
   std::map<std::pair<WorkloadId, double>, std::uint32_t> class_index;
   std::vector<StringMap<std::uint32_t>> key_index;  // per per-key limit: value -> key id
-  std::vector<std::uint32_t> idle_accounts;
+  // The idle list: accounts remembered while idle, longest idle first (intrusive, doubly linked
+  // through Account::idle_prev/idle_next), and the reclamation cursor walking it.
+  std::uint32_t idle_head = kNil;
+  std::uint32_t idle_tail = kNil;
+  std::uint32_t idle_cursor = kNil;  // next account to examine; kNil = start again at the head
+  std::size_t idle_count = 0;
+  std::uint64_t idle_visits = 0;  // accounts examined by reclaim_idle() or evicted (a work count)
+  // How often some class's virtual time has moved; only a move can make a listed account
+  // reclaimable. lap_moves: its value when the cursor last set out from the head. While
+  // settled_moves == vtime_moves, a full lap found every listed account still owing.
+  std::uint64_t vtime_moves = 0;
+  std::uint64_t lap_moves = 0;
+  std::optional<std::uint64_t> settled_moves;
   DeadlineHeap deadlines;
 
   // --- totals ----------------------------------------------------------------------------
@@ -301,7 +346,10 @@ struct Scheduler::State {
   std::uint32_t account_for(std::uint32_t c, std::string_view key) {
     Class& cls = classes[c];
     auto it = cls.by_key.find(key);
-    if (it != cls.by_key.end()) return it->second;
+    if (it != cls.by_key.end()) {
+      if (accounts[it->second].idle_listed) idle_unlink(it->second);  // active again
+      return it->second;
+    }
     std::uint32_t a = accounts.alloc();
     Account& acc = accounts[a];
     acc.cls = c;
@@ -424,52 +472,87 @@ struct Scheduler::State {
     maybe_retire_account(a);
   }
 
+  // Account a has no subqueue left (nothing parked, nothing in flight): forget it if it owes
+  // nothing, else remember it on the idle list, making room and reclaiming as described above.
   void maybe_retire_account(std::uint32_t a) {
     Account& acc = accounts[a];
-    if (!acc.subqueues.empty() || acc.idle_listed) return;
-    Class& cls = classes[acc.cls];
-    if (acc.tag <= cls.vtime) {
+    if (!acc.subqueues.empty()) return;
+    assert(!acc.idle_listed);
+    if (acc.tag <= classes[acc.cls].vtime) {
       erase_account(a);
     } else {
-      acc.idle_listed = true;
-      idle_accounts.push_back(a);
-      if (idle_accounts.size() > std::max<std::size_t>(1024, accounts.live / 2)) sweep_idle();
+      if (idle_count >= kMaxIdleAccounts) {
+        ++idle_visits;
+        forget_idle(idle_head);  // the longest idle gives up its debt: memory stays bounded
+      }
+      idle_push(a);
+    }
+    reclaim_idle();
+  }
+
+  // Examines the next kReclaimSteps accounts of the idle list (wrapping round), forgetting
+  // those whose class's virtual time has caught up with their tag.
+  void reclaim_idle() {
+    for (int step = 0; step < kReclaimSteps && idle_count > 0; ++step) {
+      if (settled_moves == vtime_moves) return;  // nothing to forget until a virtual time moves
+      if (idle_cursor == kNil) {
+        idle_cursor = idle_head;
+        lap_moves = vtime_moves;
+      }
+      const std::uint32_t a = idle_cursor;
+      idle_cursor = accounts[a].idle_next;
+      ++idle_visits;
+      if (accounts[a].tag <= classes[accounts[a].cls].vtime) forget_idle(a);
+      // A whole lap without a move: every account it passed, and every one that joined since
+      // (each joins owing), still owes.
+      if (idle_cursor == kNil && lap_moves == vtime_moves) settled_moves = vtime_moves;
     }
   }
 
+  void idle_push(std::uint32_t a) {
+    Account& acc = accounts[a];
+    acc.idle_listed = true;
+    acc.idle_prev = idle_tail;
+    acc.idle_next = kNil;
+    if (idle_tail != kNil) {
+      accounts[idle_tail].idle_next = a;
+    } else {
+      idle_head = a;
+    }
+    idle_tail = a;
+    ++idle_count;
+  }
+
+  void idle_unlink(std::uint32_t a) {
+    Account& acc = accounts[a];
+    assert(acc.idle_listed);
+    if (idle_cursor == a) idle_cursor = acc.idle_next;
+    if (acc.idle_prev != kNil) {
+      accounts[acc.idle_prev].idle_next = acc.idle_next;
+    } else {
+      idle_head = acc.idle_next;
+    }
+    if (acc.idle_next != kNil) {
+      accounts[acc.idle_next].idle_prev = acc.idle_prev;
+    } else {
+      idle_tail = acc.idle_prev;
+    }
+    acc.idle_prev = acc.idle_next = kNil;
+    acc.idle_listed = false;
+    --idle_count;
+  }
+
+  void forget_idle(std::uint32_t a) {
+    idle_unlink(a);
+    erase_account(a);
+  }
+
   void erase_account(std::uint32_t a) {
+    assert(!accounts[a].idle_listed && accounts[a].subqueues.empty());
     std::uint32_t c = accounts[a].cls;
     classes[c].by_key.erase(accounts[a].key);
     accounts.release(a);
     maybe_erase_class(c);
-  }
-
-  // Idle accounts whose tag is still ahead of the virtual time are kept (they used more than
-  // their share and must not get it back by going idle). Swept once the list grows; beyond a
-  // hard cap the oldest are dropped regardless, bounding memory.
-  void sweep_idle() {
-    constexpr std::size_t kHardCap = 100'000;
-    std::vector<std::uint32_t> keep;
-    for (std::uint32_t a : idle_accounts) {
-      Account& acc = accounts[a];
-      acc.idle_listed = false;
-      if (!acc.subqueues.empty()) continue;  // revived
-      if (acc.tag <= classes[acc.cls].vtime) {
-        erase_account(a);
-      } else {
-        acc.idle_listed = true;
-        keep.push_back(a);
-      }
-    }
-    if (keep.size() > kHardCap) {
-      std::size_t drop = keep.size() - kHardCap;
-      for (std::size_t i = 0; i < drop; ++i) {
-        accounts[keep[i]].idle_listed = false;
-        erase_account(keep[i]);
-      }
-      keep.erase(keep.begin(), keep.begin() + static_cast<std::ptrdiff_t>(drop));
-    }
-    idle_accounts = std::move(keep);
   }
 
   // Classes of a priority override, and base classes of retired workloads, go away when empty.
@@ -617,7 +700,10 @@ struct Scheduler::State {
     Class& cls = classes[c];
     Band& band = band_of(cls);
     const double cost = static_cast<double>(entries[e].cost);
-    cls.vtime = std::max(cls.vtime, acc.tag);
+    if (acc.tag > cls.vtime) {
+      cls.vtime = acc.tag;
+      ++vtime_moves;
+    }
     acc.tag += cost;
     band.vtime = std::max(band.vtime, cls.tag);
     cls.tag += cost / cls.weight;
@@ -1076,6 +1162,10 @@ Snapshot Scheduler::snapshot(Time now) const {
   return snap;
 }
 
+IdleAccountStats Scheduler::idle_account_stats() const {
+  return {.remembered = state_->idle_count, .visits = state_->idle_visits};
+}
+
 std::string Scheduler::check_invariants() const {
   const State& s = *state_;
   auto fail = [](const std::string& what) { return what; };
@@ -1165,12 +1255,38 @@ std::string Scheduler::check_invariants() const {
     if (acc.parked != a_parked[a] || acc.in_flight != a_flight[a]) {
       return fail("account '" + acc.key + "' counters mismatch");
     }
+    if (acc.idle_listed != acc.subqueues.empty()) {
+      return fail("account '" + acc.key + "' is idle but not listed, or listed but active");
+    }
     std::uint32_t ready = 0;
     for (std::uint32_t sq : acc.subqueues)
       ready += s.subqueues[sq].ready ? 1 : 0;
     if (ready != acc.ready) return fail("account ready count mismatch");
     bool in_heap = acc.heap_pos != kNotInHeap;
     if (in_heap != (acc.ready > 0)) return fail("account heap membership wrong");
+  }
+  // The idle list: each listed account once, links consistent both ways, cursor on the list.
+  std::size_t listed = 0;
+  bool cursor_listed = s.idle_cursor == kNil;
+  std::uint32_t prev = kNil;
+  for (std::uint32_t a = s.idle_head; a != kNil; prev = a, a = s.accounts[a].idle_next) {
+    if (a >= s.accounts.items.size() || !s.accounts[a].live || !s.accounts[a].idle_listed) {
+      return fail("idle list holds an account that is not listed");
+    }
+    if (s.accounts[a].idle_prev != prev) return fail("idle list links broken");
+    if (++listed > s.idle_count) return fail("idle list longer than its count");
+    if (a == s.idle_cursor) cursor_listed = true;
+  }
+  if (prev != s.idle_tail) return fail("idle list tail wrong");
+  if (listed != s.idle_count) return fail("idle list shorter than its count");
+  if (s.idle_count > kMaxIdleAccounts) return fail("idle list above kMaxIdleAccounts");
+  if (!cursor_listed) return fail("idle cursor off the list");
+  if (s.settled_moves == s.vtime_moves) {
+    for (std::uint32_t a = s.idle_head; a != kNil; a = s.accounts[a].idle_next) {
+      if (s.accounts[a].tag <= s.classes[s.accounts[a].cls].vtime) {
+        return fail("idle list settled while an account on it owes nothing");
+      }
+    }
   }
   for (std::uint32_t c = 0; c < s.classes.items.size(); ++c) {
     const State::Class& cls = s.classes[c];

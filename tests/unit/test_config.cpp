@@ -395,8 +395,6 @@ TEST_CASE("config: limits, headers, routes") {
   CHECK(c.routes.scheduled == std::vector<std::string>{"/api/chat"});
   CHECK_FALSE(c.is_scheduled_route("/api/generate"));
 
-  CHECK(contains(only_error(R"({"limits": {"max_body_bytes": 1000}})"),
-                 "limits.max_scheduled_body_bytes: must not exceed max_body_bytes (1000)"));
   CHECK(contains(only_error(R"({"limits": {"max_header_bytes": 10}})"),
                  "limits.max_header_bytes: must be an integer from 1024"));
   CHECK(contains(only_error(R"({"headers": {"tier": "X-User-Id"}})"),
@@ -411,6 +409,106 @@ TEST_CASE("config: limits, headers, routes") {
   CHECK(contains(only_error(R"({"routes": {"scheduled": ["/a?b=1"]}})"), "without query"));
   CHECK(contains(only_error(R"({"routes": {"scheduled": ["/a", "/a"]}})"),
                  "routes.scheduled[1]: duplicate path"));
+}
+
+// A default that another field constrains follows that field when the file sets it; only two
+// values the file sets can contradict each other (docs/configuration.md, "Derived defaults").
+TEST_CASE("config: max_scheduled_body_bytes and max_body_bytes: a default follows the other") {
+  // Only max_body_bytes: the scheduled bound shrinks to it (it used to refuse to start).
+  Config small = parse_ok(R"({"limits": {"max_body_bytes": 1048576}})");
+  CHECK(small.limits.max_body_bytes == 1048576);
+  CHECK(small.limits.max_scheduled_body_bytes == 1048576);
+  // ...but never grows past its own default.
+  Config big = parse_ok(R"({"limits": {"max_body_bytes": 100000000}})");
+  CHECK(big.limits.max_scheduled_body_bytes == 8 * 1024 * 1024);
+  // Only max_scheduled_body_bytes, above max_body_bytes' default: that default grows to it.
+  Config scheduled = parse_ok(R"({"limits": {"max_scheduled_body_bytes": 67108864}})");
+  CHECK(scheduled.limits.max_scheduled_body_bytes == 67108864);
+  CHECK(scheduled.limits.max_body_bytes == 67108864);
+  CHECK(parse_ok(R"({"limits": {"max_scheduled_body_bytes": 1000}})").limits.max_body_bytes ==
+        32 * 1024 * 1024);
+  // Both set and contradicting: an error naming the field and its line.
+  CHECK(only_error("{\"limits\": {\"max_body_bytes\": 1000,\n"
+                   "            \"max_scheduled_body_bytes\": 1001}}") ==
+        "sluice.json:2: limits.max_scheduled_body_bytes: must not exceed max_body_bytes (1000)");
+  CHECK(parse(R"({"limits": {"max_body_bytes": 1000, "max_scheduled_body_bytes": 1000}})").ok());
+  // The effective config shows the derived values, and reads back to the same.
+  const std::string dumped = dump_config(small);
+  CHECK(contains(dumped, "\"max_scheduled_body_bytes\": 1048576"));
+  CHECK(dump_config(parse_ok(dumped)) == dumped);
+  CHECK(contains(dump_config(scheduled), "\"max_body_bytes\": 67108864"));
+}
+
+TEST_CASE("config: queue_timeout_cap and workload queue_timeouts: a default follows the other") {
+  // A cap below the workloads' default queue_timeout (60s): their default shrinks to it, silently.
+  ConfigResult capped = parse(R"({"scheduler": {"queue_timeout_cap": "30s",
+      "workloads": [{"name": "w", "match": {"tier": "x"}}]}})");
+  REQUIRE(capped.ok());
+  CHECK(capped.warnings.empty());
+  const Config& c = *capped.config;
+  CHECK(c.scheduler.core.queue_timeout_cap == 30s);
+  CHECK(c.scheduler.core.workloads[0].queue_timeout == 30s);
+  CHECK(c.scheduler.core.default_workload.queue_timeout == 30s);
+  CHECK(parse_ok(R"({"scheduler": {"queue_timeout_cap": "90s"}})")
+            .scheduler.core.default_workload.queue_timeout == 60s);
+
+  // A workload queue_timeout above the cap's default (240s): the cap grows to the longest.
+  ConfigResult waits = parse(R"({"scheduler": {
+      "workloads": [{"name": "batch", "match": {"tier": "b"}, "queue_timeout": "280s"},
+                    {"name": "short", "match": {"tier": "s"}, "queue_timeout": "250s"}]}})");
+  REQUIRE(waits.ok());
+  CHECK(waits.warnings.empty());
+  CHECK(waits.config->scheduler.core.queue_timeout_cap == 280s);
+  CHECK(waits.config->scheduler.core.workloads[0].queue_timeout == 280s);
+  CHECK(waits.config->scheduler.core.default_workload.queue_timeout == 60s);
+  CHECK(parse_ok(R"({"scheduler": {"default_workload": {"queue_timeout": "270s"}}})")
+            .scheduler.core.queue_timeout_cap == 270s);
+  CHECK(parse_ok(R"({"scheduler": {"workloads": [{"name": "w", "queue_timeout": "10s"}]}})")
+            .scheduler.core.queue_timeout_cap == 240s);
+  // ...but no further than 299s, as the cap must stay below 300s: then the cap applies, with a
+  // warning saying why.
+  ConfigResult longer = parse(R"({"scheduler": {
+      "workloads": [{"name": "w", "match": {"tier": "b"}, "queue_timeout": "10m"}]}})");
+  REQUIRE(longer.ok());
+  CHECK(longer.config->scheduler.core.queue_timeout_cap == 299s);
+  REQUIRE(longer.warnings.size() == 1);
+  CHECK(contains(longer.warnings[0].to_string(),
+                 "sluice.json:2: scheduler.workloads[0].queue_timeout: 10m is above "
+                 "queue_timeout_cap (299s, the longest it is derived to, since it must stay "
+                 "below 300s), which applies instead"));
+
+  // Both set, the workload's above the cap: legal (the cap applies), warned with field and line.
+  ConfigResult both = parse(R"({"scheduler": {"queue_timeout_cap": "60s",
+      "default_workload": {"queue_timeout": "2m"}}})");
+  REQUIRE(both.ok());
+  REQUIRE(both.warnings.size() == 1);
+  CHECK(both.warnings[0].to_string() ==
+        "sluice.json:2: scheduler.default_workload.queue_timeout: 2m is above queue_timeout_cap "
+        "(1m), which applies instead");
+  CHECK(both.config->scheduler.core.queue_timeout_cap == 60s);
+
+  // The effective config shows the derived values, and reads back without warnings.
+  for (const Config& derived : {c, *waits.config}) {
+    const std::string dumped = dump_config(derived);
+    ConfigResult again = parse(dumped);
+    REQUIRE(again.ok());
+    CHECK(again.warnings.empty());
+    CHECK(dump_config(*again.config) == dumped);
+  }
+  CHECK(contains(dump_config(c), "\"queue_timeout\": \"30s\""));
+  CHECK(contains(dump_config(*waits.config), "\"queue_timeout_cap\": \"280s\""));
+}
+
+TEST_CASE("config: listen and admin_listen may not share an address, and say which is a default") {
+  // Two listeners on one address stays an error even when one side is a default (moving either
+  // would send someone's traffic to the wrong listener), but the message names what to set.
+  CHECK(only_error(R"({"listen": "127.0.0.1:11436"})") ==
+        "sluice.json:1: listen: 127.0.0.1:11436 is the default of admin_listen; set admin_listen "
+        "to another address, or \"\" to turn the admin listener off");
+  CHECK(only_error(R"({"admin_listen": "127.0.0.1:11435"})") ==
+        "sluice.json:1: admin_listen: must differ from listen (127.0.0.1:11435, its default); "
+        "set listen too");
+  CHECK(parse(R"({"listen": "127.0.0.1:11436", "admin_listen": ""})").ok());
 }
 
 TEST_CASE("config: syntax errors carry the line") {

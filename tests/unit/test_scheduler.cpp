@@ -567,6 +567,81 @@ TEST_CASE("scheduler: snapshot reports parked, in flight, oldest wait per worklo
   CHECK(keys["model=mistral"] == std::pair<std::int64_t, std::int64_t>{2, 1});
 }
 
+TEST_CASE("scheduler: an idle key keeps its debt until the others catch up, then is forgotten") {
+  Harness h(paid_free_config(1));
+  h.finish(h.submit({.user = "heavy", .cost = 1000}));
+  // heavy's tag is 1000 ahead of the class's virtual time: going idle must not reset it.
+  CHECK(h.sched.idle_account_stats().remembered == 1);
+  h.submit({.user = "x"});  // holds the slot
+  const int heavy = h.submit({.user = "heavy"});
+  std::vector<int> light;
+  for (int i = 0; i < 3; ++i)
+    light.push_back(h.submit({.user = "light"}));
+  h.finish_oldest();
+  // Forgotten, heavy would start level with light and go first (it arrived first).
+  for (int id : light) {
+    CHECK(h.is_running(id));
+    h.finish(id);
+  }
+  CHECK(h.is_running(heavy));
+  // x and light went idle ahead of the virtual time, which heavy's turn has now moved past them:
+  // they owe nothing any more, and the retirements that follow forget them (a couple of visits
+  // each), leaving only heavy, whose turn put it ahead again.
+  h.finish(heavy);
+  h.finish(h.submit({.user = "y"}));
+  CHECK(h.sched.idle_account_stats().remembered == 2);  // heavy and y
+}
+
+// Anyone can send a new X-User-Id with every request. Each new key starts at its class's virtual
+// time and its one request moves its tag past it, so every such account goes idle still ahead
+// and is remembered. Keeping them must not make later requests dearer: the work spent on idle
+// accounts per request stays a small constant (it grew with their number, O(n) per request, when
+// a full sweep ran on nearly every retirement), and their number stays capped, oldest forgotten.
+TEST_CASE("scheduler: idle accounts cost O(1) per request however many keys were seen") {
+  Scheduler sched(paid_free_config(1));
+  const auto w = *sched.find_workload("default");
+  std::vector<Admission> admitted;
+  constexpr std::uint64_t kRequests = 300'000;
+  constexpr std::uint64_t kVisitsPerRequest = 4;
+  Time now{};
+  auto request = [&](const std::string& key) {
+    return sluice::core::Request{.workload = w, .fairness_key = key, .cost = 100};
+  };
+  for (std::uint64_t i = 0; i < kRequests; ++i) {
+    now += 1ms;
+    const std::string key = "user-" + std::to_string(i);
+    EnqueueResult r = sched.enqueue(request(key), now, admitted);
+    REQUIRE(r.kind == EnqueueResult::Kind::admitted);
+    REQUIRE(sched.release(r.permit, 100, now, admitted));
+    if ((i + 1) % 1000 == 0) {
+      const auto stats = sched.idle_account_stats();
+      INFO("after " << i + 1 << " requests: " << stats.visits << " visits, " << stats.remembered
+                    << " remembered");
+      REQUIRE(stats.visits <= kVisitsPerRequest * (i + 1));
+      REQUIRE(stats.remembered <= sluice::core::kMaxIdleAccounts);
+    }
+    if ((i + 1) % 100'000 == 0) REQUIRE(sched.check_invariants() == "");
+  }
+  CHECK(admitted.empty());
+  // None could be forgotten for free (new keys never move the virtual time), so the cap is full.
+  CHECK(sched.idle_account_stats().remembered == sluice::core::kMaxIdleAccounts);
+
+  // The cap forgot the oldest: user-0 starts afresh, while the newest still owes its request and
+  // waits behind it although it arrived first.
+  now += 1ms;
+  EnqueueResult busy = sched.enqueue(request("busy"), now, admitted);
+  REQUIRE(busy.kind == EnqueueResult::Kind::admitted);
+  EnqueueResult newest =
+      sched.enqueue(request("user-" + std::to_string(kRequests - 1)), now, admitted);
+  EnqueueResult oldest = sched.enqueue(request("user-0"), now, admitted);
+  REQUIRE(newest.kind == EnqueueResult::Kind::parked);
+  REQUIRE(oldest.kind == EnqueueResult::Kind::parked);
+  REQUIRE(sched.release(busy.permit, -1, now, admitted));
+  REQUIRE(admitted.size() == 1);
+  CHECK(admitted[0].ticket == oldest.ticket);
+  CHECK(sched.check_invariants() == "");
+}
+
 // Thousands of random event sequences; after every step the core's own invariant check runs
 // (counters, heaps, FIFO, readiness, limits, work conservation), and this model independently
 // checks that every request ends exactly once and that limits hold from the outside.

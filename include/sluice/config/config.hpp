@@ -8,7 +8,11 @@
 //    the default workload's) are unique and none is a reserved name (kPassthroughWorkload,
 //    kUnclassifiedWorkload), per_key labels are unique, label names are lowercase;
 //  * every duration is >= 0 and every count is inside the bounds documented in
-//    docs/configuration.md.
+//    docs/configuration.md;
+//  * a field left out of the file whose default another field bounds holds the derived default
+//    (limits.max_scheduled_body_bytes <= max_body_bytes, workload queue_timeout <=
+//    queue_timeout_cap; docs/configuration.md, "Derived defaults"), so the defaults below are
+//    what an unset field gets only when the field bounding it is unset too.
 // A Config is an immutable value once loaded: the network layer shares it as
 // std::shared_ptr<const Config> and swaps the pointer on reload (see reload_incompatibility).
 //
@@ -83,7 +87,8 @@ struct LimitsConfig {
   std::int64_t max_header_bytes = 16 * 1024;
   std::int64_t max_body_bytes = 32 * 1024 * 1024;
   /// On scheduled routes sluice parses the JSON body (prompt length, model, num_predict) and
-  /// therefore holds it in memory: a larger body is refused with 413. <= max_body_bytes.
+  /// therefore holds it in memory: a larger body is refused with 413. <= max_body_bytes; unset,
+  /// min(8 MiB, max_body_bytes), and an unset max_body_bytes is at least this.
   std::int64_t max_scheduled_body_bytes = 8 * 1024 * 1024;
   Duration header_read_timeout = std::chrono::seconds(10);  ///< first byte -> end of headers
   Duration keepalive_timeout = std::chrono::seconds(60);    ///< idle client between requests

@@ -37,7 +37,9 @@
 // stale handle is recognised and ignored. Both are plain values, cheap to copy.
 //
 // Complexity: enqueue, cancel, admit and expire-one are O(log n) in the number of parked
-// requests plus O(1) hash lookups; memory is ~100 bytes per parked request.
+// requests plus O(1) hash lookups; memory is ~100 bytes per parked request. Fairness keys that
+// go idle owing service are remembered (at most kMaxIdleAccounts, ~250 bytes each) and
+// reclaimed at O(1) per request, however many distinct keys were ever seen.
 #pragma once
 
 #include <cstddef>
@@ -153,6 +155,16 @@ struct KeyStats {
   std::int64_t in_flight = 0;
 };
 
+/// Most fairness accounts remembered while idle (see Scheduler::idle_account_stats()). Beyond it
+/// the account idle the longest is forgotten, and with it what it owed.
+inline constexpr std::size_t kMaxIdleAccounts = 100'000;
+
+/// Bookkeeping of the fairness accounts kept while idle, for tests and metrics.
+struct IdleAccountStats {
+  std::size_t remembered = 0;  ///< idle accounts kept because they are ahead of their class
+  std::uint64_t visits = 0;    ///< idle accounts examined so far to reclaim or evict them
+};
+
 struct Snapshot {
   std::int64_t max_concurrency = 0;
   std::int64_t parked = 0;
@@ -226,6 +238,9 @@ class Scheduler {
   std::optional<std::int64_t> permit_cost(Permit permit) const;
 
   Snapshot snapshot(Time now) const;
+
+  /// O(1). `visits` grows by a small constant per request, however many keys were ever seen.
+  IdleAccountStats idle_account_stats() const;
 
   /// Recomputes every counter from scratch and compares; returns "" or the first violation.
   /// O(n); for tests.
