@@ -20,7 +20,7 @@
 # (debian:12, debian:12-slim) must be pullable or already present.
 # Everything it starts is named sluice-check-* and removed at the end. Exit status: 0 when every
 # check held; 1 otherwise, after printing each failed check as "FAIL: ...".
-set -euo pipefail
+set -Eeuo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 docker=${DOCKER:-docker}
 image=sluice:check
@@ -67,6 +67,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# A step that the checks depend on failed (set -e): say where, loudly, before exiting.
+trap 'echo "FAIL: container-check aborted at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 "$docker" info >/dev/null 2>&1 || { echo "container-check: no Docker engine answers ($docker info)" >&2; exit 1; }
 
@@ -244,7 +246,7 @@ echo "info: all three healthy $(seconds_since "$start") s after the requests abo
 # `docker stop`; sets stop_seconds, exit_code, and leaves the body in $work/stream.NUM_PREDICT.
 stop_with_stream() {
   local c=$1 port=$2 n=$3 out=$work/stream.$3
-  generate "$port" "$n" -o "$out" &
+  generate "$port" "$n" -o "$out" || true &  # a cut stream is a curl error
   local curl_pid=$!
   for _ in $(seq 100); do [[ -s "$out" ]] && break; sleep 0.1; done
   [[ -s "$out" ]] || fail "the stream of $n tokens started"
@@ -298,7 +300,7 @@ if ((compose)); then
       check "compose: admin published on 127.0.0.1 only" \
         test "$("$docker" port "$sluice_c" 11436)" = "127.0.0.1:11436"
       check "compose: healthy" wait_healthy "$sluice_c"
-      generate 11435 180 -o "$work/compose-stream.out" &
+      generate 11435 180 -o "$work/compose-stream.out" || true &
       curl_pid=$!
       sleep 0.7
       start=$(now)
