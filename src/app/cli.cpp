@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "sluice/auth/auth.hpp"
+#include "sluice/core/duration.hpp"
 
 #ifndef SLUICE_VERSION
 #define SLUICE_VERSION "unknown"
@@ -64,6 +65,34 @@ CliParse parse_command_line(int argc, const char* const* argv) {
   hash->add_flag("--generate", o.generate_key,
                  "generate a new random key instead; print it and its SHA-256");
   hash->callback([&o] { o.hash_key = true; });
+
+  CLI::App* health = app.add_subcommand(
+      "healthcheck",
+      "probe a running sluice (for container health checks): GET /healthz on the admin listener "
+      "of the effective config (--config and overrides, before or after the subcommand; "
+      "0.0.0.0 and :: are probed on loopback); with admin_listen \"\", check that the client "
+      "listener accepts a connection instead. Exit 0 when healthy, else 1");
+  health->add_flag("--ready", o.health_ready,
+                   "GET /readyz instead: also unhealthy while the upstream is unreachable or "
+                   "sluice is shutting down (needs the admin listener)");
+  std::string health_timeout = "3s";
+  health
+      ->add_option("--timeout", health_timeout,
+                   "give up after this long in total (\"3s\", \"500ms\"; default 3s)")
+      ->type_name("DURATION")
+      ->check([](const std::string& text) {
+        std::string why;
+        auto d = core::parse_duration(text, &why);
+        if (!d) return "not a duration (" + why + "): " + text;
+        if (*d <= core::Duration::zero()) return std::string("must be > 0");
+        return std::string();
+      });
+  // --config and the overrides belong to the main command; accept them after `healthcheck` too.
+  health->fallthrough();
+  health->callback([&o, &health_timeout] {
+    o.healthcheck = true;
+    o.health_timeout = *core::parse_duration(health_timeout);
+  });
 
   std::ostringstream out;
   std::ostringstream err;

@@ -1,6 +1,7 @@
 // `sluice` entry point: parse the command line, load and validate the config, then either check
-// it (--check-config) or run the server. Config problems are printed to stderr, one per line with
-// file, line and field, and end the process with kExitConfigError before anything is bound.
+// it (--check-config), probe a running server with it (healthcheck) or run the server. Config
+// problems are printed to stderr, one per line with file, line and field, and end the process with
+// kExitConfigError before anything is bound.
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <exception>
 
 #include "sluice/app/cli.hpp"
+#include "sluice/app/healthcheck.hpp"
 #include "sluice/app/server.hpp"
 #include "sluice/obs/logging.hpp"
 
@@ -58,6 +60,29 @@ int hash_key(bool generate) {
   return sluice::app::kExitOk;
 }
 
+// `sluice healthcheck`: 0 when the server the effective config describes answers, else 1 (also
+// for a config it cannot use: container health checks know only 0 and 1).
+int healthcheck(const sluice::app::CliOptions& options) {
+  ConfigResult result = sluice::app::load_effective_config(options.config_file, options.overrides);
+  if (!result.ok()) {
+    for (const auto& e : result.errors)
+      std::fprintf(stderr, "error: %s\n", e.to_string().c_str());
+    std::fputs("sluice healthcheck: unhealthy: the configuration is invalid\n", stderr);
+    return 1;
+  }
+  auto target = sluice::app::health_target(*result.config, options.health_ready);
+  if (const std::string* why = std::get_if<std::string>(&target)) {
+    std::fprintf(stderr, "sluice healthcheck: cannot check: %s\n", why->c_str());
+    return 1;
+  }
+  sluice::app::HealthResult health = sluice::app::probe_health(
+      std::get<sluice::app::HealthTarget>(target), options.health_timeout);
+  std::FILE* out = health.healthy ? stdout : stderr;
+  std::fprintf(out, "sluice healthcheck: %s: %s\n", health.healthy ? "healthy" : "unhealthy",
+               health.message.c_str());
+  return health.healthy ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -69,6 +94,7 @@ int main(int argc, char** argv) {
   }
   const sluice::app::CliOptions& options = cli.options;
   if (options.hash_key) return hash_key(options.generate_key);
+  if (options.healthcheck) return healthcheck(options);
   if (options.check_config) return check_config(*options.check_config, options.overrides);
 
   ConfigResult result = sluice::app::load_effective_config(options.config_file, options.overrides);

@@ -4,13 +4,16 @@
 // upstream, /metrics names, /admin/state, 404/405), live reload (POST /admin/reload and SIGHUP
 // raise max_concurrency without dropping parked requests; a broken file changes nothing), graceful
 // shutdown (parked -> 503 shutting_down, the stream in flight completes, exit 0 within the drain
-// timeout), and scripts/run.sh starting the simulator when no Ollama answers.
+// timeout), `sluice healthcheck` (the container probe) against each of those states, and
+// scripts/run.sh starting the simulator when no Ollama answers.
 //
 // Timing: the simulator decodes at a known rate (--decode-rate), so a request with num_predict N
 // takes about N / rate seconds; tests wait for states by polling with bounded deadlines and only
 // assert orderings and generous bounds.
 #include <doctest/doctest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -345,6 +348,88 @@ TEST_CASE("an upstream host name that does not resolve: 502 and /readyz say so, 
   CHECK(contains(json::parse(ready.body)["detail"].get<std::string>(),
                  "resolve sluice-no-such-host.invalid"));
   CHECK(Clock::now() - start < 8000ms);
+// `sluice healthcheck ARGS...` run to completion: its exit code and its output.
+struct Probe {
+  int code = -1;
+  std::string out, err;
+};
+Probe healthcheck(std::vector<std::string> args) {
+  args.insert(args.begin(), "healthcheck");
+  ChildProcess proc(SLUICE_PATH, std::move(args));
+  Probe p;
+  p.code = run_to_exit(proc);
+  p.out = proc.stdout_text();
+  p.err = proc.stderr_text();
+  return p;
+}
+
+TEST_CASE("healthcheck: 0 while sluice serves (admin /healthz, /readyz or client port), else 1") {
+  auto sim = std::make_unique<Sim>();
+  ConfigFile file(config_text(sim->url(), 1));
+  Sluice sluice = Sluice::with_config(file);
+  // The test config listens on port 0; the probe is told the bound ports with the overrides
+  // (and --config after the subcommand's name, as the image's HEALTHCHECK may give it).
+  const std::string admin = "127.0.0.1:" + std::to_string(sluice.admin_port);
+  const std::string listen = "127.0.0.1:" + std::to_string(sluice.port);
+
+  Probe live = healthcheck({"--config", file.path(), "--admin-listen", admin});
+  CHECK_MESSAGE(live.code == 0, live.err);
+  CHECK(contains(live.out, "healthy: GET http://" + admin + "/healthz: 200"));
+  Probe ready = healthcheck({"--ready", "--config", file.path(), "--admin-listen", admin});
+  CHECK_MESSAGE(ready.code == 0, ready.err);
+  CHECK(contains(ready.out, "/readyz: 200"));
+
+  // The upstream goes: /readyz fails (with sluice's reason), /healthz still passes.
+  sim.reset();
+  std::this_thread::sleep_for(1100ms);  // the readiness result is reused for 1 s
+  Probe not_ready = healthcheck({"--ready", "--config", file.path(), "--admin-listen", admin});
+  CHECK(not_ready.code == 1);
+  CHECK(contains(not_ready.err, "unhealthy: GET http://" + admin + "/readyz: 503"));
+  CHECK(contains(not_ready.err, "unreachable"));
+  CHECK(healthcheck({"--config", file.path(), "--admin-listen", admin}).code == 0);
+
+  // Admin disabled by the config: the probe checks that the client listener accepts.
+  ConfigFile no_admin(R"({"listen": ")" + listen + R"(", "admin_listen": ""})");
+  Probe tcp = healthcheck({"--config", no_admin.path()});
+  CHECK_MESSAGE(tcp.code == 0, tcp.err);
+  CHECK(contains(tcp.out, "healthy: connect to " + listen + ": accepted"));
+  Probe tcp_ready = healthcheck({"--ready", "--config", no_admin.path()});
+  CHECK(tcp_ready.code == 1);
+  CHECK(contains(tcp_ready.err, "cannot check"));
+
+  // sluice gone: both probes fail, saying so.
+  sluice.proc.stop();
+  Probe gone = healthcheck({"--admin-listen", admin});
+  CHECK(gone.code == 1);
+  CHECK(contains(gone.err, "unhealthy: GET http://" + admin + "/healthz: connect: "));
+  CHECK(healthcheck({"--config", no_admin.path()}).code == 1);
+
+  // A config the probe cannot read, or a port 0 it cannot probe: 1 (never 2: health checks
+  // know only 0 and 1).
+  CHECK(healthcheck({"--config", "/nonexistent/sluice.json"}).code == 1);
+  CHECK(healthcheck({"--config", file.path()}).code == 1);
+}
+
+TEST_CASE("healthcheck: a listener that accepts and never answers fails after --timeout") {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 8) == 0);  // the kernel completes the handshake; nobody ever reads
+  socklen_t len = sizeof addr;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  const std::string where = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+
+  const auto start = Clock::now();
+  Probe silent = healthcheck({"--timeout", "300ms", "--admin-listen", where});
+  const auto took = Clock::now() - start;
+  ::close(fd);
+  CHECK(silent.code == 1);
+  CHECK(contains(silent.err, "GET http://" + where + "/healthz: timeout after 300ms"));
+  CHECK(took >= 300ms);
+  CHECK(took < 3s);
 }
 
 TEST_CASE("reload: POST /admin/reload raises max_concurrency live; parked requests start") {

@@ -1,5 +1,5 @@
 // The sluice program's pure logic: command line and overrides, reload decisions and change
-// descriptions, the /admin/state document, admin routing.
+// descriptions, the /admin/state document, admin routing, what `sluice healthcheck` probes.
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -10,6 +10,7 @@
 
 #include "sluice/app/admin_server.hpp"
 #include "sluice/app/cli.hpp"
+#include "sluice/app/healthcheck.hpp"
 #include "sluice/app/reload.hpp"
 #include "sluice/app/state_json.hpp"
 
@@ -332,4 +333,65 @@ TEST_CASE("cli: hash-key subcommand hashes stdin's first line or generates a key
   const std::string digest = generated->substr(digest_at + 9, 64);
   CHECK(hash_key_output(false, key) == digest + "\n");
   CHECK(hash_key_output(true, "") != generated);  // fresh each time
+}
+
+TEST_CASE("cli: healthcheck subcommand takes --config and overrides before or after its name") {
+  CliParse before = parse_args({"--config", "/etc/sluice/sluice.json", "healthcheck"});
+  REQUIRE_FALSE(before.exit_code);
+  CHECK(before.options.healthcheck);
+  CHECK_FALSE(before.options.health_ready);
+  CHECK(before.options.health_timeout == 3s);
+  CHECK(before.options.config_file == "/etc/sluice/sluice.json");
+
+  CliParse after = parse_args({"healthcheck", "--ready", "--timeout", "500ms", "--config", "y.json",
+                               "--admin-listen", "127.0.0.1:9"});
+  INFO(after.error_output);
+  REQUIRE_FALSE(after.exit_code);
+  CHECK(after.options.healthcheck);
+  CHECK(after.options.health_ready);
+  CHECK(after.options.health_timeout == 500ms);
+  CHECK(after.options.config_file == "y.json");
+  CHECK(after.options.overrides.admin_listen == "127.0.0.1:9");
+
+  CHECK_FALSE(parse_args({"--config", "x"}).options.healthcheck);
+  for (const char* bad : {"soon", "0s", "-1s"}) {
+    CAPTURE(bad);
+    CliParse p = parse_args({"healthcheck", "--timeout", bad});
+    CHECK(p.exit_code == kExitUsage);
+    CHECK(contains(p.error_output, "--timeout"));
+  }
+  CHECK(contains(parse_args({"--help"}).output, "healthcheck"));
+}
+
+TEST_CASE("health_target: the admin listener (wildcards on loopback), else the client listener") {
+  auto target = [](const std::string& text, bool ready) {
+    return health_target(parse_ok(text), ready);
+  };
+  using T = HealthTarget;
+  CHECK(std::get<T>(target(R"({"admin_listen": "0.0.0.0:11436"})", false)) ==
+        T{"127.0.0.1", 11436, "/healthz"});
+  CHECK(std::get<T>(target(R"({"admin_listen": "0.0.0.0:11436"})", true)) ==
+        T{"127.0.0.1", 11436, "/readyz"});
+  CHECK(std::get<T>(target(R"({"admin_listen": "[::]:11436"})", false)) ==
+        T{"::1", 11436, "/healthz"});
+  CHECK(std::get<T>(target(R"({"admin_listen": "10.1.2.3:7000"})", false)) ==
+        T{"10.1.2.3", 7000, "/healthz"});
+  CHECK(std::get<T>(target("{}", false)) == T{"127.0.0.1", 11436, "/healthz"});
+  CHECK(std::get<T>(target("{}", false)).describe() == "GET http://127.0.0.1:11436/healthz");
+  CHECK(std::get<T>(target(R"({"admin_listen": "[::]:11436"})", false)).describe() ==
+        "GET http://[::1]:11436/healthz");
+
+  // Admin disabled: the client listener must accept a connection; /readyz cannot be asked.
+  const std::string no_admin = R"({"listen": "0.0.0.0:11435", "admin_listen": ""})";
+  const T tcp = std::get<T>(target(no_admin, false));
+  CHECK(tcp == T{"127.0.0.1", 11435, ""});
+  CHECK(tcp.describe() == "connect to 127.0.0.1:11435");
+  CHECK(contains(std::get<std::string>(target(no_admin, true)), "admin_listen is \"\""));
+
+  // Port 0 is "any free port": nothing to probe.
+  CHECK(contains(std::get<std::string>(target(R"({"admin_listen": "127.0.0.1:0"})", false)),
+                 "free port"));
+  CHECK(contains(
+      std::get<std::string>(target(R"({"listen": "127.0.0.1:0", "admin_listen": ""})", false)),
+      "free port"));
 }

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "sluice/config/config.hpp"
@@ -125,6 +126,32 @@ TEST_CASE("config: the documented example file loads cleanly") {
   Config same = c;
   same.scheduler = defaults.scheduler;
   CHECK(dump_config(same) == dump_config(defaults));
+}
+
+TEST_CASE("config: the container image's config is the example, listening in a container") {
+  ConfigResult r = load_config_file(std::string(SLUICE_SOURCE_DIR) + "/config/container.json");
+  INFO(r.error_text());
+  REQUIRE(r.ok());
+  CHECK(r.warnings.empty());
+  const Config& c = *r.config;
+  CHECK(c.listen == HostPort{"0.0.0.0", 11435});
+  REQUIRE(c.admin_listen.has_value());
+  CHECK(*c.admin_listen == HostPort{"0.0.0.0", 11436});
+  CHECK(c.upstream.url == "http://ollama:11434");
+  // `docker stop` kills 10 s after SIGTERM unless told otherwise: the drain must end before.
+  CHECK(c.shutdown.drain_timeout < 10s);
+  CHECK(c.shutdown.drain_timeout == 8s);
+
+  // Everything else is config/sluice.json.
+  ConfigResult example = load_config_file(example_path());
+  REQUIRE(example.ok());
+  nlohmann::ordered_json expected = nlohmann::ordered_json::parse(dump_config(*example.config));
+  nlohmann::ordered_json actual = nlohmann::ordered_json::parse(dump_config(c));
+  for (const auto& key : {"listen", "admin_listen"})
+    actual[key] = expected[key];
+  actual["upstream"]["url"] = expected["upstream"]["url"];
+  actual["shutdown"]["drain_timeout"] = expected["shutdown"]["drain_timeout"];
+  CHECK(actual.dump(2) == expected.dump(2));
 }
 
 TEST_CASE("config: comments are allowed anywhere") {

@@ -2,7 +2,9 @@
 //
 // Flags (CLI11): --config FILE, the overrides --listen, --admin-listen, --upstream,
 // --max-concurrency, --log-level, --log-format, and the one-shot modes --check-config FILE,
-// --version, --help; and the subcommand `hash-key [--generate]`.
+// --version, --help; and the subcommands `hash-key [--generate]` and
+// `healthcheck [--ready] [--timeout DURATION]` (healthcheck.hpp), which reads the same --config
+// and overrides as the server (given before or after the subcommand's name).
 //
 // Overrides are applied on top of the file (or the defaults when there is no --config) and
 // validated by the config module's own parser, so a bad override is reported exactly like a bad
@@ -40,6 +42,12 @@ struct CliOptions {
   /// and auth.admin_token_sha256); with --generate, make a new key and print it and its digest.
   bool hash_key = false;
   bool generate_key = false;
+  /// `sluice healthcheck`: probe the admin listener (or the client listener) of the effective
+  /// config and exit 0/1 (healthcheck.hpp). --ready asks /readyz instead of /healthz; --timeout
+  /// bounds the whole probe.
+  bool healthcheck = false;
+  bool health_ready = false;
+  core::Duration health_timeout = std::chrono::seconds(3);
   std::optional<std::string> config_file;   ///< --config
   std::optional<std::string> check_config;  ///< --check-config FILE: validate and exit
   Overrides overrides;
