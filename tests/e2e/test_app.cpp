@@ -348,6 +348,8 @@ TEST_CASE("an upstream host name that does not resolve: 502 and /readyz say so, 
   CHECK(contains(json::parse(ready.body)["detail"].get<std::string>(),
                  "resolve sluice-no-such-host.invalid"));
   CHECK(Clock::now() - start < 8000ms);
+}
+
 // `sluice healthcheck ARGS...` run to completion: its exit code and its output.
 struct Probe {
   int code = -1;
