@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
+#include "sluice/obs/escaped.hpp"
 #include "wire.hpp"
 
 namespace sluice::app {
@@ -92,15 +93,6 @@ struct AdminServer::State : std::enable_shared_from_this<AdminServer::State> {
 namespace {
 
 // Logs what escaped a coroutine instead of losing it (a bug: expected errors are values).
-void log_exception(std::exception_ptr e, const char* what) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::error("admin: {} failed: {}", what, ex.what());
-  }
-}
-
 }  // namespace
 
 asio::awaitable<void> AdminServer::State::accept_loop() {
@@ -122,8 +114,8 @@ asio::awaitable<void> AdminServer::State::accept_loop() {
       socket.close(ignored);
       continue;
     }
-    auto on_done = [self](std::exception_ptr e) { log_exception(e, "connection"); };
-    asio::co_spawn(executor, self->session(std::move(socket)), on_done);
+    asio::co_spawn(executor, self->session(std::move(socket)),
+                   obs::log_escaped("admin connection"));
   }
 }
 
@@ -288,8 +280,8 @@ tcp::endpoint AdminServer::listen(const config::HostPort& where) {
 }
 
 void AdminServer::start() {
-  auto on_done = [](std::exception_ptr e) { log_exception(e, "accept loop"); };
-  asio::co_spawn(state_->executor, state_->accept_loop(), on_done);
+  asio::co_spawn(state_->executor, state_->accept_loop(),
+                 obs::log_escaped("admin accept loop", spdlog::level::critical));
 }
 
 void AdminServer::stop() {

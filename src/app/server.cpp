@@ -46,14 +46,6 @@ constexpr auto kDrainProgressEvery = std::chrono::seconds(5);
 // After close_all(), connections should be gone within milliseconds; this bounds the wait.
 constexpr auto kCloseGrace = std::chrono::seconds(5);
 
-std::vector<std::string> workload_names(const config::Config& c) {
-  std::vector<std::string> names;
-  for (const core::WorkloadSpec& w : c.scheduler.core.workloads)
-    names.push_back(w.name);
-  names.push_back(c.scheduler.core.default_workload.name);
-  return names;
-}
-
 std::string describe_workload(const core::WorkloadSpec& w) {
   std::string out = w.name + " (priority " + fmt::format("{:g}", w.priority);
   if (w.band != 0) out += ", band " + std::to_string(w.band);
@@ -112,7 +104,7 @@ struct Server::Impl {
   Impl(CliOptions o, config::Config c)
       : options(std::move(o)),
         initial(std::make_shared<const config::Config>(std::move(c))),
-        metrics(workload_names(*initial)),
+        metrics(),  // workloads and the limit registered by the proxy
         proxy(io, initial, metrics),
         signals(io) {}
 
@@ -160,7 +152,6 @@ int Server::run() {
 int Server::Impl::run() {
   const config::Config& c = *initial;
   log_startup_summary(c, options.config_file);
-  metrics.set_concurrency_limit(c.scheduler.core.max_concurrency);
 
   asio::ip::tcp::endpoint bound;
   try {
@@ -343,8 +334,6 @@ ReloadOutcome Server::Impl::reload(std::string_view trigger) {
       outcome.message = refused + "; nothing changed";
       outcome.changes.clear();
     } else {
-      metrics.add_workloads(workload_names(*plan.next));
-      metrics.set_concurrency_limit(plan.next->scheduler.core.max_concurrency);
       if (plan.next->log.level != running->log.level ||
           plan.next->log.format != running->log.format ||
           plan.next->log.access_log != running->log.access_log) {

@@ -8,30 +8,15 @@ namespace sluice::bench {
 using nlohmann::json;
 
 void NdjsonScanner::feed(std::string_view bytes) {
-  while (!bytes.empty()) {
-    const auto nl = bytes.find('\n');
-    const auto piece = bytes.substr(0, nl);
-    if (!overlong_) {
-      if (partial_.size() + piece.size() > kMaxLineBytes) {
-        overlong_ = true;
-        partial_.clear();
+  splitter_.feed(
+      bytes, [this](std::string_view text) { line(text); },
+      [this] {
         if (error_.empty()) error_ = "response line longer than 1 MiB";
-      } else {
-        partial_.append(piece);
-      }
-    }
-    if (nl == std::string_view::npos) return;
-    if (!overlong_) line(partial_);
-    partial_.clear();
-    overlong_ = false;
-    bytes.remove_prefix(nl + 1);
-  }
+      });
 }
 
 void NdjsonScanner::finish() {
-  if (!overlong_ && !partial_.empty()) line(partial_);
-  partial_.clear();
-  overlong_ = false;
+  splitter_.finish([this](std::string_view text) { line(text); });
 }
 
 void NdjsonScanner::line(std::string_view text) {

@@ -43,6 +43,14 @@ std::string_view to_string(LogFormat format) {
   return format == LogFormat::json ? "json" : "text";
 }
 
+std::vector<std::string> Config::workload_names() const {
+  std::vector<std::string> names;
+  for (const auto& workload : scheduler.core.workloads)
+    names.push_back(workload.name);
+  names.push_back(scheduler.core.default_workload.name);
+  return names;
+}
+
 bool Config::is_scheduled_route(std::string_view path) const {
   return std::find(routes.scheduled.begin(), routes.scheduled.end(), path) !=
          routes.scheduled.end();

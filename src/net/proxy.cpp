@@ -13,6 +13,7 @@
 #include <boost/asio/write.hpp>
 
 #include "proxy_impl.hpp"
+#include "sluice/obs/escaped.hpp"
 #include "sluice/obs/metrics.hpp"
 
 namespace sluice::net {
@@ -24,14 +25,6 @@ using boost::system::error_code;
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-
-std::vector<std::string> workload_names(const config::Config& config) {
-  std::vector<std::string> names;
-  for (const auto& workload : config.scheduler.core.workloads)
-    names.push_back(workload.name);
-  names.push_back(config.scheduler.core.default_workload.name);
-  return names;
-}
 
 }  // namespace
 
@@ -48,8 +41,8 @@ Proxy::Impl::Impl(asio::io_context& io_context, std::shared_ptr<const config::Co
       watch_ticker(io_context),
       accept_wakeup(io_context, asio::steady_timer::time_point::max()),
       idle_wakeup(io_context, asio::steady_timer::time_point::max()) {
-  auto names = workload_names(*config);
-  metrics.add_workloads(names);
+  // The one place metrics learn the workloads and the limit: here and on reconfigure().
+  metrics.add_workloads(config->workload_names());
   metrics.set_concurrency_limit(config->scheduler.core.max_concurrency);
 }
 
@@ -74,14 +67,7 @@ asio::awaitable<void> Proxy::Impl::accept_loop() {
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     auto record = sessions.insert(sessions.end(), SessionRecord{});
-    asio::co_spawn(io, run_session(self, std::move(socket), record), [](std::exception_ptr error) {
-      if (!error) return;
-      try {
-        std::rethrow_exception(error);
-      } catch (const std::exception& e) {
-        spdlog::error("session ended by an unexpected error: {}", e.what());
-      }
-    });
+    asio::co_spawn(io, run_session(self, std::move(socket), record), obs::log_escaped("session"));
   }
 }
 
@@ -127,14 +113,8 @@ tcp::endpoint Proxy::listen() {
 void Proxy::start() {
   if (impl_->started) return;
   impl_->started = true;
-  asio::co_spawn(impl_->io, impl_->accept_loop(), [](std::exception_ptr error) {
-    if (!error) return;
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      spdlog::critical("accept loop ended by an unexpected error: {}", e.what());
-    }
-  });
+  asio::co_spawn(impl_->io, impl_->accept_loop(),
+                 obs::log_escaped("accept loop", spdlog::level::critical));
 }
 
 std::string Proxy::reconfigure(std::shared_ptr<const config::Config> next) {
@@ -144,8 +124,7 @@ std::string Proxy::reconfigure(std::shared_ptr<const config::Config> next) {
   if (std::string why = impl_->gate.reconfigure(next->scheduler.core); !why.empty()) return why;
   impl_->authenticator = std::make_shared<const auth::Authenticator>(next->auth);
   impl_->config = std::move(next);
-  auto names = workload_names(*impl_->config);
-  impl_->metrics.add_workloads(names);
+  impl_->metrics.add_workloads(impl_->config->workload_names());
   impl_->metrics.set_concurrency_limit(impl_->config->scheduler.core.max_concurrency);
   impl_->accept_wakeup.cancel();  // max_connections may have grown
   return {};

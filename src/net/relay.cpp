@@ -268,43 +268,6 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
   co_return RelayResult::finished;
 }
 
-namespace {
-
-FailureFacts facts_of(Phase phase, const error_code& error, const Client& client,
-                      Clock::time_point deadline, std::chrono::nanoseconds silence) {
-  return FailureFacts{.phase = phase,
-                      .error = error,
-                      .deadline_passed = Clock::now() >= deadline,
-                      .client_left = client.record.client_left,
-                      .cut = client.record.cut,
-                      .silence = silence};
-}
-
-}  // namespace
-
-Failure failure_of(Phase phase, const error_code& error, const Client& client,
-                   const RequestContext& ctx, Clock::time_point deadline,
-                   std::chrono::nanoseconds silence) {
-  return classify_failure(facts_of(phase, error, client, deadline, silence), *ctx.config);
-}
-
-void record_failure(RequestContext& ctx, const Failure& failure) {
-  ctx.outcome = failure.outcome;
-  ctx.upstream_error = failure.upstream_error;
-  if (failure.outcome == obs::Outcome::client_gone ||
-      failure.outcome == obs::Outcome::shutting_down)
-    ctx.client_reusable = false;
-}
-
-asio::awaitable<void> answer_failure(Client& client, RequestContext& ctx, Failure failure,
-                                     bool close) {
-  record_failure(ctx, failure);
-  if (!failure.status) co_return;  // the client is gone: nobody to answer
-  LocalResponse response{
-      .status = *failure.status, .message = std::move(failure.message), .close = close};
-  co_await send_local(client, ctx, std::move(response));
-}
-
 asio::awaitable<void> answer_connect_failure(Client& client, RequestContext& ctx,
                                              const AcquireResult& acquired, bool close) {
   FailureFacts facts =

@@ -7,7 +7,6 @@
 
 #include <boost/beast/http/message.hpp>
 
-#include "failure.hpp"
 #include "request_context.hpp"
 #include "upstream_pool.hpp"
 #include "usage_scanner.hpp"
@@ -35,20 +34,6 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
                                             std::unique_ptr<UpstreamConnection>& connection,
                                             Clock::time_point deadline, UsageScanner* scanner,
                                             bool may_retry);
-
-/// The failure map's verdict (failure.hpp) on `error` in `phase` of this request, given its
-/// deadline, whether its client left or was cut, and the silence allowed in the phase.
-Failure failure_of(Phase phase, const boost::system::error_code& error, const Client& client,
-                   const RequestContext& ctx, Clock::time_point deadline,
-                   std::chrono::nanoseconds silence = {});
-
-/// Records a failure's outcome and upstream-error kind in `ctx`.
-void record_failure(RequestContext& ctx, const Failure& failure);
-
-/// Records `failure` and, when it has a status (the client is there and no response head went
-/// out), answers it; `close` closes the connection after the answer.
-asio::awaitable<void> answer_failure(Client& client, RequestContext& ctx, Failure failure,
-                                     bool close);
 
 /// Answers (502) an upstream connection that could not be made.
 asio::awaitable<void> answer_connect_failure(Client& client, RequestContext& ctx,

@@ -120,4 +120,49 @@ asio::awaitable<bool> send_continue(Client& client, RequestContext& ctx) {
   co_return false;
 }
 
+FailureFacts facts_of(Phase phase, const error_code& error, const Client& client,
+                      Clock::time_point deadline, std::chrono::nanoseconds silence) {
+  return FailureFacts{.phase = phase,
+                      .error = error,
+                      .deadline_passed = Clock::now() >= deadline,
+                      .client_left = client.record.client_left,
+                      .cut = client.record.cut,
+                      .silence = silence};
+}
+
+Failure failure_of(Phase phase, const error_code& error, const Client& client,
+                   const RequestContext& ctx, Clock::time_point deadline,
+                   std::chrono::nanoseconds silence) {
+  return classify_failure(facts_of(phase, error, client, deadline, silence), *ctx.config);
+}
+
+void record_failure(RequestContext& ctx, const Failure& failure) {
+  ctx.outcome = failure.outcome;
+  ctx.upstream_error = failure.upstream_error;
+  if (failure.outcome == obs::Outcome::client_gone ||
+      failure.outcome == obs::Outcome::shutting_down)
+    ctx.client_reusable = false;
+}
+
+asio::awaitable<void> answer_failure(Client& client, RequestContext& ctx, Failure failure,
+                                     bool close) {
+  record_failure(ctx, failure);
+  if (!failure.status) co_return;  // the client is gone: nobody to answer
+  LocalResponse response{
+      .status = *failure.status, .message = std::move(failure.message), .close = close};
+  co_await send_local(client, ctx, std::move(response));
+}
+
+asio::awaitable<void> answer_body_error(Client& client, RequestContext& ctx, const error_code& ec,
+                                        std::string_view limit, std::uint64_t max_bytes) {
+  if (ec == http::error::body_limit || is_malformed(ec)) {
+    ctx.outcome = obs::Outcome::invalid_request;
+    LocalResponse response =
+        ec == http::error::body_limit ? body_too_large(limit, max_bytes) : malformed_body(ec);
+    co_await send_local(client, ctx, std::move(response));
+    co_return;
+  }
+  record_failure(ctx, failure_of(Phase::client, ec, client, ctx, Clock::time_point::max()));
+}
+
 }  // namespace sluice::net

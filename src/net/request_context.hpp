@@ -20,6 +20,7 @@
 #include <string>
 #include <string_view>
 
+#include "failure.hpp"
 #include "proxy_impl.hpp"
 #include "request_info.hpp"
 #include "sluice/core/time.hpp"
@@ -188,5 +189,28 @@ inline bool parse_buffered(http::basic_parser<isRequest>& parser, beast::flat_bu
   if (ec == http::error::need_more || ec == http::error::need_buffer) ec = {};
   return used > 0 || parser.is_done();
 }
+
+/// The facts the failure map needs about this request's `error` in `phase`.
+FailureFacts facts_of(Phase phase, const error_code& error, const Client& client,
+                      Clock::time_point deadline, std::chrono::nanoseconds silence);
+
+/// The failure map's verdict (failure.hpp) on `error` in `phase` of this request, given its
+/// deadline, whether its client left or was cut, and the silence allowed in the phase.
+Failure failure_of(Phase phase, const boost::system::error_code& error, const Client& client,
+                   const RequestContext& ctx, Clock::time_point deadline,
+                   std::chrono::nanoseconds silence = {});
+
+/// Records a failure's outcome and upstream-error kind in `ctx`.
+void record_failure(RequestContext& ctx, const Failure& failure);
+
+/// Records `failure` and, when it has a status (the client is there and no response head went
+/// out), answers it; `close` closes the connection after the answer.
+asio::awaitable<void> answer_failure(Client& client, RequestContext& ctx, Failure failure,
+                                     bool close);
+
+/// A request body read that failed: 413 (over `limit`, `max_bytes`) or 400 (malformed chunks),
+/// each closing the connection; else the client left (or was cut) and nothing is answered.
+asio::awaitable<void> answer_body_error(Client& client, RequestContext& ctx, const error_code& ec,
+                                        std::string_view limit, std::uint64_t max_bytes);
 
 }  // namespace sluice::net

@@ -68,22 +68,9 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
       auto [read_error, n] =
           co_await http::async_read_some(client.stream, client.buffer, parser, use_tuple);
       if (read_error == http::error::need_buffer) read_error = {};
-      if (read_error == http::error::body_limit) {
-        ctx.outcome = obs::Outcome::invalid_request;
-        LocalResponse response = body_too_large(
-            "limits.max_body_bytes", static_cast<std::uint64_t>(config.limits.max_body_bytes));
-        co_await send_local(client, ctx, std::move(response));
-        co_return;
-      }
-      if (is_malformed(read_error)) {
-        ctx.outcome = obs::Outcome::invalid_request;
-        LocalResponse response = malformed_body(read_error);
-        co_await send_local(client, ctx, std::move(response));
-        co_return;
-      }
       if (read_error) {
-        record_failure(
-            ctx, failure_of(Phase::client, read_error, client, ctx, Clock::time_point::max()));
+        co_await answer_body_error(client, ctx, read_error, "limits.max_body_bytes",
+                                   static_cast<std::uint64_t>(config.limits.max_body_bytes));
         co_return;
       }
       body.size = buffer_size - body.size;

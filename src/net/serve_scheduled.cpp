@@ -130,20 +130,8 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
   while (!parser.is_done()) {
     client.stream.expires_after(config.limits.header_read_timeout);
     auto [ec, n] = co_await http::async_read_some(client.stream, client.buffer, parser, use_tuple);
-    if (ec == http::error::body_limit) {
-      ctx.outcome = obs::Outcome::invalid_request;
-      LocalResponse response = body_too_large("limits.max_scheduled_body_bytes", max_body);
-      co_await send_local(client, ctx, std::move(response));
-      co_return;
-    }
-    if (is_malformed(ec)) {
-      ctx.outcome = obs::Outcome::invalid_request;
-      LocalResponse response = malformed_body(ec);
-      co_await send_local(client, ctx, std::move(response));
-      co_return;
-    }
     if (ec) {
-      record_failure(ctx, failure_of(Phase::client, ec, client, ctx, Clock::time_point::max()));
+      co_await answer_body_error(client, ctx, ec, "limits.max_scheduled_body_bytes", max_body);
       co_return;
     }
   }

@@ -1,7 +1,6 @@
 // Token counts from relayed response bodies (see usage_scanner.hpp).
 #include "usage_scanner.hpp"
 
-#include <cstring>
 #include <nlohmann/json.hpp>
 
 namespace sluice::net {
@@ -26,38 +25,12 @@ std::int64_t count_field(const json& object, const char* key) {
 }  // namespace
 
 void UsageScanner::feed(std::string_view bytes) {
-  while (!bytes.empty()) {
-    const char* newline = static_cast<const char*>(std::memchr(bytes.data(), '\n', bytes.size()));
-    if (newline == nullptr) {
-      if (!overflow_) {
-        if (partial_.size() + bytes.size() > max_line_bytes_) {
-          overflow_ = true;
-          partial_.clear();
-        } else {
-          partial_.append(bytes);
-        }
-      }
-      return;
-    }
-    std::size_t length = static_cast<std::size_t>(newline - bytes.data());
-    std::string_view piece = bytes.substr(0, length);
-    if (overflow_) {
-      overflow_ = false;
-    } else if (partial_.empty()) {
-      inspect_line(piece);
-    } else if (partial_.size() + piece.size() <= max_line_bytes_) {
-      partial_.append(piece);
-      inspect_line(partial_);
-    }
-    partial_.clear();
-    bytes.remove_prefix(length + 1);
-  }
+  lines_.feed(
+      bytes, [this](std::string_view line) { inspect_line(line); }, [] {});
 }
 
 void UsageScanner::finish() {
-  if (!overflow_ && !partial_.empty()) inspect_line(partial_);
-  partial_.clear();
-  overflow_ = false;
+  lines_.finish([this](std::string_view line) { inspect_line(line); });
 }
 
 void UsageScanner::inspect_line(std::string_view line) {

@@ -6,8 +6,8 @@
 // OpenAI's `usage` object (prompt_tokens / completion_tokens), in NDJSON, in SSE `data:` lines or
 // in a single JSON body (which ends without '\n': finish() handles the last line).
 //
-// Bounds: a line that is completely inside one fed chunk is inspected in place; only the part of
-// a line that spans chunks is copied, into a buffer of at most max_line_bytes. A longer line is
+// Bounds (util::LineSplitter): a line that is completely inside one fed chunk is inspected in
+// place; only a line that spans chunks is copied, into at most max_line_bytes. A longer line is
 // skipped (its counts stay unknown). Memory is therefore O(max_line_bytes) per response at worst,
 // O(1) for the usual short NDJSON lines.
 //
@@ -19,6 +19,8 @@
 #include <string>
 #include <string_view>
 
+#include "sluice/util/line_splitter.hpp"
+
 namespace sluice::net {
 
 class UsageScanner {
@@ -26,7 +28,7 @@ class UsageScanner {
   static constexpr std::size_t kDefaultMaxLineBytes = 1024 * 1024;
 
   explicit UsageScanner(std::size_t max_line_bytes = kDefaultMaxLineBytes)
-      : max_line_bytes_(max_line_bytes) {}
+      : lines_(max_line_bytes) {}
 
   /// Feeds the next piece of the body.
   void feed(std::string_view bytes);
@@ -43,9 +45,7 @@ class UsageScanner {
  private:
   void inspect_line(std::string_view line);
 
-  std::size_t max_line_bytes_;
-  std::string partial_;
-  bool overflow_ = false;  // the current line exceeded max_line_bytes_: skip to its end
+  util::LineSplitter lines_;
   std::int64_t prompt_tokens_ = -1;
   std::int64_t output_tokens_ = -1;
   bool saw_done_ = false;

@@ -34,6 +34,7 @@
 
 #include "api.hpp"
 #include "slots.hpp"
+#include "sluice/obs/escaped.hpp"
 #include "stats.hpp"
 
 namespace sluice::sim {
@@ -776,14 +777,10 @@ struct SimServer::Impl : std::enable_shared_from_this<Impl> {
       }
       boost::system::error_code ignore;
       socket.set_option(tcp::no_delay(true), ignore);
-      asio::co_spawn(ioc, session(std::move(socket)), [self](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          spdlog::error("session failed: {}", ex.what());
-        }
-      });
+      // (`self` keeps the server alive while the session runs.)
+      auto log = obs::log_escaped("simulator session");
+      asio::co_spawn(ioc, session(std::move(socket)),
+                     [self, log](std::exception_ptr e) { log(e); });
     }
   }
 };

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "sluice/bench/stats.hpp"
+#include "sluice/util/line_splitter.hpp"
 
 namespace sluice::bench {
 
@@ -36,8 +37,7 @@ class NdjsonScanner {
  private:
   void line(std::string_view text);
 
-  std::string partial_;
-  bool overlong_ = false;
+  util::LineSplitter splitter_{kMaxLineBytes};
   bool done_ = false;
   std::optional<long> prompt_tokens_, output_tokens_;
   std::string done_reason_;

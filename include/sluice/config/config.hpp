@@ -172,6 +172,8 @@ struct Config {
 
   /// True when `path` (no query string) is one of routes.scheduled.
   bool is_scheduled_route(std::string_view path) const;
+  /// The names of the configured workloads, then the default workload's.
+  std::vector<std::string> workload_names() const;
 };
 
 /// One problem found in a config file. to_string() gives the operator-facing line:
