@@ -6,21 +6,27 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/read_until.hpp>
-#include <boost/asio/streambuf.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <optional>
+#include <tuple>
 
 #include "proxy_impl.hpp"
 #include "sluice/obs/escaped.hpp"
 #include "sluice/obs/metrics.hpp"
+#include "wire.hpp"
 
 namespace sluice::net {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
+namespace http = boost::beast::http;
 
 namespace {
 
@@ -214,19 +220,29 @@ asio::awaitable<std::string> Proxy::probe_upstream() {
   auto [write_error, written] =
       co_await asio::async_write(stream, asio::buffer(request), use_tuple);
   if (write_error) co_return "send: " + write_error.message();
-  asio::streambuf response(4096);
+  // The response head through Beast's parser (its body is not needed; interim 1xx are skipped).
+  boost::beast::flat_buffer buffer;
+  std::optional<http::response_parser<http::empty_body>> parser;
   stream.expires_after(upstream.connect_timeout);
-  auto [read_error, length] = co_await asio::async_read_until(stream, response, "\r\n", use_tuple);
-  if (read_error) {
-    co_return read_error == boost::beast::error::timeout ? std::string("timeout")
-                                                         : "receive: " + read_error.message();
+  error_code read_error;
+  unsigned status = 0;
+  for (int interim = 0; interim <= wire::kMaxInterimResponses; ++interim) {
+    parser.emplace();
+    parser->skip(true);
+    parser->header_limit(16 * 1024);
+    std::tie(read_error, std::ignore) =
+        co_await http::async_read_header(stream, buffer, *parser, use_tuple);
+    if (read_error) break;
+    status = parser->get().result_int();
+    if (wire::classify_interim(status) != wire::Interim::skip) break;
   }
-  std::string line(asio::buffers_begin(response.data()),
-                   asio::buffers_begin(response.data()) + static_cast<std::ptrdiff_t>(length));
-  // "HTTP/1.1 200 OK\r\n"
-  if (line.size() < 12 || line.compare(0, 5, "HTTP/") != 0) co_return "not an HTTP response";
-  int status = std::atoi(line.c_str() + 9);
-  if (status < 100 || status >= 500) co_return "status " + std::to_string(status);
+  if (read_error == boost::beast::error::timeout) co_return "timeout";
+  if (read_error &&
+      read_error.category() == http::make_error_code(http::error::bad_version).category() &&
+      read_error != http::error::end_of_stream && read_error != http::error::partial_message)
+    co_return "not an HTTP response";
+  if (read_error) co_return "receive: " + read_error.message();
+  if (status < 200 || status >= 500) co_return "status " + std::to_string(status);
   co_return std::string();
 }
 

@@ -615,7 +615,7 @@ std::string run_probe(ProxyUnderTest& proxy) {
 
 }  // namespace
 
-TEST_CASE("probe_upstream: up, refused, silent, 5xx") {
+TEST_CASE("probe_upstream: up, refused, silent, 5xx, interim, not HTTP") {
   SUBCASE("up") {
     Simulator sim;
     ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1})"));
@@ -648,6 +648,24 @@ TEST_CASE("probe_upstream: up, refused, silent, 5xx") {
     });
     ProxyUnderTest proxy(proxy_config(failing.url(), R"({"max_concurrency": 1})"));
     CHECK(run_probe(proxy) == "status 503");
+  }
+  SUBCASE("an interim 1xx before the answer is read past (Beast's parser, not atoi)") {
+    ScriptedUpstream interim([](int fd, int) {
+      ScriptedUpstream::read_until(fd, "\r\n\r\n", milliseconds(3000));
+      ScriptedUpstream::send_all(fd,
+                                 "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"
+                                 "Content-Length: 2\r\n\r\n{}");
+    });
+    ProxyUnderTest proxy(proxy_config(interim.url(), R"({"max_concurrency": 1})"));
+    CHECK(run_probe(proxy) == "");
+  }
+  SUBCASE("not HTTP") {
+    ScriptedUpstream garbage([](int fd, int) {
+      ScriptedUpstream::read_until(fd, "\r\n\r\n", milliseconds(3000));
+      ScriptedUpstream::send_all(fd, "SSH-2.0-OpenSSH_9.2\r\n\r\n");
+    });
+    ProxyUnderTest proxy(proxy_config(garbage.url(), R"({"max_concurrency": 1})"));
+    CHECK(run_probe(proxy) == "not an HTTP response");
   }
 }
 
