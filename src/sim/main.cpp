@@ -132,8 +132,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1L, 86400L))
       ->capture_default_str();
   app.add_flag("--allow-any-host", cfg.allow_any_host,
-               "accept any Host header (Ollama answers 403 to foreign Host names on a loopback "
-               "bind; the simulator does too unless this is set)");
+               "accept any Host header (Ollama answers 403 to foreign Host names when it listens "
+               "on a loopback address; the simulator does too unless this is set)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (to stderr)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
       ->capture_default_str();

@@ -201,6 +201,7 @@ struct SimServer::Impl : std::enable_shared_from_this<Impl> {
 
   asio::io_context& ioc;
   SimConfig cfg;
+  bool check_host = true;  ///< set at listen(): loopback bind and no --allow-any-host
   GpuModel model;
   Catalog catalog;
   SimClock clock;
@@ -601,7 +602,7 @@ struct SimServer::Impl : std::enable_shared_from_this<Impl> {
     const bool post = method == http::verb::post;
     spdlog::debug("{} {}", std::string(req.method_string()), std::string(target));
 
-    if (!cfg.allow_any_host && !host_allowed(req[http::field::host])) {
+    if (check_host && !host_allowed(req[http::field::host])) {
       co_await write_body(c, req, http::status::forbidden, "", "");
       co_return After::keep_alive;
     }
@@ -797,6 +798,9 @@ SimServer::SimServer(asio::io_context& ioc, SimConfig config) {
   impl_->acceptor.open(ep.protocol());
   impl_->acceptor.set_option(tcp::acceptor::reuse_address(true));
   impl_->acceptor.bind(ep);
+  // Ollama checks the Host header only when it listens on a loopback address (its defence
+  // against DNS rebinding); bound to 0.0.0.0 or a LAN address, as in a container, it accepts any.
+  impl_->check_host = !impl_->cfg.allow_any_host && ep.address().is_loopback();
   impl_->acceptor.listen(asio::socket_base::max_listen_connections);
 }
 

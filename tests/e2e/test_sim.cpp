@@ -378,6 +378,13 @@ TEST_CASE("errors are sent as Ollama sends them") {
   CHECK(sim.stats()["total"] == 0);  // rejected before reaching the GPU
 }
 
+TEST_CASE("bound to a non-loopback address (a container), any Host is accepted, as Ollama does") {
+  // What sluice sends as Host to `http://sim:11434` on a container network.
+  ChildProcess proc(SLUICE_SIM_PATH, {"--listen", "0.0.0.0:0", "--log-level", "warn"});
+  const std::uint16_t port = proc.wait_for_port("listening on http://0.0.0.0:");
+  CHECK(http_request(port, HttpRequest{"GET", "/", {{"Host", "sim:11434"}}, ""}).status == 200);
+}
+
 TEST_CASE("--allow-any-host turns the Host check off") {
   Sim sim({"--allow-any-host"});
   CHECK(sim.request(HttpRequest{"GET", "/", {{"Host", "evil.example.com"}}, ""}).status == 200);
