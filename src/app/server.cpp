@@ -275,8 +275,8 @@ asio::awaitable<void> Server::Impl::shutdown(std::string reason) {
     if (Clock::now() < deadline) {
       spdlog::info("shutdown: still waiting for {} requests ({} running upstream); {} left",
                    proxy.active_requests(), proxy.snapshot().in_flight,
-                   core::format_duration(
-                       std::chrono::duration_cast<core::Duration>(deadline - Clock::now())));
+                   core::format_duration(std::chrono::duration_cast<core::Duration>(
+                       std::chrono::ceil<std::chrono::seconds>(deadline - Clock::now()))));
     }
   }
   const auto waited =
