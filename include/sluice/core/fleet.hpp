@@ -1,0 +1,217 @@
+// Placement across a fleet of backends: which Ollama a request for a model should run on.
+//
+// A pure state machine like the scheduler (no I/O, no clock: `now` is an argument). The I/O
+// layer feeds it what it observes — health, each backend's model list (/api/tags), what is
+// resident (/api/ps), the timings in each finished request's final object — and the scheduler
+// asks it, for the request that fair order puts next, where that request should go now.
+//
+// Eligibility. A request for model M is eligible for the backends that are up and serve M (M
+// is in their static `models` list, or in their discovered /api/tags; a backend whose catalog is
+// not known yet serves every model). Model names that no backend lists share one id,
+// kUnlistedModel, eligible only for backends with an unknown catalog, so a client cannot grow
+// the fleet's memory by inventing model names.
+//
+// Choice by expected finish. Among eligible backends with a free slot, the one where the
+// request is expected to finish first:
+//     service(b) x (1 + in_flight(b) / max_concurrency(b))        the backend's speed and load
+//   + load(b, M)                        when M is not resident on b (learned from load_duration)
+//   + load(b, V)                        when loading M evicts a model V that parked requests
+//                                       need and no other backend holds resident
+//   + service(b)                        when b is full of models that are all busy: Ollama
+//                                       makes the load wait until one of them goes idle
+// Ties go to the less utilised backend, then to the earlier one in the configuration.
+//
+// Staying warm (ski rental). When the best backend with a free slot would have to load M while
+// another eligible backend holds M resident but is full, the request waits for a warm slot —
+// at most as long as the load would take: from `waiting_since + load(b, M)` on it may go cold.
+// Waiting up to the price of the alternative and then paying it is the classic 2-competitive
+// rent-or-buy rule: the request never finishes later than twice the better of the two choices,
+// and a hot model stays where it is instead of being loaded on every backend that has a free
+// slot for a moment. The scheduler places warm requests meanwhile (work conservation: a slot
+// stays idle only while every request eligible for it is waiting this way, and never longer
+// than a load time).
+//
+// Residency. A backend's resident models are what /api/ps last said, plus what sluice placed
+// since (a placed model is resident from the moment it is sent: Ollama loads it once and makes
+// the others wait). A backend holds at most `resident_capacity` models, learned as the most
+// ever seen resident at once on it; a load beyond that evicts the least recently used idle one,
+// as Ollama does.
+//
+// Bounds: at most kMaxBackends backends (a mask per model), kMaxModels model names.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "sluice/core/time.hpp"
+
+namespace sluice::core {
+
+inline constexpr std::size_t kMaxBackends = 64;
+inline constexpr std::size_t kMaxModels = 4096;
+/// The load time assumed for a model on a backend before any load of it was observed there.
+inline constexpr Duration kDefaultLoadTime = std::chrono::seconds(5);
+/// A request whose load_duration is at least this loaded its model (a warm model reports a few
+/// milliseconds).
+inline constexpr Duration kLoadSeen = std::chrono::milliseconds(250);
+/// Decode speed assumed for a backend before its first timed response, tokens per second.
+inline constexpr double kDefaultTokensPerSecond = 30.0;
+
+/// Index of a backend in the fleet, stable across reconfigure() (a removed backend keeps its
+/// index until its last request ends; a new one takes a free index).
+using BackendId = std::uint32_t;
+/// A model name interned by the fleet; kUnlistedModel stands for every name nobody lists.
+using ModelId = std::uint32_t;
+inline constexpr ModelId kUnlistedModel = 0;
+/// A set of backends, bit b = backend b.
+using BackendSet = std::uint64_t;
+
+struct BackendSpec {
+  std::string name;
+  std::int64_t max_concurrency = 1;  ///< >= 1
+  /// Static catalog; empty = discovered (set_catalog()); unknown until then.
+  std::vector<std::string> models;
+};
+
+/// Ollama's spelling of a model name: a name without a tag means ":latest" ("mistral" and
+/// "mistral:latest" are one model).
+std::string canonical_model(std::string_view name);
+
+/// Returns "" when the specs are valid, else a message naming the backend and field.
+std::string validate(std::span<const BackendSpec> backends);
+
+/// What the final object of a finished request said (absent fields: nullopt / 0).
+struct Timings {
+  std::optional<Duration> load_duration;
+  std::int64_t eval_count = 0;
+  std::optional<Duration> eval_duration;
+};
+
+struct Placement {
+  enum class Kind : std::uint8_t {
+    place,      ///< run on `backend` now
+    full,       ///< eligible backends are up, none has a free slot
+    wait_warm,  ///< free slots exist only where the model must load; retry at `until`
+    down,       ///< backends serve the model, none of them is up
+    unserved,   ///< no backend serves the model
+  };
+  Kind kind = Kind::unserved;
+  BackendId backend = 0;
+  Time until{};
+};
+
+struct ResidentView {
+  std::string model;
+  std::int64_t in_flight = 0;
+};
+
+struct BackendView {
+  BackendId id = 0;
+  std::string name;
+  bool up = false;
+  bool retired = false;  ///< removed by reconfigure(), finishing its requests
+  std::int64_t in_flight = 0;
+  std::int64_t max_concurrency = 0;
+  bool catalog_known = false;
+  std::vector<std::string> models;   ///< its catalog (static or discovered)
+  std::vector<ResidentView> loaded;  ///< resident now, most recently used first
+  std::size_t resident_capacity = 0;
+  double tokens_per_second = 0;  ///< per stream, smoothed
+};
+
+class Fleet {
+ public:
+  /// Precondition: validate(backends) == "".
+  explicit Fleet(std::span<const BackendSpec> backends);
+
+  /// Applies new specs, matched by name: new backends are added (down until set_up()), removed
+  /// ones retire (no new placements; their running requests finish), the others take the new
+  /// max_concurrency and static catalog. Returns "" or why nothing changed.
+  std::string reconfigure(std::span<const BackendSpec> backends);
+
+  /// The id of a model name; kUnlistedModel when no backend lists it.
+  ModelId model(std::string_view name) const;
+  const std::string& model_name(ModelId m) const;
+
+  /// Where a request for `m` should go now (see the header comment). `cost` in tokens;
+  /// `waiting_since` is when it arrived. O(backends).
+  Placement choose(ModelId m, std::int64_t cost, Time waiting_since, Time now) const;
+
+  /// Backends a request for m may use when they have room (up, serving m, not retired).
+  BackendSet eligible(ModelId m) const;
+  /// Backends with a free slot.
+  BackendSet free_slots() const;
+
+  /// A request for m starts on b: counts it, makes m resident (evicting as Ollama would).
+  void admit(BackendId b, ModelId m, Time now);
+  /// It ended; `timings` teaches load time and speed. Returns true when it had loaded m.
+  bool release(BackendId b, ModelId m, const Timings& timings, Time now);
+
+  /// Observations. Each returns true when it may let a parked request run or go elsewhere.
+  bool set_up(BackendId b, bool up);
+  bool set_catalog(BackendId b, std::span<const std::string> models);
+  bool set_resident(BackendId b, std::span<const std::string> models, Time now);
+  /// Parked requests per model (kept by the scheduler): the eviction cost reads it.
+  void note_parked(ModelId m, int delta);
+
+  std::optional<BackendId> find(std::string_view name) const;
+  std::size_t size() const { return backends_.size(); }  ///< including free and retired ids
+  bool live(BackendId b) const;
+  std::int64_t in_flight(BackendId b) const;
+  /// Learned (or default) time to load m on b.
+  Duration load_time(BackendId b, ModelId m) const;
+  BackendView view(BackendId b) const;
+
+  /// Recomputes the counters and masks from scratch; "" or the first violation. For tests.
+  std::string check_invariants() const;
+
+ private:
+  struct Resident {
+    ModelId model = 0;
+    std::int64_t in_flight = 0;
+    Time last_used{};
+  };
+  struct Backend {
+    BackendSpec spec;
+    bool live = false;  ///< index in use (configured or retired with requests in flight)
+    bool retired = false;
+    bool up = false;
+    bool catalog_known = false;
+    std::vector<ModelId> catalog;
+    std::vector<Resident> resident;
+    std::size_t resident_capacity = 1;
+    std::int64_t in_flight = 0;
+    double tokens_per_second = kDefaultTokensPerSecond;
+    bool speed_known = false;
+    std::unordered_map<ModelId, Duration> load_time;
+  };
+
+  ModelId intern(std::string_view name);
+  void reclaim_unused();
+  void apply_catalog(BackendId b, std::vector<ModelId> models, bool known);
+  void rebuild_masks();
+  bool usable(BackendId b) const;
+  bool resident_on(BackendId b, ModelId m) const;
+  Duration service_time(const Backend& backend, std::int64_t cost) const;
+  Duration expected_finish(BackendId b, ModelId m, std::int64_t cost) const;
+  const Resident* eviction_victim(const Backend& backend) const;
+  void make_resident(Backend& backend, ModelId m, Time now);
+  void maybe_free(BackendId b);
+
+  std::vector<Backend> backends_;
+  std::vector<std::string> model_names_;  ///< by ModelId; [0] = "" (unlisted)
+  std::unordered_map<std::string, ModelId> model_ids_;
+  std::vector<BackendSet> served_by_;  ///< by ModelId: backends whose catalog lists it
+  BackendSet any_model_ = 0;           ///< backends whose catalog is unknown
+  std::vector<std::int64_t> parked_;   ///< by ModelId
+  std::vector<ModelId> reusable_;      ///< ids nothing refers to, once kMaxModels were seen
+  bool reclaim_scanned_ = false;       ///< reusable_ is complete for this catalog update
+};
+
+}  // namespace sluice::core
