@@ -8,25 +8,19 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/empty_body.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/read.hpp>
 #include <optional>
 #include <tuple>
 
+#include "backend_probe.hpp"
 #include "proxy_impl.hpp"
 #include "sluice/obs/escaped.hpp"
 #include "sluice/obs/metrics.hpp"
-#include "wire.hpp"
 
 namespace sluice::net {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
-namespace http = boost::beast::http;
 
 namespace {
 
@@ -206,44 +200,9 @@ asio::awaitable<std::string> Proxy::probe_upstream() {
   const config::UpstreamConfig upstream = impl->config->upstream;
   // A fresh connection (never a pooled one: the probe checks that connecting works), through
   // the pool so that it resolves the host name as requests do and shares the cached addresses.
-  AcquireResult acquired = co_await impl->pool.connect(upstream);
-  if (!acquired.connection) {
-    const std::string step = acquired.lookup_failed ? "resolve " + upstream.host : "connect";
-    co_return step + ": " +
-        (acquired.timed_out ? std::string("timeout") : acquired.error.message());
-  }
-  auto& stream = acquired.connection->stream;
-  std::string request = "GET " + upstream.base_path +
-                        "/api/version HTTP/1.1\r\nHost: " + upstream.host_header +
-                        "\r\nConnection: close\r\n\r\n";
-  stream.expires_after(upstream.connect_timeout);
-  auto [write_error, written] =
-      co_await asio::async_write(stream, asio::buffer(request), use_tuple);
-  if (write_error) co_return "send: " + write_error.message();
-  // The response head through Beast's parser (its body is not needed; interim 1xx are skipped).
-  boost::beast::flat_buffer buffer;
-  std::optional<http::response_parser<http::empty_body>> parser;
-  stream.expires_after(upstream.connect_timeout);
-  error_code read_error;
-  unsigned status = 0;
-  for (int interim = 0; interim <= wire::kMaxInterimResponses; ++interim) {
-    parser.emplace();
-    parser->skip(true);
-    parser->header_limit(16 * 1024);
-    std::tie(read_error, std::ignore) =
-        co_await http::async_read_header(stream, buffer, *parser, use_tuple);
-    if (read_error) break;
-    status = parser->get().result_int();
-    if (wire::classify_interim(status) != wire::Interim::skip) break;
-  }
-  if (read_error == boost::beast::error::timeout) co_return "timeout";
-  if (read_error &&
-      read_error.category() == http::make_error_code(http::error::bad_version).category() &&
-      read_error != http::error::end_of_stream && read_error != http::error::partial_message)
-    co_return "not an HTTP response";
-  if (read_error) co_return "receive: " + read_error.message();
-  if (status < 200 || status >= 500) co_return "status " + std::to_string(status);
-  co_return std::string();
+  ProbeResult result = co_await probe_get(impl->pool, upstream, "/api/version",
+                                          2 * upstream.connect_timeout, 64 * 1024);
+  co_return probe_problem(result);
 }
 
 }  // namespace sluice::net
