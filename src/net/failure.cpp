@@ -52,7 +52,8 @@ error_code make_error_code(UpstreamProtocol e) {
   return {static_cast<int>(e), upstream_protocol_category()};
 }
 
-Failure classify_failure(const FailureFacts& facts, const config::Config& config) {
+Failure classify_failure(const FailureFacts& facts, const config::Config& config,
+                         const config::UpstreamConfig& upstream) {
   Failure f;
   if (facts.cut || facts.client_left) {
     // sluice closed the upstream connection because the client left (or the drain ended):
@@ -62,7 +63,6 @@ Failure classify_failure(const FailureFacts& facts, const config::Config& config
     return f;
   }
   const bool timeout = facts.error == beast::error::timeout;
-  const auto& upstream = config.upstream;
   switch (facts.phase) {
     case Phase::client:
       f.outcome = obs::Outcome::client_gone;

@@ -64,7 +64,9 @@ struct Failure {
   std::string message;
 };
 
-Failure classify_failure(const FailureFacts& facts, const config::Config& config);
+/// `upstream`: the settings of the backend the request went to.
+Failure classify_failure(const FailureFacts& facts, const config::Config& config,
+                         const config::UpstreamConfig& upstream);
 
 }  // namespace sluice::net
 

@@ -35,12 +35,13 @@ Proxy::Impl::Impl(asio::io_context& io_context, std::shared_ptr<const config::Co
       authenticator(std::make_shared<const auth::Authenticator>(config->auth)),
       metrics(metrics_sink),
       gate(io_context.get_executor(), config->scheduler.core),
-      pool(io_context.get_executor(), static_cast<std::size_t>(std::max<std::int64_t>(
-                                          config->upstream.max_idle_connections, 0))),
       acceptor(io_context),
       watch_ticker(io_context),
       accept_wakeup(io_context, asio::steady_timer::time_point::max()),
       idle_wakeup(io_context, asio::steady_timer::time_point::max()) {
+  backends.push_back(std::make_shared<Backend>(
+      io_context.get_executor(), config->upstream.host_header,
+      static_cast<std::size_t>(std::max<std::int64_t>(config->upstream.max_idle_connections, 0))));
   // The one place metrics learn the workloads and the limit: here and on reconfigure().
   metrics.add_workloads(config->workload_names());
   metrics.set_concurrency_limit(config->scheduler.core.max_concurrency);
@@ -142,7 +143,8 @@ void Proxy::begin_shutdown() {
   impl.acceptor.close(ignored);
   impl.accept_wakeup.cancel();
   impl.gate.drain();
-  impl.pool.close_idle();
+  for (const auto& backend : impl.backends)
+    backend->pool.close_idle();
   for (SessionRecord& record : impl.sessions) {
     if (!record.busy) Impl::close_session(record, false);
   }
@@ -176,7 +178,8 @@ void Proxy::close_all() {
   error_code ignored;
   impl.acceptor.close(ignored);
   impl.accept_wakeup.cancel();
-  impl.pool.stop();
+  for (const auto& backend : impl.backends)
+    backend->pool.stop();
   for (SessionRecord& record : impl.sessions) {
     record.cut = true;
     Impl::close_session(record, true);
@@ -200,7 +203,7 @@ asio::awaitable<std::string> Proxy::probe_upstream() {
   const config::UpstreamConfig upstream = impl->config->upstream;
   // A fresh connection (never a pooled one: the probe checks that connecting works), through
   // the pool so that it resolves the host name as requests do and shares the cached addresses.
-  ProbeResult result = co_await probe_get(impl->pool, upstream, "/api/version",
+  ProbeResult result = co_await probe_get(impl->primary()->pool, upstream, "/api/version",
                                           2 * upstream.connect_timeout, 64 * 1024);
   co_return probe_problem(result);
 }

@@ -25,6 +25,7 @@
 #include "sluice/core/cost.hpp"
 #include "sluice/net/admission_gate.hpp"
 #include "sluice/net/proxy.hpp"
+#include "backend.hpp"
 #include "timed_stream.hpp"
 #include "upstream_pool.hpp"
 
@@ -111,7 +112,10 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   obs::Metrics& metrics;
   AdmissionGate gate;
   core::CostModel cost_model;
-  UpstreamPool pool;
+  /// The backends requests are sent to (today one: config->upstream).
+  std::vector<std::shared_ptr<Backend>> backends;
+  /// The backend pass-through requests and the readiness probe use.
+  const std::shared_ptr<Backend>& primary() const { return backends.front(); }
   BufferPool buffers;
   boost::asio::ip::tcp::acceptor acceptor;
   std::list<SessionRecord> sessions;

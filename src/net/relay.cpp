@@ -46,7 +46,7 @@ bool is_stale_connection_error(const error_code& ec) {
 /// Rewrites a client request header into the upstream request header (in place).
 void prepare_upstream_request(http::request_header<>& header, std::string_view target,
                               const RequestContext& ctx, UpstreamFraming framing) {
-  const auto& upstream = ctx.config->upstream;
+  const auto& upstream = *ctx.upstream;
   strip_hop_by_hop(header);
   header.erase(http::field::host);
   header.erase(http::field::expect);
@@ -76,7 +76,7 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
                                             std::unique_ptr<UpstreamConnection>& connection,
                                             Clock::time_point deadline, UsageScanner* scanner,
                                             bool may_retry) {
-  const auto& upstream = ctx.config->upstream;
+  const auto& upstream = *ctx.upstream;
   auto& stream = connection->stream;
 
   const Clock::duration header_wait =
@@ -164,7 +164,7 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
       record_failure(ctx, failure_of(Phase::client, write_error, client, ctx, deadline));
       co_return RelayResult::finished;
     }
-    if (upstream_keep_alive && parser.is_done()) proxy.pool.give_back(std::move(connection));
+    if (upstream_keep_alive && parser.is_done()) ctx.backend->pool.give_back(std::move(connection));
     co_return RelayResult::finished;
   }
 
@@ -264,7 +264,7 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
       ctx.outcome = obs::Outcome::upstream_5xx;
     }
   }
-  if (upstream_keep_alive && parser.is_done()) proxy.pool.give_back(std::move(connection));
+  if (upstream_keep_alive && parser.is_done()) ctx.backend->pool.give_back(std::move(connection));
   co_return RelayResult::finished;
 }
 
@@ -274,7 +274,7 @@ asio::awaitable<void> answer_connect_failure(Client& client, RequestContext& ctx
       facts_of(Phase::connect, acquired.error, client, Clock::time_point::max(), {});
   facts.lookup = acquired.lookup_failed;
   if (acquired.timed_out) facts.error = beast::error::timeout;
-  Failure failure = classify_failure(facts, *ctx.config);
+  Failure failure = classify_failure(facts, *ctx.config, *ctx.upstream);
   co_await answer_failure(client, ctx, std::move(failure), close);
 }
 
@@ -284,13 +284,13 @@ template <class Body>
 asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
                                        http::request<Body>& request, Clock::time_point deadline,
                                        UsageScanner* scanner) {
-  const auto& upstream = ctx.config->upstream;
+  const auto& upstream = *ctx.upstream;
   const std::string head = serialize_head(request.base());
   for (int attempt = 0;; ++attempt) {
     // (No co_await inside a conditional expression: GCC 12 miscompiles it.)
     AcquireResult acquired;
-    if (attempt == 0) acquired.connection = proxy.pool.take_idle(/*can_retry=*/true);
-    if (!acquired.connection) acquired = co_await proxy.pool.connect(upstream);
+    if (attempt == 0) acquired.connection = ctx.backend->pool.take_idle(/*can_retry=*/true);
+    if (!acquired.connection) acquired = co_await ctx.backend->pool.connect(upstream);
     if (!acquired.connection) {
       co_await answer_connect_failure(client, ctx, acquired, false);
       co_return;

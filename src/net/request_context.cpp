@@ -133,7 +133,8 @@ FailureFacts facts_of(Phase phase, const error_code& error, const Client& client
 Failure failure_of(Phase phase, const error_code& error, const Client& client,
                    const RequestContext& ctx, Clock::time_point deadline,
                    std::chrono::nanoseconds silence) {
-  return classify_failure(facts_of(phase, error, client, deadline, silence), *ctx.config);
+  return classify_failure(facts_of(phase, error, client, deadline, silence), *ctx.config,
+                          *ctx.upstream);
 }
 
 void record_failure(RequestContext& ctx, const Failure& failure) {

@@ -52,6 +52,9 @@ struct Client {
 /// What one request did, for the response headers, the metrics and the access log.
 struct RequestContext {
   std::shared_ptr<const config::Config> config;
+  /// The backend the request goes to, and its settings (inside `config`).
+  std::shared_ptr<Backend> backend;
+  const config::UpstreamConfig* upstream = nullptr;
   std::shared_ptr<const auth::Authenticator> authenticator;
   const config::ApiKey* key =
       nullptr;  ///< the API key presented (auth enabled), into authenticator

@@ -43,7 +43,7 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
   parser.body_limit(static_cast<std::uint64_t>(config.limits.max_body_bytes));
   prepare_upstream_request(parser.get().base(), target, ctx, framing);
 
-  AcquireResult acquired = co_await proxy.pool.acquire(config.upstream);
+  AcquireResult acquired = co_await ctx.backend->pool.acquire(*ctx.upstream);
   if (!acquired.connection) {
     co_await answer_connect_failure(client, ctx, acquired, true);
     co_return;
@@ -82,7 +82,7 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
       body.size = 0;
       body.more = false;
     }
-    connection->stream.expires_after(config.upstream.idle_timeout);
+    connection->stream.expires_after(ctx.upstream->idle_timeout);
     auto [write_error, written] =
         co_await http::async_write(connection->stream, serializer, use_tuple);
     if (write_error == http::error::need_buffer) write_error = {};

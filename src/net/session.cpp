@@ -85,6 +85,8 @@ void record_request(Proxy::Impl& proxy, const RequestContext& ctx) {
 asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
   RequestContext ctx;
   ctx.config = proxy.config;
+  ctx.backend = proxy.primary();
+  ctx.upstream = &ctx.config->upstream;
   ctx.authenticator = proxy.authenticator;
   ctx.arrival = Clock::now();
   const config::LimitsConfig& limits = ctx.config->limits;

@@ -175,7 +175,7 @@ TEST_CASE("classify_failure: every phase, one row each") {
   };
   for (const Row& row : rows) {
     INFO(row.name);
-    const Failure f = classify_failure(row.facts, config);
+    const Failure f = classify_failure(row.facts, config, config.upstream);
     CHECK(f.outcome == row.outcome);
     CHECK(f.upstream_error == row.kind);
     CHECK(f.status == row.status);
