@@ -8,6 +8,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "duration.hpp"
 #include "sluice/sim/model.hpp"
 
 namespace sluice::sim {
@@ -94,15 +95,22 @@ std::optional<ApiError> apply_num_predict(std::optional<std::int64_t> n, SimRequ
   return std::nullopt;
 }
 
-bool keep_alive_is_zero(const json& obj) {
+// keep_alive as Ollama's api.Duration reads it: a number of seconds or a Go duration string;
+// negative means forever.
+std::optional<ApiError> want_keep_alive(const json& obj, SimRequest& req) {
   const json* v = field(obj, "keep_alive");
-  if (!v) return false;
-  if (v->is_number()) return v->get<double>() == 0;
-  if (v->is_string()) {
-    const auto s = v->get<std::string>();
-    return s == "0" || s == "0s" || s == "0m" || s == "0h";
+  if (!v) return std::nullopt;
+  if (v->is_number()) {
+    req.keep_alive_ns = seconds_to_ns(v->get<double>());
+  } else if (v->is_string()) {
+    auto parsed = parse_go_duration(v->get<std::string>());
+    if (auto* why = std::get_if<std::string>(&parsed)) return bad(*why);
+    req.keep_alive_ns = std::get<std::int64_t>(parsed);
+  } else {
+    return bad("field \"keep_alive\" must be a duration string or a number of seconds");
   }
-  return false;
+  if (*req.keep_alive_ns < 0) req.keep_alive_ns = kForever;
+  return std::nullopt;
 }
 
 // Text of a message's content: a string, or OpenAI's array of {"type":"text","text":...} parts.
@@ -236,7 +244,8 @@ std::optional<ApiError> parse_body(Route route, const json& obj, SimRequest& req
   }
   apply_num_predict(num_predict, req);
   req.seed = seed;
-  req.unload = req.load_only && keep_alive_is_zero(obj);
+  if (auto e = want_keep_alive(obj, req)) return e;
+  req.unload = req.load_only && req.keep_alive_ns == 0;
   return std::nullopt;
 }
 
@@ -418,8 +427,24 @@ std::string error_body(Route route, int status, std::string_view message) {
 std::string rfc3339(std::chrono::system_clock::time_point t) {
   const auto ns_total =
       std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-  std::int64_t secs = ns_total / 1'000'000'000;
-  std::int64_t nanos = ns_total % 1'000'000'000;
+  return rfc3339_at(ns_total / 1'000'000'000, ns_total % 1'000'000'000);
+}
+
+std::string rfc3339_forever(std::chrono::system_clock::time_point now) {
+  // Go: now.Add(math.MaxInt64), about 292 years on (beyond what a time_point holds).
+  const auto ns_total =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  constexpr std::int64_t kMaxSecs = 9'223'372'036, kMaxNanos = 854'775'807;
+  std::int64_t secs = ns_total / 1'000'000'000 + kMaxSecs;
+  std::int64_t nanos = ns_total % 1'000'000'000 + kMaxNanos;
+  if (nanos >= 1'000'000'000) {
+    nanos -= 1'000'000'000;
+    ++secs;
+  }
+  return rfc3339_at(secs, nanos);
+}
+
+std::string rfc3339_at(std::int64_t secs, std::int64_t nanos) {
   if (nanos < 0) {
     nanos += 1'000'000'000;
     --secs;
@@ -431,7 +456,7 @@ std::string rfc3339(std::chrono::system_clock::time_point t) {
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   std::string out = buf;
   if (nanos != 0) {
-    char frac[16];
+    char frac[32];
     std::snprintf(frac, sizeof frac, ".%09lld", static_cast<long long>(nanos));
     std::string f = frac;
     while (f.back() == '0')
@@ -603,15 +628,15 @@ std::string tags_body(const Catalog& catalog) {
   return ojson{{"models", models}}.dump();
 }
 
-std::string ps_body(const Catalog& catalog, std::chrono::system_clock::time_point expires_at) {
+std::string ps_body(const std::vector<PsEntry>& resident) {
   ojson models = ojson::array();
-  for (const auto& name : catalog.names()) {
-    models.push_back(ojson{{"name", name},
-                           {"model", name},
+  for (const auto& entry : resident) {
+    models.push_back(ojson{{"name", entry.name},
+                           {"model", entry.name},
                            {"size", kModelSizeBytes + 600'000'000},
-                           {"digest", digest_of(name)},
+                           {"digest", digest_of(entry.name)},
                            {"details", details()},
-                           {"expires_at", rfc3339(expires_at)},
+                           {"expires_at", entry.expires_at},
                            {"size_vram", kModelSizeBytes + 600'000'000},
                            {"context_length", 4096}});
   }
