@@ -94,7 +94,8 @@ asio::awaitable<SimServer::Impl::ModelRef> SimServer::Impl::await_model(const Jo
 asio::awaitable<void> SimServer::Impl::wait_loaded(Job& job) {
   ModelRef ref = co_await await_model(job);
   const auto view = residency.ticket(ref.ticket());
-  job.record->load_ns = view->load_duration_ns();
+  job.record->load_ns =
+      view->scheduled_ns().value_or(job.record->arrival_ns) - job.record->arrival_ns;
   job.record->triggered_load = view->triggered_load;
 }
 
@@ -137,7 +138,7 @@ asio::awaitable<After> SimServer::Impl::run_gpu(Conn& c, const Request& req, Job
   // Ollama's order: the scheduler finds (or loads) the model, then the runner's semaphore.
   ModelRef model_ref = co_await await_model(job);
   const auto view = residency.ticket(model_ref.ticket());
-  rec.load_ns = view->load_duration_ns();
+  rec.load_ns = view->scheduled_ns().value_or(rec.arrival_ns) - rec.arrival_ns;
   rec.triggered_load = view->triggered_load;
   rec.model_ready_ns = view->ready_ns;
   SlotPool& pool = *pools.at(job.request.resolved);

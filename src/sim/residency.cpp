@@ -7,8 +7,12 @@
 
 namespace sluice::sim {
 
+std::optional<std::int64_t> Residency::TicketView::scheduled_ns() const {
+  return triggered_load ? ready_ns : admitted_ns;
+}
+
 std::int64_t Residency::TicketView::load_duration_ns() const {
-  const auto scheduled = triggered_load ? ready_ns : admitted_ns;
+  const auto scheduled = scheduled_ns();
   return scheduled ? *scheduled - arrival_ns : 0;
 }
 

@@ -54,6 +54,9 @@ class Residency {
     /// its model, including the load when it triggered one. (A request that joined a load in
     /// progress was scheduled at once and waits for the runner afterwards, as in Ollama.)
     std::int64_t load_duration_ns() const;
+    /// When it was scheduled onto its model: ready_ns if it triggered the load, else
+    /// admitted_ns (nullopt while waiting).
+    std::optional<std::int64_t> scheduled_ns() const;
   };
 
   struct ModelView {
