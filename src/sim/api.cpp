@@ -1,5 +1,6 @@
-// Ollama's request validation and response shapes (see api.hpp). Field order and omitted zero
-// fields follow Ollama's Go structs (api.GenerateResponse, api.ChatResponse, openai.*).
+// Ollama's request validation and the responses of GPU routes (see api.hpp; the catalog and
+// the cheap routes are in catalog.cpp). Field order and omitted zero fields follow Ollama's Go
+// structs (api.GenerateResponse, api.ChatResponse, openai.*).
 #include "api.hpp"
 
 #include <algorithm>
@@ -18,36 +19,8 @@ using ojson = nlohmann::ordered_json;
 using json = nlohmann::json;
 
 constexpr std::size_t kMaxContextInts = 4096;
-constexpr std::int64_t kModelSizeBytes = 4113301824;  // mistral:7b Q4_0 on disk
-constexpr std::string_view kModifiedAt = "2025-05-01T12:00:00Z";
-constexpr std::int64_t kModifiedAtUnix = 1746100800;
-
 ApiError bad(std::string message) {
   return ApiError{400, std::move(message)};
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out)
-    c = char(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-std::string digest_of(std::string_view name) {
-  std::string hex;
-  std::uint64_t h = hash_text(7, name);
-  while (hex.size() < 64) {
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-    hex += buf;
-    h = hash_text(h, name);
-  }
-  return hex;
-}
-
-ojson details() {
-  return ojson{{"parent_model", ""},    {"format", "gguf"},         {"family", "llama"},
-               {"families", {"llama"}}, {"parameter_size", "7.2B"}, {"quantization_level", "Q4_0"}};
 }
 
 // Reads an optional field of a given JSON type; sets `err` when present with another type.
@@ -355,37 +328,6 @@ bool is_embedding(Route route) {
   return route == Route::embed || route == Route::embeddings || route == Route::v1_embeddings;
 }
 
-std::string canonical_model_name(std::string_view name) {
-  if (name.empty() || name.size() > 512) return {};
-  std::string n = lower(name);
-  for (std::string_view prefix : {"https://", "http://"})
-    if (n.rfind(prefix, 0) == 0) n.erase(0, prefix.size());
-  if (n.rfind("registry.ollama.ai/", 0) == 0)
-    n.erase(0, std::string_view("registry.ollama.ai/").size());
-  if (n.rfind("library/", 0) == 0) n.erase(0, std::string_view("library/").size());
-  const auto slash = n.rfind('/');
-  const auto colon = n.rfind(':');
-  if (colon == std::string::npos || (slash != std::string::npos && colon < slash)) n += ":latest";
-  if (n.front() == ':' || n.back() == ':') return {};
-  return n;
-}
-
-Catalog::Catalog(std::vector<std::string> names) {
-  for (auto& n : names) {
-    auto c = canonical_model_name(n);
-    if (!c.empty() && std::find(names_.begin(), names_.end(), c) == names_.end())
-      names_.push_back(std::move(c));
-  }
-}
-
-std::optional<std::string> Catalog::resolve(std::string_view name) const {
-  const auto c = canonical_model_name(name);
-  if (c.empty()) return std::nullopt;
-  auto it = std::find(names_.begin(), names_.end(), c);
-  if (it == names_.end()) return std::nullopt;
-  return *it;
-}
-
 std::variant<SimRequest, ApiError> parse_request(Route route, std::string_view body,
                                                  const Catalog& catalog) {
   const bool blank = std::all_of(
@@ -613,69 +555,6 @@ std::string_view stream_content_type(Route route) {
 
 std::string_view complete_content_type(Route route) {
   return is_openai(route) ? "application/json" : "application/json; charset=utf-8";
-}
-
-std::string tags_body(const Catalog& catalog) {
-  ojson models = ojson::array();
-  for (const auto& name : catalog.names()) {
-    models.push_back(ojson{{"name", name},
-                           {"model", name},
-                           {"modified_at", kModifiedAt},
-                           {"size", kModelSizeBytes},
-                           {"digest", digest_of(name)},
-                           {"details", details()}});
-  }
-  return ojson{{"models", models}}.dump();
-}
-
-std::string ps_body(const std::vector<PsEntry>& resident) {
-  ojson models = ojson::array();
-  for (const auto& entry : resident) {
-    models.push_back(ojson{{"name", entry.name},
-                           {"model", entry.name},
-                           {"size", kModelSizeBytes + 600'000'000},
-                           {"digest", digest_of(entry.name)},
-                           {"details", details()},
-                           {"expires_at", entry.expires_at},
-                           {"size_vram", kModelSizeBytes + 600'000'000},
-                           {"context_length", 4096}});
-  }
-  return ojson{{"models", models}}.dump();
-}
-
-std::string show_body(std::string_view canonical) {
-  ojson info{{"general.architecture", "llama"},
-             {"general.parameter_count", 7248023552LL},
-             {"llama.context_length", 32768},
-             {"llama.embedding_length", 4096}};
-  ojson j;
-  j["license"] = "Apache License 2.0";
-  j["modelfile"] = "# Modelfile generated by sluice-sim\nFROM " + std::string(canonical) + "\n";
-  j["parameters"] =
-      "stop                           \"[INST]\"\nstop                           \"[/INST]\"";
-  j["template"] = "[INST] {{ if .System }}{{ .System }} {{ end }}{{ .Prompt }} [/INST]";
-  j["details"] = details();
-  j["model_info"] = info;
-  j["capabilities"] = ojson::array({"completion"});
-  j["modified_at"] = kModifiedAt;
-  return j.dump();
-}
-
-std::string openai_models_body(const Catalog& catalog) {
-  ojson data = ojson::array();
-  for (const auto& name : catalog.names())
-    data.push_back(ojson{
-        {"id", name}, {"object", "model"}, {"created", kModifiedAtUnix}, {"owned_by", "library"}});
-  return ojson{{"object", "list"}, {"data", data}}.dump() + "\n";
-}
-
-std::string openai_model_body(std::string_view name) {
-  return ojson{{"id", name},
-               {"object", "model"},
-               {"created", kModifiedAtUnix},
-               {"owned_by", "library"}}
-             .dump() +
-         "\n";
 }
 
 std::variant<std::string, ApiError> parse_show_request(std::string_view body,

@@ -21,7 +21,7 @@ std::string_view route_path(Route route);
 bool is_openai(Route route);
 bool is_embedding(Route route);
 
-/// The models the simulator serves. Names are canonical ("mistral:latest").
+/// The models the simulator serves (catalog.cpp). Names are canonical ("mistral:latest").
 class Catalog {
  public:
   explicit Catalog(std::vector<std::string> names);
@@ -120,7 +120,7 @@ std::string embedding_body(const ResponseContext& ctx,
 std::string_view stream_content_type(Route route);
 std::string_view complete_content_type(Route route);
 
-/// Cheap routes.
+/// Cheap routes (catalog.cpp).
 std::string tags_body(const Catalog& catalog);
 /// One model resident on the GPU, for /api/ps.
 struct PsEntry {
