@@ -103,7 +103,8 @@ asio::awaitable<After> SimServer::Impl::dispatch(Conn& c, Request& req) {
     } else if (path == "/api/tags") {
       co_await write_body(c, req, http::status::ok, kJsonNative, tags_body(catalog));
     } else if (path == "/api/ps") {
-      co_await write_body(c, req, http::status::ok, kJsonNative, ps_json());
+      std::string body = ps_json();  // (named first: GCC 12 and temporaries in co_await)
+      co_await write_body(c, req, http::status::ok, kJsonNative, std::move(body));
     } else if (path == "/v1/models") {
       co_await write_body(c, req, http::status::ok, "application/json",
                           openai_models_body(catalog));
@@ -144,11 +145,13 @@ asio::awaitable<After> SimServer::Impl::dispatch(Conn& c, Request& req) {
   }
 
   if (path == "/sim/config") {
+    // Bodies are named before each co_await (GCC 12 and temporaries in co_await expressions).
     if (method == http::verb::post) {
       auto changed = apply_live_changes(live_settings(), req.body());
       if (auto* why = std::get_if<std::string>(&changed)) {
+        std::string error = native_error_body(*why);
         co_await write_body(c, req, http::status::bad_request, "application/json",
-                            native_error_body(*why));
+                            std::move(error));
         co_return After::keep_alive;
       }
       apply(std::get<LiveSettings>(changed));
@@ -158,8 +161,8 @@ asio::awaitable<After> SimServer::Impl::dispatch(Conn& c, Request& req) {
                           "405 method not allowed", kGetPost);
       co_return After::keep_alive;
     }
-    co_await write_body(c, req, http::status::ok, "application/json",
-                        live_settings_json(live_settings()));
+    std::string settings = live_settings_json(live_settings());
+    co_await write_body(c, req, http::status::ok, "application/json", std::move(settings));
     co_return After::keep_alive;
   }
 
