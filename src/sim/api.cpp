@@ -1,5 +1,6 @@
-// Ollama's request validation and response shapes (see api.hpp). Field order and omitted zero
-// fields follow Ollama's Go structs (api.GenerateResponse, api.ChatResponse, openai.*).
+// Ollama's request validation and the responses of GPU routes (see api.hpp; the catalog and
+// the cheap routes are in catalog.cpp). Field order and omitted zero fields follow Ollama's Go
+// structs (api.GenerateResponse, api.ChatResponse, openai.*).
 #include "api.hpp"
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "duration.hpp"
 #include "sluice/sim/model.hpp"
 
 namespace sluice::sim {
@@ -17,36 +19,8 @@ using ojson = nlohmann::ordered_json;
 using json = nlohmann::json;
 
 constexpr std::size_t kMaxContextInts = 4096;
-constexpr std::int64_t kModelSizeBytes = 4113301824;  // mistral:7b Q4_0 on disk
-constexpr std::string_view kModifiedAt = "2025-05-01T12:00:00Z";
-constexpr std::int64_t kModifiedAtUnix = 1746100800;
-
 ApiError bad(std::string message) {
   return ApiError{400, std::move(message)};
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out)
-    c = char(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-std::string digest_of(std::string_view name) {
-  std::string hex;
-  std::uint64_t h = hash_text(7, name);
-  while (hex.size() < 64) {
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-    hex += buf;
-    h = hash_text(h, name);
-  }
-  return hex;
-}
-
-ojson details() {
-  return ojson{{"parent_model", ""},    {"format", "gguf"},         {"family", "llama"},
-               {"families", {"llama"}}, {"parameter_size", "7.2B"}, {"quantization_level", "Q4_0"}};
 }
 
 // Reads an optional field of a given JSON type; sets `err` when present with another type.
@@ -94,15 +68,22 @@ std::optional<ApiError> apply_num_predict(std::optional<std::int64_t> n, SimRequ
   return std::nullopt;
 }
 
-bool keep_alive_is_zero(const json& obj) {
+// keep_alive as Ollama's api.Duration reads it: a number of seconds or a Go duration string;
+// negative means forever.
+std::optional<ApiError> want_keep_alive(const json& obj, SimRequest& req) {
   const json* v = field(obj, "keep_alive");
-  if (!v) return false;
-  if (v->is_number()) return v->get<double>() == 0;
-  if (v->is_string()) {
-    const auto s = v->get<std::string>();
-    return s == "0" || s == "0s" || s == "0m" || s == "0h";
+  if (!v) return std::nullopt;
+  if (v->is_number()) {
+    req.keep_alive_ns = seconds_to_ns(v->get<double>());
+  } else if (v->is_string()) {
+    auto parsed = parse_go_duration(v->get<std::string>());
+    if (auto* why = std::get_if<std::string>(&parsed)) return bad(*why);
+    req.keep_alive_ns = std::get<std::int64_t>(parsed);
+  } else {
+    return bad("field \"keep_alive\" must be a duration string or a number of seconds");
   }
-  return false;
+  if (*req.keep_alive_ns < 0) req.keep_alive_ns = kForever;
+  return std::nullopt;
 }
 
 // Text of a message's content: a string, or OpenAI's array of {"type":"text","text":...} parts.
@@ -236,7 +217,8 @@ std::optional<ApiError> parse_body(Route route, const json& obj, SimRequest& req
   }
   apply_num_predict(num_predict, req);
   req.seed = seed;
-  req.unload = req.load_only && keep_alive_is_zero(obj);
+  if (auto e = want_keep_alive(obj, req)) return e;
+  req.unload = req.load_only && req.keep_alive_ns == 0;
   return std::nullopt;
 }
 
@@ -346,37 +328,6 @@ bool is_embedding(Route route) {
   return route == Route::embed || route == Route::embeddings || route == Route::v1_embeddings;
 }
 
-std::string canonical_model_name(std::string_view name) {
-  if (name.empty() || name.size() > 512) return {};
-  std::string n = lower(name);
-  for (std::string_view prefix : {"https://", "http://"})
-    if (n.rfind(prefix, 0) == 0) n.erase(0, prefix.size());
-  if (n.rfind("registry.ollama.ai/", 0) == 0)
-    n.erase(0, std::string_view("registry.ollama.ai/").size());
-  if (n.rfind("library/", 0) == 0) n.erase(0, std::string_view("library/").size());
-  const auto slash = n.rfind('/');
-  const auto colon = n.rfind(':');
-  if (colon == std::string::npos || (slash != std::string::npos && colon < slash)) n += ":latest";
-  if (n.front() == ':' || n.back() == ':') return {};
-  return n;
-}
-
-Catalog::Catalog(std::vector<std::string> names) {
-  for (auto& n : names) {
-    auto c = canonical_model_name(n);
-    if (!c.empty() && std::find(names_.begin(), names_.end(), c) == names_.end())
-      names_.push_back(std::move(c));
-  }
-}
-
-std::optional<std::string> Catalog::resolve(std::string_view name) const {
-  const auto c = canonical_model_name(name);
-  if (c.empty()) return std::nullopt;
-  auto it = std::find(names_.begin(), names_.end(), c);
-  if (it == names_.end()) return std::nullopt;
-  return *it;
-}
-
 std::variant<SimRequest, ApiError> parse_request(Route route, std::string_view body,
                                                  const Catalog& catalog) {
   const bool blank = std::all_of(
@@ -418,8 +369,24 @@ std::string error_body(Route route, int status, std::string_view message) {
 std::string rfc3339(std::chrono::system_clock::time_point t) {
   const auto ns_total =
       std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-  std::int64_t secs = ns_total / 1'000'000'000;
-  std::int64_t nanos = ns_total % 1'000'000'000;
+  return rfc3339_at(ns_total / 1'000'000'000, ns_total % 1'000'000'000);
+}
+
+std::string rfc3339_forever(std::chrono::system_clock::time_point now) {
+  // Go: now.Add(math.MaxInt64), about 292 years on (beyond what a time_point holds).
+  const auto ns_total =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  constexpr std::int64_t kMaxSecs = 9'223'372'036, kMaxNanos = 854'775'807;
+  std::int64_t secs = ns_total / 1'000'000'000 + kMaxSecs;
+  std::int64_t nanos = ns_total % 1'000'000'000 + kMaxNanos;
+  if (nanos >= 1'000'000'000) {
+    nanos -= 1'000'000'000;
+    ++secs;
+  }
+  return rfc3339_at(secs, nanos);
+}
+
+std::string rfc3339_at(std::int64_t secs, std::int64_t nanos) {
   if (nanos < 0) {
     nanos += 1'000'000'000;
     --secs;
@@ -431,7 +398,7 @@ std::string rfc3339(std::chrono::system_clock::time_point t) {
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   std::string out = buf;
   if (nanos != 0) {
-    char frac[16];
+    char frac[32];
     std::snprintf(frac, sizeof frac, ".%09lld", static_cast<long long>(nanos));
     std::string f = frac;
     while (f.back() == '0')
@@ -588,69 +555,6 @@ std::string_view stream_content_type(Route route) {
 
 std::string_view complete_content_type(Route route) {
   return is_openai(route) ? "application/json" : "application/json; charset=utf-8";
-}
-
-std::string tags_body(const Catalog& catalog) {
-  ojson models = ojson::array();
-  for (const auto& name : catalog.names()) {
-    models.push_back(ojson{{"name", name},
-                           {"model", name},
-                           {"modified_at", kModifiedAt},
-                           {"size", kModelSizeBytes},
-                           {"digest", digest_of(name)},
-                           {"details", details()}});
-  }
-  return ojson{{"models", models}}.dump();
-}
-
-std::string ps_body(const Catalog& catalog, std::chrono::system_clock::time_point expires_at) {
-  ojson models = ojson::array();
-  for (const auto& name : catalog.names()) {
-    models.push_back(ojson{{"name", name},
-                           {"model", name},
-                           {"size", kModelSizeBytes + 600'000'000},
-                           {"digest", digest_of(name)},
-                           {"details", details()},
-                           {"expires_at", rfc3339(expires_at)},
-                           {"size_vram", kModelSizeBytes + 600'000'000},
-                           {"context_length", 4096}});
-  }
-  return ojson{{"models", models}}.dump();
-}
-
-std::string show_body(std::string_view canonical) {
-  ojson info{{"general.architecture", "llama"},
-             {"general.parameter_count", 7248023552LL},
-             {"llama.context_length", 32768},
-             {"llama.embedding_length", 4096}};
-  ojson j;
-  j["license"] = "Apache License 2.0";
-  j["modelfile"] = "# Modelfile generated by sluice-sim\nFROM " + std::string(canonical) + "\n";
-  j["parameters"] =
-      "stop                           \"[INST]\"\nstop                           \"[/INST]\"";
-  j["template"] = "[INST] {{ if .System }}{{ .System }} {{ end }}{{ .Prompt }} [/INST]";
-  j["details"] = details();
-  j["model_info"] = info;
-  j["capabilities"] = ojson::array({"completion"});
-  j["modified_at"] = kModifiedAt;
-  return j.dump();
-}
-
-std::string openai_models_body(const Catalog& catalog) {
-  ojson data = ojson::array();
-  for (const auto& name : catalog.names())
-    data.push_back(ojson{
-        {"id", name}, {"object", "model"}, {"created", kModifiedAtUnix}, {"owned_by", "library"}});
-  return ojson{{"object", "list"}, {"data", data}}.dump() + "\n";
-}
-
-std::string openai_model_body(std::string_view name) {
-  return ojson{{"id", name},
-               {"object", "model"},
-               {"created", kModifiedAtUnix},
-               {"owned_by", "library"}}
-             .dump() +
-         "\n";
 }
 
 std::variant<std::string, ApiError> parse_show_request(std::string_view body,

@@ -21,7 +21,7 @@ std::string_view route_path(Route route);
 bool is_openai(Route route);
 bool is_embedding(Route route);
 
-/// The models the simulator serves. Names are canonical ("mistral:latest").
+/// The models the simulator serves (catalog.cpp). Names are canonical ("mistral:latest").
 class Catalog {
  public:
   explicit Catalog(std::vector<std::string> names);
@@ -54,8 +54,10 @@ struct SimRequest {
   std::optional<std::int64_t> seed;  ///< options.seed / seed
   bool load_only = false;            ///< empty prompt/messages: answer done_reason "load"
   bool unload = false;               ///< ... and keep_alive 0: "unload"
-  bool include_usage = false;        ///< /v1 stream_options.include_usage
-  std::vector<std::string> inputs;   ///< embeddings: one entry per input text
+  /// keep_alive when set: ns, kForever (< 0) for a negative value (sluice/sim duration.hpp)
+  std::optional<std::int64_t> keep_alive_ns;
+  bool include_usage = false;       ///< /v1 stream_options.include_usage
+  std::vector<std::string> inputs;  ///< embeddings: one entry per input text
 };
 
 /// Parses and validates a request body for `route` against `catalog`.
@@ -70,6 +72,10 @@ std::string openai_error_body(int status, std::string_view message);
 /// RFC 3339 with nanoseconds and trailing zeros trimmed, UTC ("2025-06-01T12:00:00.41Z"), as
 /// Go's time.Time marshals.
 std::string rfc3339(std::chrono::system_clock::time_point t);
+/// The same for `secs` seconds and `nanos` nanoseconds since the Unix epoch (any year).
+std::string rfc3339_at(std::int64_t secs, std::int64_t nanos);
+/// What Go prints for now.Add(math.MaxInt64): Ollama's expires_at of a model kept forever.
+std::string rfc3339_forever(std::chrono::system_clock::time_point now);
 /// HTTP date ("Sun, 01 Jun 2025 12:00:00 GMT").
 std::string http_date(std::chrono::system_clock::time_point t);
 
@@ -114,9 +120,14 @@ std::string embedding_body(const ResponseContext& ctx,
 std::string_view stream_content_type(Route route);
 std::string_view complete_content_type(Route route);
 
-/// Cheap routes.
+/// Cheap routes (catalog.cpp).
 std::string tags_body(const Catalog& catalog);
-std::string ps_body(const Catalog& catalog, std::chrono::system_clock::time_point expires_at);
+/// One model resident on the GPU, for /api/ps.
+struct PsEntry {
+  std::string name;        ///< canonical name
+  std::string expires_at;  ///< RFC 3339
+};
+std::string ps_body(const std::vector<PsEntry>& resident);
 std::string show_body(std::string_view canonical);
 std::string openai_models_body(const Catalog& catalog);
 std::string openai_model_body(std::string_view name);

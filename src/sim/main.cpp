@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "duration.hpp"
 #include "faults.hpp"
 #include "server.hpp"
 
@@ -40,7 +41,8 @@ int main(int argc, char** argv) {
       "sluice-sim: an Ollama-compatible simulator of one GPU serving a 7B model.\n"
       "Speaks /api/generate, /api/chat, /api/embed, /api/embeddings, /v1/chat/completions,\n"
       "/v1/completions, /v1/embeddings, /api/tags, /api/ps, /api/show, /api/version, /,\n"
-      "/v1/models; plus GET /sim/stats and POST /sim/reset. Per-request faults via the\n"
+      "/v1/models; plus GET /sim/stats, POST /sim/reset and GET/POST /sim/config (live\n"
+      "changes). Per-request faults via the\n"
       "X-Sim-Fault header. Prints 'listening on http://HOST:PORT' once bound.",
       "sluice-sim"};
   std::string listen = "127.0.0.1:11434";
@@ -48,6 +50,7 @@ int main(int argc, char** argv) {
   std::string scaling = sluice::sim::format_scaling(cfg.gpu.scaling);
   std::string fault_mix = "error-500,refuse,reset-mid-stream,error-line,slow-first-token=2000";
   std::string log_level = "info";
+  std::string load_time = "0", keep_alive = "5m";
   long read_timeout = cfg.read_timeout.count(), idle_timeout = cfg.idle_timeout.count(),
        write_timeout = cfg.write_timeout.count(), hang_limit = cfg.hang_limit.count();
 
@@ -71,6 +74,25 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--models", models,
                  "comma-separated model names served ('mistral' resolves to 'mistral:latest')")
+      ->capture_default_str();
+  app.add_option("--max-loaded", cfg.max_loaded,
+                 "models resident on the GPU at once, like OLLAMA_MAX_LOADED_MODELS; a request "
+                 "for another evicts the least recently used idle one, or waits while all are "
+                 "busy (0 = all of --models; the first N of --models start resident)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  app.add_option("--load-time", load_time,
+                 "simulated time to load a model that is not resident (Go duration like 3s or "
+                 "300ms, or seconds), reported as load_duration")
+      ->capture_default_str();
+  app.add_option("--keep-alive", keep_alive,
+                 "idle time before a resident model is unloaded, like OLLAMA_KEEP_ALIVE (Go "
+                 "duration or seconds; negative = never); a request's keep_alive overrides it")
+      ->capture_default_str();
+  app.add_option("--external-streams", cfg.external_streams,
+                 "streams of another tenant decoding on the same GPU (slow every stream as if "
+                 "that many more were active; hold no slot)")
+      ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   app.add_option("--decode-rate", cfg.gpu.decode_tokens_per_second,
                  "tokens/s of one stream decoding alone")
@@ -163,6 +185,14 @@ int main(int argc, char** argv) {
     pos = comma + 1;
   }
   if (auto bad = sluice::sim::validate(cfg.gpu)) return fail(*bad);
+  auto parsed_load = sluice::sim::parse_duration_flag(load_time);
+  if (auto* err = std::get_if<std::string>(&parsed_load)) return fail("--load-time: " + *err);
+  cfg.load_ns = std::get<std::int64_t>(parsed_load);
+  if (cfg.load_ns < 0) return fail("--load-time must not be negative");
+  auto parsed_keep = sluice::sim::parse_duration_flag(keep_alive);
+  if (auto* err = std::get_if<std::string>(&parsed_keep)) return fail("--keep-alive: " + *err);
+  cfg.keep_alive_ns = std::get<std::int64_t>(parsed_keep);
+  if (cfg.keep_alive_ns < 0) cfg.keep_alive_ns = sluice::sim::kForever;
   cfg.read_timeout = std::chrono::seconds(read_timeout);
   cfg.idle_timeout = std::chrono::seconds(idle_timeout);
   cfg.write_timeout = std::chrono::seconds(write_timeout);
@@ -182,9 +212,13 @@ int main(int argc, char** argv) {
                 unsigned(server.port()));
     std::fflush(stdout);
     spdlog::info(
-        "serving {} model(s), parallel {}, time scale {}, decode {} tok/s, prefill {} tok/s",
+        "serving {} model(s), parallel {}, time scale {}, decode {} tok/s, prefill {} tok/s, "
+        "max loaded {}, load time {}, keep-alive {}",
         cfg.models.size(), cfg.parallel, cfg.time_scale, cfg.gpu.decode_tokens_per_second,
-        cfg.gpu.prefill_tokens_per_second);
+        cfg.gpu.prefill_tokens_per_second,
+        cfg.max_loaded > 0 ? std::to_string(cfg.max_loaded) : "all",
+        sluice::sim::describe_duration(cfg.load_ns),
+        sluice::sim::describe_duration(cfg.keep_alive_ns));
     ioc.run();
   } catch (const std::exception& e) {
     return fail(e.what());

@@ -1,5 +1,6 @@
 // sluice-sim's HTTP server: an Ollama-compatible API in front of the simulated GPU
-// (sluice/sim/model.hpp), plus /sim/stats and /sim/reset for tests. One io_context thread;
+// (sluice/sim/model.hpp) and its model residency (residency.hpp), plus /sim/stats, /sim/reset
+// and /sim/config for tests and benchmarks. One io_context thread;
 // one coroutine per connection; a GPU request is a coroutine that waits per token on a timer.
 // See docs/simulator.md for the behaviour and the faults.
 #pragma once
@@ -28,6 +29,10 @@ struct SimConfig {
   std::uint64_t seed = 1;
   std::vector<std::string> models = {"mistral:latest"};
   GpuParams gpu;
+  int max_loaded = 0;        ///< models resident at once; 0 = all of `models`
+  std::int64_t load_ns = 0;  ///< simulated time to load a model that is not resident
+  std::int64_t keep_alive_ns = 5LL * 60 * 1'000'000'000;  ///< idle time before unload; < 0 never
+  int external_streams = 0;  ///< another tenant's streams decoding on the same GPU
   int embedding_dims = 4096;
   double fault_rate = 0.0;  ///< probability that a GPU request gets a fault from fault_mix
   std::vector<FaultPlan> fault_mix = default_fault_mix();

@@ -18,13 +18,25 @@ void SlotPool::take() {
   gpu_.peak_active = std::max(gpu_.peak_active, gpu_.active);
 }
 
+void SlotPool::grant_front() {
+  Waiter* next = waiters_.front();
+  waiters_.pop_front();
+  --gpu_.waiting;
+  next->granted = true;
+  next->timer->cancel();
+}
+
+void SlotPool::set_capacity(int capacity) {
+  capacity_ = capacity;
+  while (active_ < capacity_ && !waiters_.empty()) {
+    take();
+    grant_front();
+  }
+}
+
 void SlotPool::release() {
-  if (!waiters_.empty()) {
-    Waiter* next = waiters_.front();
-    waiters_.pop_front();
-    --gpu_.waiting;
-    next->granted = true;  // the slot passes straight to the oldest waiter
-    next->timer->cancel();
+  if (!waiters_.empty() && active_ <= capacity_) {
+    grant_front();  // the slot passes straight to the oldest waiter
     return;
   }
   --active_;

@@ -2,7 +2,8 @@
 // served, like the semaphore in front of a loaded model in Ollama (OLLAMA_NUM_PARALLEL). Extra
 // requests wait in an unbounded FIFO. Runs on one io_context thread; not thread-safe.
 //
-// Invariants: 0 <= active <= capacity; a waiter is woken only by release() (it then owns the
+// Invariants: 0 <= active <= capacity (active may exceed a capacity lowered by set_capacity
+// until enough slots are released); a waiter is woken only by release() (it then owns the
 // slot, so active does not change) or by cancellation (it leaves the queue, no slot taken);
 // Permit releases exactly once; the GPU-wide counters equal the sums over all pools.
 #pragma once
@@ -58,6 +59,10 @@ class SlotPool {
   /// leaves the queue without taking a slot).
   boost::asio::awaitable<Permit> acquire();
 
+  /// Changes the number of slots. Held slots stay held; more slots go to waiters at once,
+  /// fewer take effect as slots are released.
+  void set_capacity(int capacity);
+
   bool has_free_slot() const { return active_ < capacity_ && waiters_.empty(); }
   int active() const { return active_; }
   int waiting() const { return int(waiters_.size()); }
@@ -70,6 +75,7 @@ class SlotPool {
     bool granted = false;
   };
   void take();
+  void grant_front();
   void release();
 
   int capacity_;

@@ -48,9 +48,12 @@ std::string record_json(const Record& r) {
   j["model"] = r.model;
   j["stream"] = r.stream;
   j["arrival_ns"] = r.arrival_ns;
+  j["model_ready_ns"] = opt(r.model_ready_ns);
   j["start_ns"] = opt(r.start_ns);
   j["first_token_ns"] = opt(r.first_token_ns);
   j["end_ns"] = opt(r.end_ns);
+  j["load_duration_ns"] = r.load_ns;
+  j["triggered_load"] = r.triggered_load;
   j["prompt_tokens"] = r.prompt_tokens;
   j["planned_tokens"] = r.planned_tokens;
   j["tokens"] = r.tokens;

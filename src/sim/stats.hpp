@@ -22,9 +22,12 @@ struct Record {
   std::string route;
   std::string model;  ///< canonical name
   std::int64_t arrival_ns = 0;
+  std::optional<std::int64_t> model_ready_ns;  ///< its model was loaded (residency)
   std::optional<std::int64_t> start_ns;        ///< slot acquired
   std::optional<std::int64_t> first_token_ns;  ///< first token produced
   std::optional<std::int64_t> end_ns;          ///< finished, failed or cancelled
+  std::int64_t load_ns = 0;     ///< load_duration reported (time until scheduled on the model)
+  bool triggered_load = false;  ///< this request's arrival made the model load
   int prompt_tokens = 0;
   int planned_tokens = 0;  ///< output length chosen at arrival
   int tokens = 0;          ///< tokens produced so far
