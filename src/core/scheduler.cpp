@@ -126,7 +126,7 @@ struct SubQueue {
 };
 
 struct Account {
-  ClassId cls;
+  ClassId class_id;
   std::string fairness_key;
   double tag = 0;
   std::uint64_t order = 0;
@@ -388,7 +388,7 @@ struct Scheduler::State {
     }
     AccountId a = accounts.alloc();
     Account& acc = accounts[a];
-    acc.cls = c;
+    acc.class_id = c;
     acc.fairness_key.assign(fairness_key);
     classes[c].by_key.emplace(std::string(fairness_key), a);
     return a;
@@ -430,16 +430,16 @@ struct Scheduler::State {
     if (want == sq.ready) return;
     sq.ready = want;
     Account& acc = accounts[sq.account];
-    Class& cls = classes[acc.cls];
+    Class& cls = classes[acc.class_id];
     if (want) {
       if (acc.ready++ == 0) {
         cls.ready_accounts->push(sq.account);
-        if (cls.heap_pos == kNotInHeap) band_of(cls).ready_classes->push(acc.cls);
+        if (cls.heap_pos == kNotInHeap) band_of(cls).ready_classes->push(acc.class_id);
       }
     } else {
       if (--acc.ready == 0) {
         cls.ready_accounts->erase(sq.account);
-        if (cls.ready_accounts->empty()) band_of(cls).ready_classes->erase(acc.cls);
+        if (cls.ready_accounts->empty()) band_of(cls).ready_classes->erase(acc.class_id);
       }
     }
   }
@@ -515,7 +515,7 @@ struct Scheduler::State {
     Account& acc = accounts[a];
     if (!acc.subqueues.empty()) return;
     assert(!acc.idle_listed);
-    if (acc.tag <= classes[acc.cls].vtime) {
+    if (acc.tag <= classes[acc.class_id].vtime) {
       erase_account(a);
     } else {
       if (idle_count >= kMaxIdleAccounts) {
@@ -540,7 +540,7 @@ struct Scheduler::State {
       const Account& acc = accounts[a];
       idle_cursor = acc.idle_next;
       ++idle_visits;
-      if (acc.tag <= classes[acc.cls].vtime) forget_idle(a);
+      if (acc.tag <= classes[acc.class_id].vtime) forget_idle(a);
       // A whole lap without a move: every account it passed, and every one that joined since
       // (each joins owing), still owes.
       if (idle_cursor.is_nil() && lap_moves == vtime_moves) settled_moves = vtime_moves;
@@ -587,7 +587,7 @@ struct Scheduler::State {
 
   void erase_account(AccountId a) {
     assert(!accounts[a].idle_listed && accounts[a].subqueues.empty());
-    ClassId c = accounts[a].cls;
+    ClassId c = accounts[a].class_id;
     classes[c].by_key.erase(accounts[a].fairness_key);
     accounts.release(a);
     maybe_erase_class(c);
@@ -638,7 +638,7 @@ struct Scheduler::State {
     Entry& entry = entries[e];
     SubQueue& sq = subqueues[entry.subqueue];
     Account& acc = accounts[sq.account];
-    Class& cls = classes[acc.cls];
+    Class& cls = classes[acc.class_id];
     sq.parked += delta;
     acc.parked += delta;
     cls.parked += delta;
@@ -653,7 +653,7 @@ struct Scheduler::State {
     Entry& entry = entries[e];
     SubQueue& sq = subqueues[entry.subqueue];
     Account& acc = accounts[sq.account];
-    Class& cls = classes[acc.cls];
+    Class& cls = classes[acc.class_id];
     std::int64_t tokens = delta * entry.cost;
     acc.in_flight += delta;
     cls.in_flight += delta;
@@ -733,7 +733,7 @@ struct Scheduler::State {
 
     AccountId a = subqueues[s].account;
     Account& acc = accounts[a];
-    ClassId c = acc.cls;
+    ClassId c = acc.class_id;
     Class& cls = classes[c];
     Band& band = band_of(cls);
     const double cost = static_cast<double>(entries[e].cost);
@@ -769,7 +769,7 @@ struct Scheduler::State {
     if (delta == 0) return;
     AccountId a = subqueues[s].account;
     Account& acc = accounts[a];
-    ClassId c = acc.cls;
+    ClassId c = acc.class_id;
     Class& cls = classes[c];
     acc.tag += delta;
     cls.tag += delta / cls.weight;
@@ -1135,7 +1135,7 @@ std::optional<WorkloadId> Scheduler::permit_workload(Permit permit) const {
   EntryId e = state.resolve(permit.value, EntryState::in_flight);
   if (e.is_nil()) return std::nullopt;
   const SubQueue& sq = state.subqueues[state.entries[e].subqueue];
-  return state.classes[state.accounts[sq.account].cls].workload;
+  return state.classes[state.accounts[sq.account].class_id].workload;
 }
 
 std::optional<std::int64_t> Scheduler::permit_cost(Permit permit) const {
@@ -1155,7 +1155,7 @@ Snapshot Scheduler::snapshot(Time now) const {
   std::vector<std::optional<Time>> oldest(state.workloads.size());
   for (const SubQueue& sq : state.subqueues.items) {
     if (!sq.live || sq.head.is_nil()) continue;
-    WorkloadId w = state.classes[state.accounts[sq.account].cls].workload;
+    WorkloadId w = state.classes[state.accounts[sq.account].class_id].workload;
     Time t = state.entries[sq.head].enqueued;
     if (!oldest[w] || t < *oldest[w]) oldest[w] = t;
   }
@@ -1177,7 +1177,8 @@ Snapshot Scheduler::snapshot(Time now) const {
   std::map<std::pair<std::string, std::string>, KeyStats> merged;
   for (const Account& acc : state.accounts.items) {
     if (!acc.live || (acc.parked == 0 && acc.in_flight == 0)) continue;
-    const std::string& label = state.workloads[state.classes[acc.cls].workload].spec.fairness_label;
+    const std::string& label =
+        state.workloads[state.classes[acc.class_id].workload].spec.fairness_label;
     KeyStats& stats = merged[{label, acc.fairness_key}];
     stats.label = label;
     stats.value = acc.fairness_key;
@@ -1227,7 +1228,7 @@ std::string Scheduler::check_invariants() const {
     }
     const SubQueue& sq = state.subqueues[entry.subqueue];
     const Account& acc = state.accounts[sq.account];
-    WorkloadId w = state.classes[acc.cls].workload;
+    WorkloadId w = state.classes[acc.class_id].workload;
     ++s_refs[entry.subqueue.value];
     if (entry.state == EntryState::parked) {
       ++parked;
@@ -1328,7 +1329,7 @@ std::string Scheduler::check_invariants() const {
   if (state.settled_moves == state.vtime_moves) {
     for (AccountId a = state.idle_head; !a.is_nil(); a = state.accounts[a].idle_next) {
       const Account& acc = state.accounts[a];
-      if (acc.tag <= state.classes[acc.cls].vtime) {
+      if (acc.tag <= state.classes[acc.class_id].vtime) {
         return fail("idle list settled while an account on it owes nothing");
       }
     }
