@@ -1,7 +1,7 @@
-// A binary min-heap of 32-bit element indices that remembers where each element sits, so an
-// element can be removed or re-keyed in O(log n) without searching. The element's position is
-// stored by the caller (in its own record) through the `Position` accessor; kNotInHeap means
-// "not in this heap". Used for the deadline heap and the fair-queuing heaps of the scheduler.
+// A binary min-heap of record ids that remembers where each element sits, so an element can be
+// removed or re-keyed in O(log n) without searching. The element's position is stored by the
+// caller (in its own record) through the `Position` accessor; kNotInHeap means "not in this
+// heap". Used for the deadline heap and the fair-queuing heaps of the scheduler.
 //
 // Invariant: for every i in heap, position(heap[i]) == i, and less(heap[parent(i)], heap[i])
 // is never false-with-reversed-order (the usual heap property under `Less`).
@@ -15,20 +15,21 @@ namespace sluice::core::detail {
 
 inline constexpr std::uint32_t kNotInHeap = UINT32_MAX;
 
-/// Less(a, b): strict weak ordering on element indices.
-/// Position(i) -> std::uint32_t&: the storage of element i's heap position.
-template <class Less, class Position>
+/// IdT: the element type, a small id (e.g. Id<Tag>) copied by value.
+/// Less(a, b): strict weak ordering on element ids.
+/// Position(id) -> std::uint32_t&: the storage of that element's heap position.
+template <class IdT, class Less, class Position>
 class IndexedHeap {
  public:
   IndexedHeap(Less less, Position position) : less_(less), position_(position) {}
 
   bool empty() const { return heap_.empty(); }
   std::size_t size() const { return heap_.size(); }
-  std::uint32_t top() const { return heap_.front(); }
-  bool contains(std::uint32_t element) const { return position_(element) != kNotInHeap; }
-  const std::vector<std::uint32_t>& elements() const { return heap_; }
+  IdT top() const { return heap_.front(); }
+  bool contains(IdT element) const { return position_(element) != kNotInHeap; }
+  const std::vector<IdT>& elements() const { return heap_; }
 
-  void push(std::uint32_t element) {
+  void push(IdT element) {
     std::uint32_t i = static_cast<std::uint32_t>(heap_.size());
     heap_.push_back(element);
     position_(element) = i;
@@ -36,11 +37,11 @@ class IndexedHeap {
   }
 
   /// Removes `element`; a no-op when it is not in the heap.
-  void erase(std::uint32_t element) {
+  void erase(IdT element) {
     std::uint32_t i = position_(element);
     if (i == kNotInHeap) return;
     position_(element) = kNotInHeap;
-    std::uint32_t last = heap_.back();
+    IdT last = heap_.back();
     heap_.pop_back();
     if (i == heap_.size()) return;
     heap_[i] = last;
@@ -51,14 +52,14 @@ class IndexedHeap {
   void pop() { erase(heap_.front()); }
 
   /// Restores the heap after `element`'s key changed (either direction).
-  void update(std::uint32_t element) {
+  void update(IdT element) {
     std::uint32_t i = position_(element);
     if (i != kNotInHeap) update_at(i);
   }
 
   void clear() {
-    for (std::uint32_t e : heap_)
-      position_(e) = kNotInHeap;
+    for (IdT element : heap_)
+      position_(element) = kNotInHeap;
     heap_.clear();
   }
 
@@ -72,7 +73,7 @@ class IndexedHeap {
   }
 
   void sift_up(std::uint32_t i) {
-    std::uint32_t element = heap_[i];
+    IdT element = heap_[i];
     while (i > 0) {
       std::uint32_t parent = (i - 1) / 2;
       if (!less_(element, heap_[parent])) break;
@@ -85,7 +86,7 @@ class IndexedHeap {
   }
 
   void sift_down(std::uint32_t i) {
-    std::uint32_t element = heap_[i];
+    IdT element = heap_[i];
     const std::uint32_t n = static_cast<std::uint32_t>(heap_.size());
     while (true) {
       std::uint32_t child = 2 * i + 1;
@@ -102,7 +103,7 @@ class IndexedHeap {
 
   Less less_;
   Position position_;
-  std::vector<std::uint32_t> heap_;
+  std::vector<IdT> heap_;
 };
 
 }  // namespace sluice::core::detail

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "generate_requests.hpp"
 #include "hardening_support.hpp"
 
 using namespace sluice;
@@ -24,23 +25,7 @@ using std::chrono::milliseconds;
 
 namespace {
 
-std::string generate_body(int num_predict, bool stream = true) {
-  return json{{"model", "mistral"},
-              {"prompt", "Tell me about faults"},
-              {"stream", stream},
-              {"options", {{"num_predict", num_predict}}}}
-      .dump();
-}
-
-HttpRequest generate(const std::string& id, int num_predict, std::vector<Header> headers = {},
-                     bool stream = true) {
-  headers.push_back({"X-Request-Id", id});
-  return post_json("/api/generate", generate_body(num_predict, stream), std::move(headers));
-}
-
-long elapsed_ms(Clock::time_point since) {
-  return std::chrono::duration_cast<milliseconds>(Clock::now() - since).count();
-}
+const GenerateRequests generate{.prompt = "Tell me about faults", .stream = true};
 
 /// The last non-empty line of a body.
 std::string last_line(const std::string& body) {

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "generate_requests.hpp"
 #include "hardening_support.hpp"
 #include "sluice/auth/auth.hpp"
 
@@ -29,23 +30,7 @@ using std::chrono::milliseconds;
 
 namespace {
 
-std::string generate_body(int num_predict, bool stream = false) {
-  return json{{"model", "mistral"},
-              {"prompt", "limits"},
-              {"stream", stream},
-              {"options", {{"num_predict", num_predict}}}}
-      .dump();
-}
-
-HttpRequest generate(const std::string& id, int num_predict, std::vector<Header> headers = {},
-                     bool stream = false) {
-  headers.push_back({"X-Request-Id", id});
-  return post_json("/api/generate", generate_body(num_predict, stream), std::move(headers));
-}
-
-long elapsed_ms(Clock::time_point since) {
-  return std::chrono::duration_cast<milliseconds>(Clock::now() - since).count();
-}
+const GenerateRequests generate{.prompt = "limits", .stream = false};
 
 std::future<HttpResponse> send_async(std::uint16_t port, HttpRequest request) {
   return std::async(std::launch::async,
@@ -227,7 +212,7 @@ TEST_CASE("a client that stops reading is cut off after write_timeout; its slot 
   stuck.open(asio::ip::tcp::v4());
   stuck.set_option(asio::socket_base::receive_buffer_size(4096));  // a small window, never read
   stuck.connect({asio::ip::make_address("127.0.0.1"), proxy.port()});
-  const std::string body = generate_body(200000, true);
+  const std::string body = generate.body(200000, true);
   const std::string request =
       "POST /api/generate HTTP/1.1\r\nHost: x\r\nX-Request-Id: w-stuck\r\n"
       "Content-Type: application/json\r\nContent-Length: " +
@@ -471,7 +456,7 @@ TEST_CASE("sluice's own errors keep the client's X-Request-Id (answer and access
 TEST_CASE("Expect: 100-continue is answered; a bad header is refused before the upload") {
   Simulator sim({"--time-scale", "20"});
   ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1})"));
-  const std::string body = generate_body(2);
+  const std::string body = generate.body(2);
 
   SUBCASE("scheduled route: 100, then the body, then the answer") {
     HttpClient client("127.0.0.1", proxy.port());
@@ -590,7 +575,7 @@ TEST_CASE("a pooled upstream connection closed under a request is retried once o
   CHECK(second.status == 200);
   CHECK(upstream.connections() == 2);
   CHECK(answered == 2);
-  HttpResponse third = http_request(proxy.port(), post_json("/api/generate", generate_body(2)));
+  HttpResponse third = http_request(proxy.port(), post_json("/api/generate", generate.body(2)));
   CHECK(third.status == 200);
   expect_idle(proxy);
 }

@@ -246,7 +246,7 @@ class Scheduler {
   /// O(n); for tests.
   std::string check_invariants() const;
 
-  struct State;  // implementation detail, defined in scheduler.cpp
+  struct State;  // implementation detail, defined in src/core/scheduler_state.hpp
 
  private:
   SchedulerConfig config_;

@@ -1,0 +1,98 @@
+// Readiness: which subqueues may compete for the next slot, and the per-key limits that hold a
+// subqueue's head back. All blocking and unblocking happens here.
+//
+// A subqueue is ready iff it has parked entries and no limit key holds its head back.
+// An account is in its class heap iff it has a ready subqueue; a class is in its band heap iff
+// its account heap is non-empty. Blocking is discovered lazily: selection looks at the best
+// account, and if the head of a subqueue does not fit its keys' limits, that subqueue is parked
+// on the key's blocked list until the key frees capacity. So a request held back by its own key
+// never holds anyone else back.
+//
+// A blocked subqueue keeps its fair position (its account's tag does not move); it is judged
+// again when its key frees capacity (a release of a request holding that key, unblock_keys_of),
+// when its held-back head leaves (remove_parked), or when limits may have grown (reconfigure,
+// unblock_every_key).
+#include <cassert>
+
+#include "scheduler_state.hpp"
+
+namespace sluice::core {
+
+void Scheduler::State::sync_ready(SubQueueId s) {
+  SubQueue& sq = subqueues[s];
+  bool want = sq.parked > 0 && sq.blocked_by.is_nil();
+  if (want == sq.ready) return;
+  sq.ready = want;
+  Account& acc = accounts[sq.account];
+  Class& cls = classes[acc.class_id];
+  if (want) {
+    if (acc.ready++ == 0) {
+      cls.ready_accounts->push(sq.account);
+      if (cls.heap_pos == kNotInHeap) band_of(cls).ready_classes->push(acc.class_id);
+    }
+  } else {
+    if (--acc.ready == 0) {
+      cls.ready_accounts->erase(sq.account);
+      if (cls.ready_accounts->empty()) band_of(cls).ready_classes->erase(acc.class_id);
+    }
+  }
+}
+
+void Scheduler::State::block(SubQueueId s, LimitKeyId k) {
+  SubQueue& sq = subqueues[s];
+  LimitKey& key = keys[k];
+  sq.blocked_by = k;
+  sq.blocked_pos = static_cast<std::uint32_t>(key.blocked.size());
+  key.blocked.push_back(s);
+  sync_ready(s);
+}
+
+void Scheduler::State::unblock(SubQueueId s) {
+  SubQueue& sq = subqueues[s];
+  if (sq.blocked_by.is_nil()) return;
+  LimitKey& key = keys[sq.blocked_by];
+  SubQueueId last = key.blocked.back();
+  key.blocked[sq.blocked_pos] = last;
+  subqueues[last].blocked_pos = sq.blocked_pos;
+  key.blocked.pop_back();
+  sq.blocked_by = LimitKeyId::nil();
+  sync_ready(s);
+}
+
+void Scheduler::State::unblock_all(LimitKeyId k) {
+  while (!keys[k].blocked.empty())
+    unblock(keys[k].blocked.back());
+}
+
+// The limit key that holds back a request of `cost` in subqueue sq, or nil.
+LimitKeyId Scheduler::State::blocking_key(const SubQueue& sq, std::int64_t cost,
+                                          const std::vector<KeyLimitSpec>& limits) const {
+  for (LimitKeyId k : sq.keys) {
+    if (k.is_nil()) continue;
+    const LimitKey& key = keys[k];
+    const KeyLimitSpec& limit = limits[key.limit];
+    if (limit.max_concurrency > 0 && key.in_flight >= limit.max_concurrency) return k;
+    if (limit.max_tokens > 0 && key.in_flight > 0 &&
+        key.in_flight_tokens + cost > limit.max_tokens) {
+      return k;
+    }
+  }
+  return LimitKeyId::nil();
+}
+
+// A request of subqueue s ended: its limit keys have room again, so the subqueues they held
+// back are judged again at the next selection.
+void Scheduler::State::unblock_keys_of(SubQueueId s) {
+  for (LimitKeyId k : subqueues[s].keys) {
+    if (!k.is_nil()) unblock_all(k);
+  }
+}
+
+// Limits may have grown (reconfigure): every held-back subqueue is judged again.
+void Scheduler::State::unblock_every_key() {
+  for (LimitKeyId k : keys.ids()) {
+    if (keys[k].live) unblock_all(k);
+  }
+}
+
+}  // namespace sluice::core
