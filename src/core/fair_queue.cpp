@@ -8,8 +8,9 @@
 //
 // Order of a selection: bands from the highest; in a band the ready class with the smallest
 // (tag, order); in it the ready account with the smallest (tag, order); of that account's ready
-// subqueues the head that arrived first. A head that its limit keys do not allow is set aside
-// (readiness.cpp) and selection goes on, so it never holds back anyone else. The global token
+// subqueues the head that arrived first. A head that its limit keys do not allow, or that no
+// backend may take now (placement), is set aside (readiness.cpp) and selection goes on, so it
+// never holds back anyone else. The global token
 // budget is checked after selection and holds everyone back (no bypass, so a big request is
 // never starved by a stream of small ones).
 #include <algorithm>
@@ -27,9 +28,10 @@ void Scheduler::State::remove_parked(EntryId e) {
   count_parked(e, -1);
   deadlines.erase(e);
   SubQueue& sq = subqueues[s];
-  if (!sq.blocked_by.is_nil() && (sq.parked == 0 || was_head)) {
+  if ((!sq.blocked_by.is_nil() || sq.placement_held) && (sq.parked == 0 || was_head)) {
     // The held-back head is gone: the new head (if any) is judged afresh at selection.
     unblock(s);
+    release_hold(s);
   } else {
     sync_ready(s);
   }
@@ -39,7 +41,8 @@ void Scheduler::State::remove_parked(EntryId e) {
 
 // The best admissible head of account a's subqueues (earliest arrival), blocking the
 // subqueues whose head does not fit its keys. Nil when none is admissible.
-EntryId Scheduler::State::best_head(AccountId a, const std::vector<KeyLimitSpec>& limits) {
+EntryId Scheduler::State::best_head(AccountId a, const std::vector<KeyLimitSpec>& limits,
+                                    Time now) {
   EntryId best;
   // Blocking never changes acc.subqueues, so iterating by index is safe.
   const std::size_t n = accounts[a].subqueues.size();
@@ -53,18 +56,26 @@ EntryId Scheduler::State::best_head(AccountId a, const std::vector<KeyLimitSpec>
       block(s, blocker);
       continue;
     }
-    if (best.is_nil() || entries[head].seq < entries[best].seq) best = head;
+    const Placement where = placement(sq, now);
+    if (where.kind != Placement::Kind::place) {
+      hold(s, where);
+      continue;
+    }
+    if (best.is_nil() || entries[head].seq < entries[best].seq) {
+      best = head;
+      chosen_backend = where.backend;
+    }
   }
   return best;
 }
 
 // The next request in fair order that its per-key limits allow, or nil.
-EntryId Scheduler::State::select(const std::vector<KeyLimitSpec>& limits) {
+EntryId Scheduler::State::select(const std::vector<KeyLimitSpec>& limits, Time now) {
   for (Band& band : bands) {
     while (!band.ready_classes->empty()) {
       Class& cls = classes[band.ready_classes->top()];
       while (!cls.ready_accounts->empty()) {
-        EntryId e = best_head(cls.ready_accounts->top(), limits);
+        EntryId e = best_head(cls.ready_accounts->top(), limits, now);
         if (!e.is_nil()) return e;
       }
       // sync_ready removed the class from the band once its last account went unready.
@@ -73,13 +84,19 @@ EntryId Scheduler::State::select(const std::vector<KeyLimitSpec>& limits) {
   return EntryId::nil();
 }
 
-void Scheduler::State::admit(EntryId e) {
+void Scheduler::State::admit(EntryId e, BackendId b, Time now) {
   SubQueueId s = entries[e].subqueue;
   unlink(e);
   count_parked(e, -1);
   deadlines.erase(e);
   entries[e].state = EntryState::in_flight;
+  entries[e].backend = b;
   count_in_flight(e, +1);
+  const ModelId m = subqueues[s].model;
+  const bool cold = m != kUnlistedModel && !fleet.is_resident(b, m);
+  fleet.admit(b, m, now);
+  // Resident somewhere new: requests for it that wait for a warm slot may go there now.
+  if (cold) release_holds(m);
 
   AccountId a = subqueues[s].account;
   Account& acc = accounts[a];
@@ -99,17 +116,20 @@ void Scheduler::State::admit(EntryId e) {
   band.ready_classes->update(c);
 }
 
-void Scheduler::State::dispatch(const SchedulerConfig& config, std::vector<Admission>& out) {
+void Scheduler::State::dispatch(const SchedulerConfig& config, std::vector<Admission>& out,
+                                Time now) {
+  last_now = std::max(last_now, now);
   while (in_flight < config.max_concurrency) {
-    EntryId e = select(config.per_key);
+    EntryId e = select(config.per_key, now);
     if (e.is_nil()) break;
     if (config.max_inflight_tokens > 0 && in_flight > 0 &&
         in_flight_tokens + entries[e].cost > config.max_inflight_tokens) {
       break;  // the global budget holds everyone back; no bypass, so big requests can't starve
     }
-    admit(e);
+    const BackendId b = chosen_backend;
+    admit(e, b, now);
     std::uint64_t h = handle(e, entries[e]);
-    out.push_back(Admission{Ticket{h}, Permit{h}});
+    out.push_back(Admission{Ticket{h}, Permit{h}, b});
   }
   concurrency_ceiling = std::max(config.max_concurrency, in_flight);
 }

@@ -290,21 +290,24 @@ Duration Fleet::expected_finish(BackendId b, ModelId m, std::int64_t cost) const
   return finish;
 }
 
-Placement Fleet::choose(ModelId m, std::int64_t cost, Time waiting_since, Time now) const {
-  const BackendSet candidates = eligible(m);
+Placement Fleet::choose(ModelId m, std::int64_t cost, Time waiting_since, Time now,
+                        BackendSet exclude) const {
+  const BackendSet candidates = eligible(m) & ~exclude;
   if (candidates == 0) {
     const BackendSet listed = (m < served_by_.size() ? served_by_[m] : 0) | any_model_;
     return {.kind = listed != 0 ? Placement::Kind::down : Placement::Kind::unserved};
   }
   const BackendSet open = candidates & free_slots();
   if (open == 0) return {.kind = Placement::Kind::full};
+  // Residency does not matter to a placement that ignores it: every model counts as unlisted.
+  const ModelId judged = model_aware_ ? m : kUnlistedModel;
 
   BackendId best = 0;
   Duration best_finish = Duration::max();
   double best_utilisation = 0;
   for (BackendSet rest = open; rest != 0; rest &= rest - 1) {
     const auto b = static_cast<BackendId>(std::countr_zero(rest));
-    const Duration finish = expected_finish(b, m, cost);
+    const Duration finish = expected_finish(b, judged, cost);
     const double utilisation = static_cast<double>(backends_[b].in_flight) /
                                static_cast<double>(backends_[b].spec.max_concurrency);
     if (finish < best_finish || (finish == best_finish && utilisation < best_utilisation)) {
@@ -313,7 +316,7 @@ Placement Fleet::choose(ModelId m, std::int64_t cost, Time waiting_since, Time n
       best_utilisation = utilisation;
     }
   }
-  if (m != kUnlistedModel && !resident_on(best, m)) {
+  if (judged != kUnlistedModel && !resident_on(best, m)) {
     bool warm_but_full = false;
     for (BackendSet rest = candidates & ~open; rest != 0 && !warm_but_full; rest &= rest - 1)
       warm_but_full = resident_on(static_cast<BackendId>(std::countr_zero(rest)), m);

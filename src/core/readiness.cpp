@@ -1,5 +1,12 @@
-// Readiness: which subqueues may compete for the next slot, and the per-key limits that hold a
-// subqueue's head back. All blocking and unblocking happens here.
+// Readiness: which subqueues may compete for the next slot, and the per-key limits and the
+// placement that hold a subqueue's head back. All blocking and unblocking happens here.
+//
+// Placement holds work like key blocks, per model: a head that no backend may take now
+// (Fleet::choose says full, down, unserved or wait_warm) puts its subqueue on its model's held
+// list. The list is released when a backend that may serve the model frees a slot (a release
+// or a reroute on it), when anything about the fleet changes (health, catalogs, residency,
+// reconfigure), when a cold placement makes the model resident somewhere new, and at the
+// earliest time one of them may stop waiting for a warm slot (expire(), next_deadline()).
 //
 // A subqueue is ready iff it has parked entries and no limit key holds its head back.
 // An account is in its class heap iff it has a ready subqueue; a class is in its band heap iff
@@ -20,7 +27,7 @@ namespace sluice::core {
 
 void Scheduler::State::sync_ready(SubQueueId s) {
   SubQueue& sq = subqueues[s];
-  bool want = sq.parked > 0 && sq.blocked_by.is_nil();
+  bool want = sq.parked > 0 && sq.blocked_by.is_nil() && !sq.placement_held;
   if (want == sq.ready) return;
   sq.ready = want;
   Account& acc = accounts[sq.account];
@@ -93,6 +100,82 @@ void Scheduler::State::unblock_every_key() {
   for (LimitKeyId k : keys.ids()) {
     if (keys[k].live) unblock_all(k);
   }
+}
+
+Placement Scheduler::State::placement(const SubQueue& sq, Time now) const {
+  const Entry& head = entries[sq.head];
+  return fleet.choose(sq.model, head.cost, head.enqueued, now);
+}
+
+void Scheduler::State::hold(SubQueueId s, const Placement& why) {
+  SubQueue& sq = subqueues[s];
+  const ModelId m = sq.model;
+  if (holds.size() <= m) holds.resize(m + 1);
+  ModelHold& h = holds[m];
+  if (h.held.empty()) {
+    h.listed_pos = static_cast<std::uint32_t>(held_models.size());
+    held_models.push_back(m);
+  }
+  sq.placement_held = true;
+  sq.held_pos = static_cast<std::uint32_t>(h.held.size());
+  h.held.push_back(s);
+  if (why.kind == Placement::Kind::wait_warm) h.wake = std::min(h.wake, why.until);
+  sync_ready(s);
+}
+
+void Scheduler::State::release_hold(SubQueueId s) {
+  SubQueue& sq = subqueues[s];
+  if (!sq.placement_held) return;
+  ModelHold& h = holds[sq.model];
+  const SubQueueId last = h.held.back();
+  h.held[sq.held_pos] = last;
+  subqueues[last].held_pos = sq.held_pos;
+  h.held.pop_back();
+  sq.placement_held = false;
+  if (h.held.empty()) {
+    const ModelId moved = held_models.back();
+    held_models[h.listed_pos] = moved;
+    holds[moved].listed_pos = h.listed_pos;
+    held_models.pop_back();
+    h.listed_pos = UINT32_MAX;
+    h.wake = never();
+  }
+  sync_ready(s);
+}
+
+void Scheduler::State::release_holds(ModelId m) {
+  if (m >= holds.size()) return;
+  while (!holds[m].held.empty())
+    release_hold(holds[m].held.back());
+}
+
+void Scheduler::State::release_holds_for(BackendId b) {
+  for (std::size_t i = held_models.size(); i-- > 0;) {
+    if (i >= held_models.size()) continue;
+    const ModelId m = held_models[i];
+    if ((fleet.eligible(m) >> b) & 1) release_holds(m);
+  }
+}
+
+void Scheduler::State::release_every_hold() {
+  while (!held_models.empty())
+    release_holds(held_models.back());
+}
+
+void Scheduler::State::release_holds_due(Time now) {
+  for (std::size_t i = held_models.size(); i-- > 0;) {
+    if (i >= held_models.size()) continue;
+    const ModelId m = held_models[i];
+    if (holds[m].wake <= now) release_holds(m);
+  }
+}
+
+std::optional<Time> Scheduler::State::next_wake() const {
+  std::optional<Time> wake;
+  for (ModelId m : held_models) {
+    if (holds[m].wake != never() && (!wake || holds[m].wake < *wake)) wake = holds[m].wake;
+  }
+  return wake;
 }
 
 }  // namespace sluice::core

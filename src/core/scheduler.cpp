@@ -26,6 +26,8 @@ std::string_view reason_name(RejectReason reason) {
       return "user_queue_full";
     case RejectReason::shutting_down:
       return "shutting_down";
+    case RejectReason::model_not_found:
+      return "model_not_found";
   }
   return "queue_full";
 }
@@ -37,6 +39,10 @@ std::string validate(const SchedulerConfig& config) {
   if (config.max_queue < 0) return "max_queue must be >= 0";
   if (config.max_queue > 10'000'000) return "max_queue must be <= 10000000";
   if (config.queue_timeout_cap.count() < 0) return "queue_timeout_cap must not be negative";
+  if (!config.backends.empty()) {
+    if (std::string error = validate(std::span<const BackendSpec>(config.backends)); !error.empty())
+      return error;
+  }
   for (std::size_t i = 0; i < config.per_key.size(); ++i) {
     const KeyLimitSpec& limit = config.per_key[i];
     std::string where = "per_key[" + std::to_string(i) + "].";
@@ -76,6 +82,8 @@ Scheduler::Scheduler(SchedulerConfig config)
     state.current.push_back(static_cast<WorkloadId>(i));
   }
   state.concurrency_ceiling = config_.max_concurrency;
+  state.fleet.set_model_aware(config_.model_aware);
+  if (config_.backends.empty()) state.fleet.set_up(0, true);  // a single upstream: always up
 }
 
 Scheduler::~Scheduler() = default;
@@ -118,6 +126,11 @@ EnqueueResult Scheduler::enqueue(const Request& request, Time now,
   }
   const WorkloadId w = state.valid_workload(request.workload);
   const WorkloadSpec& spec = state.workloads[w].spec;
+  const ModelId model = state.fleet.model(request.model);
+  if (state.fleet.choose(model, 1, now, now).kind == Placement::Kind::unserved) {
+    result.reason = RejectReason::model_not_found;
+    return result;
+  }
 
   // Resolve (and create on first use) class, account, limit keys and subqueue.
   const ClassId c = state.class_for(w, request.priority);
@@ -127,7 +140,7 @@ EnqueueResult Scheduler::enqueue(const Request& request, Time now,
   for (std::size_t i = 0; i < key_ids.size() && i < request.limit_keys.size(); ++i) {
     key_ids[i] = state.limit_key_for(static_cast<std::uint32_t>(i), request.limit_keys[i]);
   }
-  const SubQueueId s = state.subqueue_for(a, key_ids);
+  const SubQueueId s = state.subqueue_for(a, key_ids, model);
 
   Duration timeout = std::min(spec.queue_timeout, config_.queue_timeout_cap);
   if (request.queue_timeout)
@@ -162,12 +175,13 @@ EnqueueResult Scheduler::enqueue(const Request& request, Time now,
   state.deadlines.push(e);
 
   const std::size_t before = admitted.size();
-  state.dispatch(config_, admitted);
+  state.dispatch(config_, admitted, now);
   if (state.entries[e].state == EntryState::in_flight) {
     const std::uint64_t h = State::handle(e, state.entries[e]);
     auto own =
         std::find_if(admitted.begin() + static_cast<std::ptrdiff_t>(before), admitted.end(),
                      [&](const Admission& admission) { return admission.permit.value == h; });
+    result.backend = own->backend;
     admitted.erase(own);
     result.kind = EnqueueResult::Kind::admitted;
     result.permit = Permit{h};
@@ -196,22 +210,25 @@ EnqueueResult Scheduler::enqueue(const Request& request, Time now,
   return result;
 }
 
-bool Scheduler::cancel(Ticket ticket, Time /*now*/, std::vector<Admission>& admitted) {
+bool Scheduler::cancel(Ticket ticket, Time now, std::vector<Admission>& admitted) {
   State& state = *state_;
   EntryId e = state.resolve(ticket.value, EntryState::parked);
   if (e.is_nil()) return false;
   state.remove_parked(e);
-  state.dispatch(config_, admitted);
+  state.dispatch(config_, admitted, now);
   return true;
 }
 
 bool Scheduler::release(Permit permit, std::int64_t actual_cost, Time now,
-                        std::vector<Admission>& admitted) {
+                        std::vector<Admission>& admitted, const Timings& timings) {
   State& state = *state_;
   EntryId e = state.resolve(permit.value, EntryState::in_flight);
   if (e.is_nil()) return false;
   const SubQueueId s = state.entries[e].subqueue;
+  const BackendId b = state.entries[e].backend;
   state.count_in_flight(e, -1);
+  state.fleet.release(b, state.subqueues[s].model, timings, now);
+  state.release_holds_for(b);  // a slot freed on b: the models it may serve are judged again
   if (actual_cost >= 0) {
     state.charge(
         s, static_cast<double>(std::max<std::int64_t>(actual_cost, 1) - state.entries[e].cost));
@@ -221,13 +238,76 @@ bool Scheduler::release(Permit permit, std::int64_t actual_cost, Time now,
   ++state.completion_count;
   state.entries.release(e);
   state.drop_subqueue_ref(s);
-  state.dispatch(config_, admitted);
+  state.dispatch(config_, admitted, now);
   return true;
+}
+
+std::optional<BackendId> Scheduler::reroute(Permit permit, Time now,
+                                            std::vector<Admission>& admitted) {
+  State& state = *state_;
+  EntryId e = state.resolve(permit.value, EntryState::in_flight);
+  if (e.is_nil()) return std::nullopt;
+  Entry& entry = state.entries[e];
+  const ModelId m = state.subqueues[entry.subqueue].model;
+  const BackendId failed = entry.backend;
+  // A retry does not wait for a warm slot: it has waited already.
+  const Placement where =
+      state.fleet.choose(m, entry.cost, Time::min(), now, BackendSet{1} << failed);
+  if (where.kind != Placement::Kind::place) return std::nullopt;
+  state.fleet.release(failed, m, {}, now);
+  const bool cold = m != kUnlistedModel && !state.fleet.is_resident(where.backend, m);
+  state.fleet.admit(where.backend, m, now);
+  entry.backend = where.backend;
+  if (cold) state.release_holds(m);
+  state.release_holds_for(failed);
+  state.dispatch(config_, admitted, now);
+  return where.backend;
+}
+
+void Scheduler::observe_up(BackendId backend, bool up, Time now, std::vector<Admission>& admitted) {
+  State& state = *state_;
+  if (!state.fleet.live(backend)) return;
+  state.fleet.set_up(backend, up);
+  state.release_every_hold();
+  state.dispatch(config_, admitted, now);
+}
+
+void Scheduler::observe_catalog(BackendId backend, std::span<const std::string> models, Time now,
+                                std::vector<Admission>& admitted) {
+  State& state = *state_;
+  if (!state.fleet.live(backend)) return;
+  if (!state.fleet.set_catalog(backend, models)) return;
+  state.release_every_hold();
+  state.dispatch(config_, admitted, now);
+}
+
+void Scheduler::observe_resident(BackendId backend, std::span<const std::string> models, Time now,
+                                 std::vector<Admission>& admitted) {
+  State& state = *state_;
+  if (!state.fleet.live(backend)) return;
+  if (!state.fleet.set_resident(backend, models, now)) return;
+  state.release_every_hold();
+  state.dispatch(config_, admitted, now);
+}
+
+const Fleet& Scheduler::fleet() const {
+  return state_->fleet;
+}
+
+std::optional<BackendId> Scheduler::permit_backend(Permit permit) const {
+  const State& state = *state_;
+  EntryId e = state.resolve(permit.value, EntryState::in_flight);
+  if (e.is_nil()) return std::nullopt;
+  return state.entries[e].backend;
 }
 
 void Scheduler::expire(Time now, std::vector<Ticket>& expired, std::vector<Admission>& admitted) {
   State& state = *state_;
   bool any = false;
+  if (const auto wake = state.next_wake(); wake && *wake <= now) {
+    state.release_holds_due(now);
+    any = true;
+  }
   while (!state.deadlines.empty()) {
     EntryId e = state.deadlines.top();
     if (state.entries[e].deadline > now) break;
@@ -235,12 +315,16 @@ void Scheduler::expire(Time now, std::vector<Ticket>& expired, std::vector<Admis
     state.remove_parked(e);
     any = true;
   }
-  if (any) state.dispatch(config_, admitted);
+  if (any) state.dispatch(config_, admitted, now);
 }
 
 std::optional<Time> Scheduler::next_deadline() const {
-  if (state_->deadlines.empty()) return std::nullopt;
-  return state_->entries[state_->deadlines.top()].deadline;
+  std::optional<Time> next = state_->next_wake();
+  if (!state_->deadlines.empty()) {
+    const Time deadline = state_->entries[state_->deadlines.top()].deadline;
+    if (!next || deadline < *next) next = deadline;
+  }
+  return next;
 }
 
 void Scheduler::drain(std::vector<Ticket>& rejected) {
@@ -253,7 +337,7 @@ void Scheduler::drain(std::vector<Ticket>& rejected) {
   }
 }
 
-std::string Scheduler::reconfigure(SchedulerConfig config, Time /*now*/,
+std::string Scheduler::reconfigure(SchedulerConfig config, Time now,
                                    std::vector<Admission>& admitted) {
   if (std::string error = validate(config); !error.empty()) return error;
   if (config.per_key.size() != config_.per_key.size()) {
@@ -266,6 +350,13 @@ std::string Scheduler::reconfigure(SchedulerConfig config, Time /*now*/,
     }
   }
   State& state = *state_;
+  if (std::string error = state.fleet.reconfigure(State::effective_backends(config));
+      !error.empty())
+    return error;
+  if (config.backends.empty()) {
+    if (auto single = state.fleet.find(kSingleBackend)) state.fleet.set_up(*single, true);
+  }
+  state.fleet.set_model_aware(config.model_aware);
   for (std::size_t i = 0; i < config.per_key.size(); ++i) {
     const KeyLimitSpec& next_limit = config.per_key[i];
     const KeyLimitSpec& old_limit = config_.per_key[i];
@@ -319,9 +410,10 @@ std::string Scheduler::reconfigure(SchedulerConfig config, Time /*now*/,
     }
   }
   config_ = std::move(config);
-  state.unblock_every_key();  // limits may have grown
+  state.unblock_every_key();   // limits may have grown
+  state.release_every_hold();  // and backends may have been added or resized
   state.concurrency_ceiling = std::max(config_.max_concurrency, state.in_flight);
-  state.dispatch(config_, admitted);
+  state.dispatch(config_, admitted, now);
   // Retired workloads whose classes are already empty disappear now.
   for (ClassId c : state.classes.ids()) {
     if (state.classes[c].live) state.maybe_erase_class(c);
@@ -403,6 +495,9 @@ Snapshot Scheduler::snapshot(Time now) const {
   }
   for (auto& [_, stats] : merged)
     snap.keys.push_back(std::move(stats));
+  for (BackendId b = 0; b < state.fleet.size(); ++b) {
+    if (state.fleet.live(b)) snap.backends.push_back(state.fleet.view(b));
+  }
   for (const LimitKey& key : state.keys.items) {
     if (!key.live || (key.parked == 0 && key.in_flight == 0)) continue;
     const std::string& label = config_.per_key[key.limit].label;

@@ -22,6 +22,7 @@ std::string Scheduler::check_invariants() const {
   std::vector<std::int64_t> k_parked(state.keys.items.size()), k_flight(state.keys.items.size()),
       k_tokens(state.keys.items.size());
   std::size_t deadline_entries = 0;
+  std::vector<std::int64_t> b_flight(state.fleet.size());
   for (EntryId e : state.entries.ids()) {
     const Entry& entry = state.entries[e];
     if (entry.state == EntryState::free) continue;
@@ -45,6 +46,8 @@ std::string Scheduler::check_invariants() const {
     } else {
       ++in_flight;
       tokens += entry.cost;
+      if (!state.fleet.live(entry.backend)) return fail("in-flight entry on a dead backend");
+      ++b_flight[entry.backend];
       ++w_flight[w];
       w_tokens[w] += entry.cost;
       ++a_flight[sq.account.value];
@@ -74,7 +77,7 @@ std::string Scheduler::check_invariants() const {
     if (sq.parked != s_parked[s.value]) return fail("subqueue parked mismatch");
     if (sq.refs != s_refs[s.value]) return fail("subqueue refs mismatch");
     if (sq.refs == 0) return fail("live subqueue without entries");
-    bool want_ready = sq.parked > 0 && sq.blocked_by.is_nil();
+    bool want_ready = sq.parked > 0 && sq.blocked_by.is_nil() && !sq.placement_held;
     if (sq.ready != want_ready) return fail("subqueue readiness stale");
     std::uint32_t count = 0;
     for (EntryId e = sq.head; !e.is_nil(); e = state.entries[e].next) {
@@ -92,6 +95,13 @@ std::string Scheduler::check_invariants() const {
       const LimitKey& key = state.keys[sq.blocked_by];
       if (sq.blocked_pos >= key.blocked.size() || key.blocked[sq.blocked_pos] != s) {
         return fail("blocked subqueue not on its key's list");
+      }
+    }
+    if (sq.placement_held) {
+      if (sq.model >= state.holds.size()) return fail("held subqueue's model has no hold list");
+      const ModelHold& h = state.holds[sq.model];
+      if (sq.held_pos >= h.held.size() || h.held[sq.held_pos] != s) {
+        return fail("held subqueue not on its model's list");
       }
     }
   }
@@ -155,16 +165,43 @@ std::string Scheduler::check_invariants() const {
       return fail("limit key '" + key.value + "' above its max_concurrency");
     }
   }
-  // Work conservation: with a free slot, no parked head may fit its per-key limits, unless the
-  // global token budget is what holds the queue back.
+  // The fleet: its own invariants; each backend's in-flight count is its entries'; hold lists
+  // hold held subqueues only, and the list of held models is exact.
+  if (std::string problem = state.fleet.check_invariants(); !problem.empty()) {
+    return fail("fleet: " + problem);
+  }
+  for (BackendId b = 0; b < state.fleet.size(); ++b) {
+    if (state.fleet.in_flight(b) != b_flight[b]) return fail("backend in-flight count mismatch");
+  }
+  std::size_t models_held = 0;
+  for (ModelId m = 0; m < state.holds.size(); ++m) {
+    const ModelHold& h = state.holds[m];
+    for (SubQueueId s : h.held) {
+      if (!state.subqueues.contains(s) || !state.subqueues[s].placement_held ||
+          state.subqueues[s].model != m) {
+        return fail("a model's hold list holds a subqueue that is not held for it");
+      }
+    }
+    if (h.held.empty()) continue;
+    ++models_held;
+    if (h.listed_pos >= state.held_models.size() || state.held_models[h.listed_pos] != m) {
+      return fail("held model missing from held_models");
+    }
+  }
+  if (models_held != state.held_models.size()) return fail("held_models has stale models");
+  // Work conservation: with a free slot, no parked head may fit its per-key limits and have a
+  // backend that may take it now, unless the global token budget is what holds the queue back.
+  // (A head waiting for a warm slot has no backend that may take it now: choose() says so.)
   if (state.in_flight < config_.max_concurrency) {
     bool token_held = config_.max_inflight_tokens > 0 && state.in_flight > 0;
     for (SubQueueId s : state.subqueues.ids()) {
       const SubQueue& sq = state.subqueues[s];
-      if (!sq.live || sq.parked == 0) continue;
-      if (state.blocking_key(sq, state.entries[sq.head].cost, config_.per_key).is_nil() &&
-          !token_held) {
-        return fail("work conservation: a slot is free while an admissible request is parked");
+      if (!sq.live || sq.parked == 0 || token_held) continue;
+      if (!state.blocking_key(sq, state.entries[sq.head].cost, config_.per_key).is_nil()) continue;
+      const Placement where = state.placement(sq, state.last_now);
+      if (where.kind == Placement::Kind::place) {
+        return fail("work conservation: backend " + std::to_string(where.backend) +
+                    " has a free slot while a request it may take is parked");
       }
     }
   }

@@ -62,14 +62,16 @@ LimitKeyId Scheduler::State::limit_key_for(std::uint32_t limit, std::string_view
   return k;
 }
 
-SubQueueId Scheduler::State::subqueue_for(AccountId a, const std::vector<LimitKeyId>& key_ids) {
+SubQueueId Scheduler::State::subqueue_for(AccountId a, const std::vector<LimitKeyId>& key_ids,
+                                          ModelId model) {
   for (SubQueueId s : accounts[a].subqueues) {
-    if (subqueues[s].keys == key_ids) return s;
+    if (subqueues[s].keys == key_ids && subqueues[s].model == model) return s;
   }
   SubQueueId s = subqueues.alloc();
   SubQueue& sq = subqueues[s];
   sq.account = a;
   sq.keys = key_ids;
+  sq.model = model;
   for (LimitKeyId k : key_ids) {
     if (!k.is_nil()) ++keys[k].refs;
   }
@@ -82,7 +84,7 @@ SubQueueId Scheduler::State::subqueue_for(AccountId a, const std::vector<LimitKe
 void Scheduler::State::drop_subqueue_ref(SubQueueId s) {
   SubQueue& sq = subqueues[s];
   if (--sq.refs > 0) return;
-  assert(sq.parked == 0 && sq.blocked_by.is_nil() && !sq.ready);
+  assert(sq.parked == 0 && sq.blocked_by.is_nil() && !sq.placement_held && !sq.ready);
   AccountId a = sq.account;
   Account& acc = accounts[a];
   SubQueueId moved = acc.subqueues.back();

@@ -17,6 +17,9 @@
 //   Entry     one request: parked (in a subqueue and the deadline heap) or in flight.
 //   LimitKey  one value of one per-key limit (e.g. model=mistral); counts its in-flight
 //             requests and lists the subqueues whose head it currently holds back.
+//   Fleet     the backends and their placement state (fleet.hpp); per model, the subqueues
+//             whose head placement holds back (no eligible backend has room, or it waits for a
+//             warm slot).
 //
 // Every record kind has its own id type (Id<Tag>, an index into its slab); a record refers to
 // another only by id. The short names mean one thing each, in every file:
@@ -80,6 +83,7 @@ struct Entry {
   Time enqueued{};
   Time deadline{};
   std::uint64_t seq = 0;
+  BackendId backend = 0;  // while in flight: where it runs
 };
 
 struct SubQueue {
@@ -91,9 +95,20 @@ struct SubQueue {
   LimitKeyId blocked_by;              // limit key holding the head back
   std::uint32_t blocked_pos = 0;      // index in that key's blocked list
   std::uint32_t slot_in_account = 0;  // index in Account::subqueues
+  ModelId model = kUnlistedModel;     // the model its requests ask for (part of its identity)
+  bool placement_held = false;        // on its model's held list (placement holds the head back)
+  std::uint32_t held_pos = 0;         // index in that list
   bool ready = false;
   bool live = false;
   std::vector<LimitKeyId> keys;  // one per per-key limit: key id or nil
+};
+
+// The subqueues of one model whose head placement holds back, and (when some of them wait for a
+// warm slot) the earliest time one may go cold.
+struct ModelHold {
+  std::vector<SubQueueId> held;
+  Time wake = never();
+  std::uint32_t listed_pos = UINT32_MAX;  // index in State::held_models while held is not empty
 };
 
 struct Account {
@@ -217,6 +232,7 @@ using detail::EntryTable;
 using detail::IndexedHeap;
 using detail::kNotInHeap;
 using detail::LimitKey;
+using detail::ModelHold;
 using detail::Slab;
 using detail::StringMap;
 using detail::SubQueue;
@@ -281,8 +297,16 @@ struct Scheduler::State {
     std::unique_ptr<ClassHeap> ready_classes;  // classes with a ready account
   };
 
-  explicit State(const SchedulerConfig& config) : deadlines(DeadlineLess{this}, DeadlinePos{this}) {
+  explicit State(const SchedulerConfig& config)
+      : fleet(effective_backends(config)), deadlines(DeadlineLess{this}, DeadlinePos{this}) {
     key_index.resize(config.per_key.size());
+  }
+
+  /// The backends a config means: its own, or the single implicit one.
+  static std::vector<BackendSpec> effective_backends(const SchedulerConfig& config) {
+    if (!config.backends.empty()) return config.backends;
+    return {BackendSpec{.name = std::string(kSingleBackend),
+                        .max_concurrency = config.max_concurrency}};
   }
 
   // --- storage ---------------------------------------------------------------------------
@@ -309,6 +333,11 @@ struct Scheduler::State {
   std::uint64_t vtime_moves = 0;
   std::uint64_t lap_moves = 0;
   std::optional<std::uint64_t> settled_moves;
+  // The fleet, and per model the subqueues placement holds back (models with any: held_models).
+  Fleet fleet;
+  std::vector<ModelHold> holds;  // by ModelId, grown on demand
+  std::vector<ModelId> held_models;
+  Time last_now{};  // the time of the latest dispatch (check_invariants judges placement at it)
   DeadlineHeap deadlines;
 
   // --- totals ----------------------------------------------------------------------------
@@ -349,7 +378,7 @@ struct Scheduler::State {
   ClassId class_for(WorkloadId w, double priority);
   AccountId account_for(ClassId c, std::string_view fairness_key);
   LimitKeyId limit_key_for(std::uint32_t limit, std::string_view value);
-  SubQueueId subqueue_for(AccountId a, const std::vector<LimitKeyId>& key_ids);
+  SubQueueId subqueue_for(AccountId a, const std::vector<LimitKeyId>& key_ids, ModelId model);
   void drop_subqueue_ref(SubQueueId s);
   void erase_account(AccountId a);
   void maybe_erase_class(ClassId c);
@@ -373,6 +402,16 @@ struct Scheduler::State {
   void unblock_every_key();            // limits may have grown
   LimitKeyId blocking_key(const SubQueue& sq, std::int64_t cost,
                           const std::vector<KeyLimitSpec>& limits) const;
+  // Placement holds: a subqueue whose head no backend may take now waits on its model's list
+  // until a backend eligible for the model frees a slot or changes, or until `wake`.
+  Placement placement(const SubQueue& sq, Time now) const;
+  void hold(SubQueueId s, const Placement& why);  // precondition: s is ready
+  void release_hold(SubQueueId s);                // a no-op when s is not held
+  void release_holds(ModelId m);
+  void release_holds_for(BackendId b);  // b freed a slot: the models it may serve
+  void release_every_hold();            // the fleet changed
+  void release_holds_due(Time now);     // waits for a warm slot that ended
+  std::optional<Time> next_wake() const;
 
   // --- the queue: subqueue lists and counters (here, inline: every event uses them) -------
   void link_tail(SubQueueId s, EntryId e) {
@@ -415,6 +454,7 @@ struct Scheduler::State {
     for (LimitKeyId k : sq.keys) {
       if (!k.is_nil()) keys[k].parked += delta;
     }
+    fleet.note_parked(sq.model, delta);
     parked += delta;
   }
 
@@ -440,10 +480,12 @@ struct Scheduler::State {
 
   // --- fair order: selection, admission, charging, removal (fair_queue.cpp) ---------------
   void remove_parked(EntryId e);
-  EntryId best_head(AccountId a, const std::vector<KeyLimitSpec>& limits);
-  EntryId select(const std::vector<KeyLimitSpec>& limits);
-  void admit(EntryId e);
-  void dispatch(const SchedulerConfig& config, std::vector<Admission>& out);
+  // The chosen head's backend, set by best_head()/select() with the entry they return.
+  BackendId chosen_backend = 0;
+  EntryId best_head(AccountId a, const std::vector<KeyLimitSpec>& limits, Time now);
+  EntryId select(const std::vector<KeyLimitSpec>& limits, Time now);
+  void admit(EntryId e, BackendId b, Time now);
+  void dispatch(const SchedulerConfig& config, std::vector<Admission>& out, Time now);
   void charge(SubQueueId s, double delta);
 
   WorkloadId valid_workload(WorkloadId w) const {

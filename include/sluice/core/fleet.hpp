@@ -140,8 +140,17 @@ class Fleet {
   const std::string& model_name(ModelId m) const;
 
   /// Where a request for `m` should go now (see the header comment). `cost` in tokens;
-  /// `waiting_since` is when it arrived. O(backends).
-  Placement choose(ModelId m, std::int64_t cost, Time waiting_since, Time now) const;
+  /// `waiting_since` is when it arrived; backends in `exclude` are not considered (a retry
+  /// elsewhere). O(backends).
+  Placement choose(ModelId m, std::int64_t cost, Time waiting_since, Time now,
+                   BackendSet exclude = 0) const;
+
+  /// Model-aware placement (the default) or, when off, the least utilised eligible backend
+  /// with a free slot whatever is resident, never waiting for a warm one (for comparison).
+  void set_model_aware(bool on) { model_aware_ = on; }
+  bool model_aware() const { return model_aware_; }
+  /// Whether m is resident (or loading) on b, as far as the fleet knows.
+  bool is_resident(BackendId b, ModelId m) const { return live(b) && resident_on(b, m); }
 
   /// Backends a request for m may use when they have room (up, serving m, not retired).
   BackendSet eligible(ModelId m) const;
@@ -210,8 +219,9 @@ class Fleet {
   std::vector<BackendSet> served_by_;  ///< by ModelId: backends whose catalog lists it
   BackendSet any_model_ = 0;           ///< backends whose catalog is unknown
   std::vector<std::int64_t> parked_;   ///< by ModelId
-  std::vector<ModelId> reusable_;      ///< ids nothing refers to, once kMaxModels were seen
-  bool reclaim_scanned_ = false;       ///< reusable_ is complete for this catalog update
+  bool model_aware_ = true;
+  std::vector<ModelId> reusable_;  ///< ids nothing refers to, once kMaxModels were seen
+  bool reclaim_scanned_ = false;   ///< reusable_ is complete for this catalog update
 };
 
 }  // namespace sluice::core

@@ -25,6 +25,13 @@
 //    queue_timeout_cap); expire(now) removes those with deadline <= now and reports them.
 //  * Bounds. Parked requests are bounded globally, per workload and per key; a request over a
 //    bound is rejected, not parked.
+//  * Fleet. Requests run on backends (fleet.hpp). A request for model M runs only on a backend
+//    that is eligible for M and has a free slot, and the fleet's placement picks which; fair
+//    order stays global across the fleet, so when a slot frees on backend B, B takes the first
+//    request in fair order that may run there (eligible, and not waiting for a warm slot
+//    elsewhere). A request held back only by placement never holds back one that could run.
+//    With no backends configured there is one, of max_concurrency slots, serving every model
+//    and always up: a single upstream.
 //
 // Invariants (checked by check_invariants(), exercised after every step by the model test):
 //  * in_flight <= max_concurrency unless a reconfigure lowered it (then no admission until
@@ -52,6 +59,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "sluice/core/fleet.hpp"
 #include "sluice/core/labels.hpp"
 #include "sluice/core/time.hpp"
 #include "sluice/core/workload.hpp"
@@ -75,7 +83,16 @@ struct SchedulerConfig {
   std::vector<KeyLimitSpec> per_key;
   std::vector<WorkloadSpec> workloads;
   WorkloadSpec default_workload{.name = "default"};
+  /// The fleet; empty = one backend named kSingleBackend of max_concurrency slots, serving every
+  /// model, always up. max_concurrency then caps the fleet as a whole.
+  std::vector<BackendSpec> backends;
+  /// false: placement ignores which models are resident (least loaded backend first), for
+  /// comparison.
+  bool model_aware = true;
 };
+
+/// The name of the implicit backend of a config without backends.
+inline constexpr std::string_view kSingleBackend = "default";
 
 /// Returns "" when the config is valid, else a message naming the offending field.
 std::string validate(const SchedulerConfig& config);
@@ -100,9 +117,11 @@ enum class RejectReason : std::uint8_t {
   workload_queue_full,  ///< the workload's max_queue reached
   key_queue_full,       ///< a per-key max_queue reached (e.g. one user's parked requests)
   shutting_down,        ///< drain() was called
+  model_not_found,      ///< no backend of the fleet serves the request's model
 };
 
-/// The wire name of a reason (X-Sluice-Reason): queue_full, user_queue_full, shutting_down.
+/// The wire name of a reason (X-Sluice-Reason): queue_full, user_queue_full, shutting_down,
+/// model_not_found.
 std::string_view reason_name(RejectReason reason);
 
 /// What the caller knows about a request when it asks for a slot.
@@ -120,17 +139,21 @@ struct Request {
   std::int64_t cost = 1;
   /// Longest the client is willing to wait (X-Queue-Timeout); nullopt = no own bound.
   std::optional<Duration> queue_timeout;
+  /// The model asked for (placement on the fleet); "" for none.
+  std::string_view model;
 };
 
 struct Admission {
-  Ticket ticket;  ///< the parked request that may now run
-  Permit permit;  ///< release it exactly once when the request ends
+  Ticket ticket;          ///< the parked request that may now run
+  Permit permit;          ///< release it exactly once when the request ends
+  BackendId backend = 0;  ///< where it runs
 };
 
 struct EnqueueResult {
   enum class Kind : std::uint8_t { admitted, parked, rejected };
   Kind kind = Kind::rejected;
   Permit permit;                                   ///< when admitted
+  BackendId backend = 0;                           ///< when admitted: where it runs
   Ticket ticket;                                   ///< when parked
   Time deadline{};                                 ///< when parked
   RejectReason reason = RejectReason::queue_full;  ///< when rejected
@@ -172,6 +195,7 @@ struct Snapshot {
   std::int64_t in_flight_tokens = 0;
   std::vector<WorkloadStats> workloads;
   std::vector<KeyStats> keys;  ///< only keys with parked or in-flight requests
+  std::vector<BackendView> backends;
 };
 
 class Scheduler {
@@ -203,15 +227,37 @@ class Scheduler {
   bool cancel(Ticket ticket, Time now, std::vector<Admission>& admitted);
 
   /// Ends an admitted request, freeing its slot. `actual_cost` (tokens really used; < 0 means
-  /// unknown, keep the estimate) charges the difference to the request's key and class. Appends
+  /// unknown, keep the estimate) charges the difference to the request's key and class;
+  /// `timings` (its final object's durations) teach the fleet load times and speeds. Appends
   /// the parked requests this lets run. Returns false for an unknown or already released permit.
-  bool release(Permit permit, std::int64_t actual_cost, Time now, std::vector<Admission>& admitted);
+  bool release(Permit permit, std::int64_t actual_cost, Time now, std::vector<Admission>& admitted,
+               const Timings& timings = {});
+
+  /// The request's backend failed before answering (connect failure, reset or timeout before
+  /// the response head): moves the request to another backend that may take it now, keeping
+  /// its permit. Returns that backend, or nullopt (nothing changed) when none has room. The
+  /// failed backend's slot is freed (appending what that lets run to `admitted`).
+  std::optional<BackendId> reroute(Permit permit, Time now, std::vector<Admission>& admitted);
+
+  /// What the network layer learns about a backend. Each may let parked requests run.
+  void observe_up(BackendId backend, bool up, Time now, std::vector<Admission>& admitted);
+  void observe_catalog(BackendId backend, std::span<const std::string> models, Time now,
+                       std::vector<Admission>& admitted);
+  void observe_resident(BackendId backend, std::span<const std::string> models, Time now,
+                        std::vector<Admission>& admitted);
+
+  /// The fleet (placement state: backends, models, residency), for reads.
+  const Fleet& fleet() const;
+  /// The backend an admitted permit runs on; nullopt when the permit is not live.
+  std::optional<BackendId> permit_backend(Permit permit) const;
 
   /// Removes every parked request whose deadline is <= now, appending their tickets to
-  /// `expired` in deadline order, and any admissions that follows to `admitted`.
+  /// `expired` in deadline order, and any admissions that follows to `admitted` (including
+  /// requests whose wait for a warm slot ended).
   void expire(Time now, std::vector<Ticket>& expired, std::vector<Admission>& admitted);
 
-  /// The earliest deadline among parked requests, or nullopt when nothing is parked.
+  /// The next time expire() has work: the earliest deadline among parked requests, or a time
+  /// when a request waiting for a warm slot may go to a cold backend; nullopt for none.
   std::optional<Time> next_deadline() const;
 
   /// Rejects every parked request (shutdown); appends their tickets. Later enqueues are
