@@ -22,6 +22,7 @@
 #include "sluice/config/source_map.hpp"
 #include "sluice/core/duration.hpp"
 #include "sluice/core/labels.hpp"
+#include "sluice/core/limits.hpp"
 #include "sluice/core/workload.hpp"
 
 namespace sluice::config {
@@ -29,9 +30,9 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::int64_t kMaxConcurrency = 100'000;
-constexpr std::int64_t kMaxQueue = 10'000'000;
-constexpr std::int64_t kMaxTokenBudget = 1'000'000'000'000;
+using core::kMaxConcurrency;  // the scheduler's bounds: sluice/core/limits.hpp
+using core::kMaxQueue;
+using core::kMaxTokenBudget;
 constexpr std::size_t kMaxWorkloads = 256;
 constexpr std::size_t kMaxPerKeyLimits = 8;
 constexpr std::size_t kMaxMatchersPerWorkload = 16;
@@ -577,7 +578,7 @@ void read_workload(Context& ctx, const json& node, const Path& path, core::Workl
   });
   r.field("band", [&](const json& v, const Path& p) {
     std::int64_t band = 0;
-    if (read_int(ctx, v, p, -1000, 1000, band)) w.band = static_cast<int>(band);
+    if (read_int(ctx, v, p, core::kMinBand, core::kMaxBand, band)) w.band = static_cast<int>(band);
   });
   r.field("queue_timeout", [&](const json& v, const Path& p) {
     read_duration(ctx, v, p, Duration::zero(), kAny, w.queue_timeout);
