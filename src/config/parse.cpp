@@ -47,28 +47,16 @@ constexpr Duration kUndiciHeadersTimeout = std::chrono::seconds(300);
 constexpr Duration kLongestDerivedCap = kUndiciHeadersTimeout - std::chrono::seconds(1);
 
 // A position in the document: its JSON pointer (for the SourceMap) and its readable form
-// ("scheduler.workloads[1].priority") for messages.
+// ("scheduler.workloads[1].priority", see display_member()) for messages.
 struct Path {
   std::string pointer;
   std::string display;
 
   Path operator/(std::string_view key) const {
-    bool plain = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
-      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-             c == '_' || c == '-' || c == '$';
-    });
-    std::string shown;
-    if (plain) {
-      shown = display.empty() ? std::string(key) : display + "." + std::string(key);
-    } else {
-      shown = display + "[" +
-              json(std::string(key)).dump(-1, ' ', true, json::error_handler_t::replace) + "]";
-    }
-    return {pointer_append(pointer, key), std::move(shown)};
+    return {pointer_append(pointer, key), display_member(display, key)};
   }
   Path operator[](std::size_t index) const {
-    return {pointer_append(pointer, std::to_string(index)),
-            display + "[" + std::to_string(index) + "]"};
+    return {pointer_append(pointer, std::to_string(index)), display_element(display, index)};
   }
 };
 
@@ -1069,25 +1057,8 @@ ConfigResult parse_config(std::string_view text, std::string_view source_name) {
     result.errors.push_back({source, problem.where.line, "", problem.message});
     if (problem.kind == SourceProblem::Kind::duplicate_key) {
       // Name the member: "scheduler.max_queue: duplicate key ..." reads better.
-      Path p;
-      std::string_view rest = problem.pointer;
-      while (!rest.empty()) {
-        rest.remove_prefix(1);
-        std::size_t slash = rest.find('/');
-        std::string token(rest.substr(0, slash));
-        std::string decoded;
-        for (std::size_t i = 0; i < token.size(); ++i) {
-          if (token[i] == '~' && i + 1 < token.size()) {
-            decoded += token[i + 1] == '1' ? '/' : '~';
-            ++i;
-          } else {
-            decoded += token[i];
-          }
-        }
-        p = p / decoded;
-        rest = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
-      }
-      result.errors.back().field = p.display;
+      result.errors.back().field = display_pointer(
+          problem.pointer, [&](std::string_view prefix) { return map.is_array(prefix); });
       result.errors.back().message = "duplicate key (each key may appear once per object)";
     }
     return result;
