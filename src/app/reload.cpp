@@ -9,36 +9,22 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "sluice/config/source_map.hpp"
+
 namespace sluice::app {
 namespace {
 
 using json = nlohmann::ordered_json;
 
-// "/scheduler/workloads/0/priority" -> "scheduler.workloads[0].priority"
-std::string display_path(const std::string& pointer) {
-  std::string out;
-  std::size_t pos = 1;
-  while (pos <= pointer.size()) {
-    std::size_t end = pointer.find('/', pos);
-    if (end == std::string::npos) end = pointer.size();
-    std::string token;  // RFC 6901 unescaping: ~1 is '/', ~0 is '~'
-    for (std::size_t i = pos; i < end; ++i) {
-      if (pointer[i] == '~' && i + 1 < end) {
-        token += pointer[i + 1] == '1' ? '/' : '~';
-        ++i;
-      } else {
-        token += pointer[i];
-      }
-    }
-    bool index = !token.empty() && token.find_first_not_of("0123456789") == std::string::npos;
-    if (index) {
-      out += "[" + token + "]";
-    } else {
-      if (!out.empty()) out += '.';
-      out += token;
-    }
-    pos = end + 1;
-  }
+// "/scheduler/workloads/0/priority" -> "scheduler.workloads[0].priority", as config messages
+// show a place (config::display_pointer); a token is an index where either document has an array.
+std::string display_path(const std::string& pointer, const json& before, const json& after) {
+  auto is_array = [&](std::string_view prefix) {
+    const json::json_pointer at{std::string(prefix)};
+    return (before.contains(at) && before.at(at).is_array()) ||
+           (after.contains(at) && after.at(at).is_array());
+  };
+  std::string out = config::display_pointer(pointer, is_array);
   return out.empty() ? "(root)" : out;
 }
 
@@ -110,7 +96,7 @@ std::vector<std::string> describe_changes(const config::Config& old, const confi
       pointer = array + "/" + std::to_string(index);
     }
     const std::string kind = op.at("op").get<std::string>();
-    const std::string where = display_path(pointer);
+    const std::string where = display_path(pointer, before, after);
     if (kind == "replace") {
       const json::json_pointer ptr(pointer);
       lines.push_back(where + ": " + short_value(before.at(ptr)) + " -> " +

@@ -1,18 +1,13 @@
-// Config helpers: diagnostics, reading the file (bounded), reload compatibility, and dumping the
-// effective config. Parsing and validation live in parse.cpp.
+// Config helpers: diagnostics, reading the file (bounded), reload compatibility. Parsing,
+// validation and dumping the effective config live in parse.cpp and the section files.
 #include "sluice/config/config.hpp"
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <nlohmann/json.hpp>
-
-#include "sluice/core/duration.hpp"
 
 namespace sluice::config {
-
-using json = nlohmann::ordered_json;
 
 std::string HostPort::to_string() const {
   const bool ipv6 = host.find(':') != std::string::npos;
@@ -125,109 +120,6 @@ std::string reload_incompatibility(const Config& old, const Config& next) {
   }
   out += " needs a restart";
   return out;
-}
-
-namespace {
-
-json duration_json(Duration d) {
-  return core::format_duration(d);
-}
-
-json workload_json(const core::WorkloadSpec& w, bool is_default) {
-  json out = json::object();
-  out["name"] = w.name;
-  if (!is_default) {
-    json match = json::object();
-    for (const core::LabelMatcher& m : w.match) {
-      if (m.values.empty()) {
-        match[m.label] = "*";
-      } else if (m.values.size() == 1) {
-        match[m.label] = m.values.front();
-      } else {
-        match[m.label] = m.values;
-      }
-    }
-    out["match"] = std::move(match);
-  }
-  out["priority"] = w.priority;
-  out["band"] = w.band;
-  out["queue_timeout"] = duration_json(w.queue_timeout);
-  out["max_queue"] = w.max_queue;
-  out["fairness_key"] = w.fairness_label;
-  return out;
-}
-
-}  // namespace
-
-std::string dump_config(const Config& c) {
-  json out = json::object();
-  out["listen"] = c.listen.to_string();
-  out["admin_listen"] = c.admin_listen ? c.admin_listen->to_string() : std::string();
-  out["upstream"] = {
-      {"url", c.upstream.url},
-      {"connect_timeout", duration_json(c.upstream.connect_timeout)},
-      {"header_timeout", duration_json(c.upstream.header_timeout)},
-      {"idle_timeout", duration_json(c.upstream.idle_timeout)},
-      {"max_idle_connections", c.upstream.max_idle_connections},
-  };
-  const core::SchedulerConfig& s = c.scheduler.core;
-  json per_key = json::array();
-  for (const core::KeyLimitSpec& k : s.per_key) {
-    per_key.push_back({{"label", k.label},
-                       {"max_concurrency", k.max_concurrency},
-                       {"max_tokens", k.max_tokens},
-                       {"max_queue", k.max_queue}});
-  }
-  json workloads = json::array();
-  for (const core::WorkloadSpec& w : s.workloads)
-    workloads.push_back(workload_json(w, false));
-  out["scheduler"] = {
-      {"max_concurrency", s.max_concurrency},
-      {"max_inflight_tokens", s.max_inflight_tokens},
-      {"max_queue", s.max_queue},
-      {"queue_timeout_cap", duration_json(s.queue_timeout_cap)},
-      {"max_inflight_duration", duration_json(c.scheduler.max_inflight_duration)},
-      {"per_key", std::move(per_key)},
-      {"workloads", std::move(workloads)},
-      {"default_workload", workload_json(s.default_workload, true)},
-  };
-  out["limits"] = {
-      {"max_header_bytes", c.limits.max_header_bytes},
-      {"max_body_bytes", c.limits.max_body_bytes},
-      {"max_scheduled_body_bytes", c.limits.max_scheduled_body_bytes},
-      {"header_read_timeout", duration_json(c.limits.header_read_timeout)},
-      {"keepalive_timeout", duration_json(c.limits.keepalive_timeout)},
-      {"write_timeout", duration_json(c.limits.write_timeout)},
-      {"max_connections", c.limits.max_connections},
-  };
-  out["headers"] = {
-      {"user", c.headers.user},
-      {"tier", c.headers.tier},
-      {"priority", c.headers.priority},
-      {"workload", c.headers.workload},
-      {"tokens", c.headers.tokens},
-      {"queue_timeout", c.headers.queue_timeout},
-      {"request_id", c.headers.request_id},
-  };
-  out["routes"] = {{"scheduled", c.routes.scheduled}};
-  out["log"] = {
-      {"level", std::string(to_string(c.log.level))},
-      {"format", std::string(to_string(c.log.format))},
-      {"access_log", c.log.access_log},
-  };
-  out["shutdown"] = {{"drain_timeout", duration_json(c.shutdown.drain_timeout)}};
-  json keys = json::array();
-  for (const ApiKey& k : c.auth.keys) {
-    json key = {{"name", k.name},
-                {"sha256", k.sha256},
-                {"user", k.user},
-                {"tier", k.tier},
-                {"trusted_gateway", k.trusted_gateway}};
-    if (k.max_priority) key["max_priority"] = *k.max_priority;
-    keys.push_back(std::move(key));
-  }
-  out["auth"] = {{"keys", std::move(keys)}, {"admin_token_sha256", c.auth.admin_token_sha256}};
-  return out.dump(2, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace sluice::config

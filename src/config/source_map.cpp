@@ -6,7 +6,9 @@
 // position is recorded when its first token is seen.
 #include "sluice/config/source_map.hpp"
 
+#include <algorithm>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <unordered_set>
 #include <vector>
 
@@ -53,7 +55,7 @@ class Scanner {
   Scanner(std::string_view text, std::size_t max_depth) : text_(text), max_depth_(max_depth) {}
 
   void run(std::unordered_map<std::string, SourceLocation>& positions,
-           std::optional<SourceProblem>& problem) {
+           std::unordered_set<std::string>& arrays, std::optional<SourceProblem>& problem) {
     positions_ = &positions;
     problem_ = &problem;
     bool root_seen = false;
@@ -74,6 +76,7 @@ class Scanner {
           Frame frame;
           frame.is_object = c == '{';
           frame.pointer = current_pointer_;
+          if (!frame.is_object) arrays.insert(current_pointer_);
           stack_.push_back(std::move(frame));
           advance();
           break;
@@ -316,6 +319,50 @@ std::string pointer_append(std::string_view pointer, std::string_view token) {
   return out;
 }
 
+std::string display_member(std::string_view display, std::string_view key) {
+  const bool plain = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '$';
+  });
+  if (plain)
+    return display.empty() ? std::string(key) : std::string(display) + "." + std::string(key);
+  return std::string(display) + "[" +
+         nlohmann::json(std::string(key))
+             .dump(-1, ' ', true, nlohmann::json::error_handler_t::replace) +
+         "]";
+}
+
+std::string display_element(std::string_view display, std::size_t index) {
+  return std::string(display) + "[" + std::to_string(index) + "]";
+}
+
+std::string display_pointer(std::string_view pointer,
+                            const std::function<bool(std::string_view)>& is_array) {
+  std::string display;
+  std::size_t start = 0;  // of the current token's '/'
+  while (start < pointer.size()) {
+    const std::size_t end = std::min(pointer.find('/', start + 1), pointer.size());
+    std::string token;  // RFC 6901 unescaping: ~1 is '/', ~0 is '~'
+    for (std::size_t i = start + 1; i < end; ++i) {
+      if (pointer[i] == '~' && i + 1 < end) {
+        token += pointer[i + 1] == '1' ? '/' : '~';
+        ++i;
+      } else {
+        token += pointer[i];
+      }
+    }
+    const bool digits =
+        !token.empty() && token.find_first_not_of("0123456789") == std::string::npos;
+    if (digits && is_array(pointer.substr(0, start))) {
+      display += "[" + token + "]";  // the token as written: an index has no sign or exponent
+    } else {
+      display = display_member(display, token);
+    }
+    start = end;
+  }
+  return display;
+}
+
 SourceLocation location_of(std::string_view text, std::size_t offset) {
   if (offset > text.size()) offset = text.size();
   SourceLocation loc{1, 1};
@@ -332,7 +379,7 @@ SourceLocation location_of(std::string_view text, std::size_t offset) {
 
 SourceMap SourceMap::build(std::string_view text, std::size_t max_depth) {
   SourceMap map;
-  Scanner(text, max_depth).run(map.positions_, map.problem_);
+  Scanner(text, max_depth).run(map.positions_, map.arrays_, map.problem_);
   return map;
 }
 
@@ -340,6 +387,10 @@ std::optional<SourceLocation> SourceMap::find(std::string_view pointer) const {
   auto it = positions_.find(std::string(pointer));
   if (it == positions_.end()) return std::nullopt;
   return it->second;
+}
+
+bool SourceMap::is_array(std::string_view pointer) const {
+  return arrays_.count(std::string(pointer)) > 0;
 }
 
 SourceLocation SourceMap::locate(std::string_view pointer) const {

@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "scheduler_state.hpp"
+#include "sluice/core/limits.hpp"
 
 namespace sluice::core {
 
@@ -33,11 +34,18 @@ std::string_view reason_name(RejectReason reason) {
 }
 
 std::string validate(const SchedulerConfig& config) {
+  // The bounds are sluice/core/limits.hpp's, the same the config loader reads against.
+  auto above = [](std::string_view field, std::int64_t bound) {
+    return std::string(field) + " must be <= " + std::to_string(bound);
+  };
   if (config.max_concurrency < 1) return "max_concurrency must be >= 1";
-  if (config.max_concurrency > 1'000'000) return "max_concurrency must be <= 1000000";
+  if (config.max_concurrency > kMaxConcurrency) return above("max_concurrency", kMaxConcurrency);
   if (config.max_inflight_tokens < 0) return "max_inflight_tokens must be >= 0";
+  if (config.max_inflight_tokens > kMaxTokenBudget) {
+    return above("max_inflight_tokens", kMaxTokenBudget);
+  }
   if (config.max_queue < 0) return "max_queue must be >= 0";
-  if (config.max_queue > 10'000'000) return "max_queue must be <= 10000000";
+  if (config.max_queue > kMaxQueue) return above("max_queue", kMaxQueue);
   if (config.queue_timeout_cap.count() < 0) return "queue_timeout_cap must not be negative";
   if (!config.backends.empty()) {
     if (std::string error = validate(std::span<const BackendSpec>(config.backends)); !error.empty())
@@ -48,8 +56,13 @@ std::string validate(const SchedulerConfig& config) {
     std::string where = "per_key[" + std::to_string(i) + "].";
     if (limit.label.empty()) return where + "label must not be empty";
     if (limit.max_concurrency < 0) return where + "max_concurrency must be >= 0";
+    if (limit.max_concurrency > kMaxConcurrency) {
+      return where + above("max_concurrency", kMaxConcurrency);
+    }
     if (limit.max_tokens < 0) return where + "max_tokens must be >= 0";
+    if (limit.max_tokens > kMaxTokenBudget) return where + above("max_tokens", kMaxTokenBudget);
     if (limit.max_queue < 0) return where + "max_queue must be >= 0";
+    if (limit.max_queue > kMaxQueue) return where + above("max_queue", kMaxQueue);
     for (std::size_t j = 0; j < i; ++j) {
       if (config.per_key[j].label == limit.label)
         return where + "label repeats per_key[" + std::to_string(j) + "].label";

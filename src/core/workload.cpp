@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "sluice/core/limits.hpp"
+
 namespace sluice::core {
 
 bool matches(const WorkloadSpec& workload, const Labels& labels) {
@@ -36,9 +38,12 @@ std::string validate(const WorkloadSpec& w) {
   if (!std::isfinite(w.priority) || w.priority <= 0 || w.priority > kMaxPriority) {
     return "priority must be a number > 0 and <= 1000000";
   }
-  if (w.band < -1000 || w.band > 1000) return "band must be between -1000 and 1000";
+  if (w.band < kMinBand || w.band > kMaxBand) {
+    return "band must be between " + std::to_string(kMinBand) + " and " + std::to_string(kMaxBand);
+  }
   if (w.queue_timeout.count() < 0) return "queue_timeout must not be negative";
   if (w.max_queue < 0) return "max_queue must be >= 0";
+  if (w.max_queue > kMaxQueue) return "max_queue must be <= " + std::to_string(kMaxQueue);
   if (w.fairness_label.empty()) return "fairness_key must not be empty";
   for (const LabelMatcher& m : w.match) {
     if (m.label.empty()) return "match: label name must not be empty";

@@ -175,6 +175,15 @@ TEST_CASE("describe_changes: one readable line per changed field") {
   CHECK(cut.back() == "... and 2 more");
 }
 
+TEST_CASE("describe_changes: places read as config messages write them, indexes only in arrays") {
+  // A label may be named "1": it is a key of match, not an index.
+  Config a = parse_ok(R"({"scheduler": {"workloads": [{"name": "w", "match": {"1": "x"}}]}})");
+  Config b = parse_ok(R"({"scheduler": {"workloads": [{"name": "w", "match": {"1": "y"}}]}})");
+  std::vector<std::string> changes = describe_changes(a, b);
+  REQUIRE(changes.size() == 1);
+  CHECK(changes[0] == "scheduler.workloads[0].match.1: \"x\" -> \"y\"");
+}
+
 TEST_CASE("plan_reload: invalid, needs restart, unchanged, applied") {
   TempFile file(R"({"listen": "127.0.0.1:0", "scheduler": {"max_concurrency": 1}})");
   Config running = *load_effective_config(file.path.string(), {}).config;

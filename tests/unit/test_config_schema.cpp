@@ -1,13 +1,18 @@
 // config/sluice.schema.json (editor help) must describe exactly what the loader accepts: the same
-// keys at every level, and defaults equal to the loader's.
+// keys at every level, the same kinds of value and integer bounds as the loader's own description
+// (config_description(), built from the tables that drive reading), and defaults equal to the
+// loader's.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "sluice/config/config.hpp"
+#include "sluice/config/description.hpp"
 
 using nlohmann::json;
 
@@ -93,4 +98,136 @@ TEST_CASE("schema: its defaults are the loader's defaults") {
 TEST_CASE("schema: the example config points at it") {
   auto r = sluice::config::parse_config(R"({"$schema": "./sluice.schema.json"})");
   CHECK(r.ok());
+}
+
+// ---- the schema against the loader's own description (sluice/config/description.hpp) ----
+
+namespace {
+
+using sluice::config::FieldDoc;
+using sluice::config::FieldKind;
+using sluice::config::ObjectDoc;
+
+// The JSON Schema "type" a field of this kind must declare (a json array for several types);
+// null when the schema states it another way (an enum, oneOf, a nested object checked by keys).
+json schema_type(FieldKind kind) {
+  switch (kind) {
+    case FieldKind::integer:
+      return "integer";
+    case FieldKind::number:
+      return "number";
+    case FieldKind::boolean:
+      return "boolean";
+    case FieldKind::string:
+    case FieldKind::label:
+      return "string";
+    case FieldKind::duration:
+      return json::array({"string", "integer"});
+    case FieldKind::object:
+      return "object";
+    case FieldKind::objects:
+      return "array";
+    case FieldKind::object_or_objects:
+    case FieldKind::other:
+    case FieldKind::refused:
+      return nullptr;
+  }
+  return nullptr;
+}
+
+// Walks the description and the schema side by side and lists where they disagree: the keys of
+// every object, the kind of value, and for integers and numbers the bounds.
+void disagreements(const json& schema, const ObjectDoc& doc, const std::string& where,
+                   std::vector<std::string>& out) {
+  std::set<std::string> described;
+  for (const FieldDoc& field : doc.fields) {
+    if (field.kind != FieldKind::refused) described.insert(std::string(field.key));
+  }
+  const json properties = schema.value("properties", json::object());
+  for (const std::string& key : keys_of(properties)) {
+    if (!described.count(key)) out.push_back(where + "." + key + ": only in the schema");
+  }
+  for (const std::string& key : described) {
+    if (!properties.contains(key)) out.push_back(where + "." + key + ": not in the schema");
+  }
+  if (schema.value("additionalProperties", true) != false) {
+    out.push_back(where + ": the schema allows other keys");
+  }
+  for (const FieldDoc& field : doc.fields) {
+    const std::string key(field.key);
+    if (field.kind == FieldKind::refused || !properties.contains(key)) continue;
+    const json& property = properties[key];
+    const std::string at = where + "." + key;
+    auto differ = [&](const char* what, const json& schema_value, const json& loader_value) {
+      if (schema_value != loader_value) {
+        out.push_back(at + ": " + what + " " + schema_value.dump() + " in the schema, " +
+                      loader_value.dump() + " in the loader");
+      }
+    };
+    const json type = schema_type(field.kind);
+    // A value the schema gives by an enum (log.level) has no "type" to compare.
+    if (!type.is_null() && property.contains("type")) differ("type", property["type"], type);
+    if (field.kind == FieldKind::integer) {
+      differ("minimum", property.value("minimum", json()), field.minimum);
+      differ("maximum", property.value("maximum", json()), field.maximum);
+    }
+    if (field.kind == FieldKind::number) {
+      differ("exclusiveMinimum", property.value("exclusiveMinimum", json()), field.minimum);
+      differ("maximum", property.value("maximum", json()), field.maximum);
+    }
+    if (field.kind == FieldKind::object_or_objects) {
+      // Both forms, one object and an array of them, describe the same object.
+      const json forms = property.value("oneOf", json::array());
+      if (forms.size() != 2) {
+        out.push_back(at + ": expected oneOf [object, array of objects]");
+        continue;
+      }
+      disagreements(forms[0], *field.object, at, out);
+      disagreements(forms[1].value("items", json::object()), *field.object, at + "[]", out);
+    } else if (field.object) {
+      const json& object =
+          field.kind == FieldKind::objects ? property.value("items", json::object()) : property;
+      disagreements(object, *field.object, field.kind == FieldKind::objects ? at + "[]" : at, out);
+    }
+  }
+}
+
+std::vector<std::string> disagreements(const json& schema) {
+  std::vector<std::string> out;
+  disagreements(schema, sluice::config::config_description(), "(root)", out);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("schema: keys, kinds and integer bounds agree with the loader's description") {
+  const std::vector<std::string> found = disagreements(read_schema());
+  for (const std::string& line : found)
+    INFO(line);
+  CHECK(found.empty());
+}
+
+TEST_CASE("schema: the comparison with the description notices drift") {
+  // Doctored copies of the schema: each disagreement is reported, naming the place.
+  json schema = read_schema();
+  schema["properties"]["scheduler"]["properties"]["max_concurrency"]["maximum"] = 1000000;
+  schema["properties"]["scheduler"]["properties"]["per_key"]["oneOf"][1]["items"]["properties"]
+        ["max_queue"]["minimum"] = 1;
+  schema["properties"]["limits"]["properties"].erase("write_timeout");
+  schema["properties"]["log"]["properties"]["colour"] = {{"type", "string"}};
+  schema["properties"]["auth"]["properties"]["keys"]["items"]["properties"]["trusted_gateway"]
+        ["type"] = "string";
+  const std::vector<std::string> expected = {
+      "(root).scheduler.max_concurrency: maximum 1000000 in the schema, 100000 in the loader",
+      "(root).scheduler.per_key[].max_queue: minimum 1 in the schema, 0 in the loader",
+      "(root).limits.write_timeout: not in the schema",
+      "(root).log.colour: only in the schema",
+      "(root).auth.keys[].trusted_gateway: type \"string\" in the schema, \"boolean\" in the "
+      "loader",
+  };
+  std::vector<std::string> found = disagreements(schema);
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> sorted = expected;
+  std::sort(sorted.begin(), sorted.end());
+  CHECK(found == sorted);
 }

@@ -1,8 +1,10 @@
-// SourceMap: JSON pointer -> line/column in the original text, with comments and tricky strings.
+// SourceMap: JSON pointer -> line/column in the original text, with comments and tricky strings;
+// and the one readable form of a pointer that config messages use.
 #include <doctest/doctest.h>
 
 #include <string>
 
+#include "sluice/config/config.hpp"
 #include "sluice/config/source_map.hpp"
 
 using sluice::config::location_of;
@@ -114,4 +116,71 @@ TEST_CASE("location_of counts lines and columns in bytes") {
   CHECK(location_of("ab\ncd", 3) == SourceLocation{2, 1});
   CHECK(location_of("ab\ncd", 4) == SourceLocation{2, 2});
   CHECK(location_of("ab\ncd", 99) == SourceLocation{2, 3});
+}
+
+TEST_CASE("source map: knows which values are arrays") {
+  SourceMap map = SourceMap::build(R"({"a": [1, {"b": []}], "c": {"0": [2]}})");
+  CHECK(map.is_array("/a"));
+  CHECK(map.is_array("/a/1/b"));
+  CHECK(map.is_array("/c/0"));
+  CHECK_FALSE(map.is_array(""));
+  CHECK_FALSE(map.is_array("/a/1"));
+  CHECK_FALSE(map.is_array("/c"));
+  CHECK_FALSE(map.is_array("/nowhere"));
+}
+
+TEST_CASE("display: members, elements and whole pointers read as config messages write them") {
+  using sluice::config::display_element;
+  using sluice::config::display_member;
+  using sluice::config::display_pointer;
+  CHECK(display_member("", "scheduler") == "scheduler");
+  CHECK(display_member("scheduler", "max_queue") == "scheduler.max_queue");
+  CHECK(display_member("", "$schema") == "$schema");
+  CHECK(display_member("limits", "max body") == "limits[\"max body\"]");
+  CHECK(display_member("", "a.b") == "[\"a.b\"]");
+  CHECK(display_member("x", "") == "x[\"\"]");
+  CHECK(display_member("x", "say \"hi\"") == "x[\"say \\\"hi\\\"\"]");
+  CHECK(display_element("scheduler.workloads", 1) == "scheduler.workloads[1]");
+
+  // An index is shown in brackets only where the value is an array: "1" may be a key.
+  const std::string text = R"({"scheduler": {"workloads": [{"name": "a"},
+      {"name": "b", "match": {"tier": ["x", "y"], "1": "z"}}]}, "limits": {"a/b~c": 1}})";
+  SourceMap map = SourceMap::build(text);
+  auto is_array = [&](std::string_view prefix) { return map.is_array(prefix); };
+  CHECK(display_pointer("", is_array) == "");
+  CHECK(display_pointer("/scheduler/workloads/1/match/tier/0", is_array) ==
+        "scheduler.workloads[1].match.tier[0]");
+  CHECK(display_pointer("/scheduler/workloads/1/match/1", is_array) ==
+        "scheduler.workloads[1].match.1");
+  CHECK(display_pointer("/limits/a~1b~0c", is_array) == "limits[\"a/b~c\"]");
+  // The same pointer shown the way Path builds it step by step.
+  CHECK(display_pointer(pointer_append(pointer_append("/scheduler/workloads", "1"), "match"),
+                        is_array) ==
+        display_member(
+            display_element(display_member(display_member("", "scheduler"), "workloads"), 1),
+            "match"));
+}
+
+TEST_CASE("config: errors inside arrays show the index in brackets, duplicate keys too") {
+  sluice::config::ConfigResult r =
+      sluice::config::parse_config(R"({"scheduler": {"workloads": [{"name": "a"},
+      {"name": "b", "match": {"tier": [7]}}]}})",
+                                   "c.json");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].to_string() ==
+        "c.json:2: scheduler.workloads[1].match.tier[0]: must be a "
+        "string, not a number");
+  r = sluice::config::parse_config(
+      "{\"scheduler\": {\"workloads\": [{\"name\": \"a\"},\n"
+      "  {\"name\": \"b\", \"name\": \"c\"}]}}",
+      "c.json");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].to_string() ==
+        "c.json:2: scheduler.workloads[1].name: duplicate key (each key may appear once per "
+        "object)");
+  // A label named like an index stays a key.
+  r = sluice::config::parse_config(
+      R"({"scheduler": {"workloads": [{"name": "a", "match": {"1": "x", "1": "y"}}]}})", "c.json");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].field == "scheduler.workloads[0].match.1");
 }

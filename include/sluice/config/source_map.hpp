@@ -14,10 +14,12 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace sluice::config {
 
@@ -49,6 +51,9 @@ class SourceMap {
   /// ""), or {0, 0} when nothing is known.
   SourceLocation locate(std::string_view pointer) const;
 
+  /// True when the value at `pointer` is an array (so a token after it is an index, not a key).
+  bool is_array(std::string_view pointer) const;
+
   /// The first problem seen (too deep, duplicate key, malformed), if any.
   const std::optional<SourceProblem>& problem() const { return problem_; }
 
@@ -56,11 +61,25 @@ class SourceMap {
 
  private:
   std::unordered_map<std::string, SourceLocation> positions_;
+  std::unordered_set<std::string> arrays_;  // pointers of the arrays seen
   std::optional<SourceProblem> problem_;
 };
 
 /// Appends one reference token to a JSON pointer, escaping '~' and '/' (RFC 6901).
 std::string pointer_append(std::string_view pointer, std::string_view token);
+
+/// How config messages show a place in the document: "scheduler.workloads[1].match[0]". A key
+/// made of letters, digits, '_', '-' and '$' is appended as ".key" (bare at the root); any other
+/// key is quoted in brackets: limits["max body"]. These two functions are the only place that
+/// spells a path out; display_pointer() builds on them.
+std::string display_member(std::string_view display, std::string_view key);
+std::string display_element(std::string_view display, std::size_t index);
+
+/// The readable form of a whole JSON pointer ("" for the root). A pointer alone cannot tell the
+/// array index 1 from the object key "1": `is_array(prefix)` says whether the value at a prefix
+/// of `pointer` is an array, whose next token is then shown as an index.
+std::string display_pointer(std::string_view pointer,
+                            const std::function<bool(std::string_view)>& is_array);
 
 /// Line and column (1-based) of byte offset `offset` in `text` (clamped to the text).
 SourceLocation location_of(std::string_view text, std::size_t offset);

@@ -11,11 +11,12 @@
 #include <utility>
 #include <vector>
 
+#include "sluice/core/limits.hpp"  // kMaxPriority
+
 namespace sluice::core {
 
 inline constexpr std::size_t kMaxLabelValueBytes = 256;
 inline constexpr std::size_t kMaxLabels = 32;
-inline constexpr double kMaxPriority = 1'000'000.0;
 inline constexpr std::int64_t kMaxTokens = 100'000'000;
 
 /// A small flat label set. Names are compared exactly (callers lowercase them); setting a name
