@@ -8,7 +8,15 @@
 #   strict   through sluice, paid in a higher strict band (scenarios with a "strict" target)
 #   haproxy  through HAProxy: server maxconn, set-priority-class from X-Tier, timeout queue
 #            (skipped with a note when haproxy is not installed; scripts/setup.sh --bench)
-# and prints the comparison table and the scenario's targets. Everything goes to one folder:
+# and prints the comparison table and the scenario's targets. A scenario with a "fleet" object
+# (config/scenarios/fleet.json) is run against several simulators instead, five ways:
+#   direct               each user bound to one backend, no proxy
+#   sluice               sluice fronting the backends, model-aware placement
+#   sluice-least-loaded  the same, placement by load only
+#   haproxy-leastconn    HAProxy balance leastconn, server maxconn = the backends' parallelism
+#   haproxy-roundrobin   the same with balance roundrobin
+# (the sluice runs are skipped with a note when this sluice does not accept a fleet config).
+# Everything goes to one folder:
 #   OUT/SCENARIO/RUN/{requests.csv,summary.json,summary.md,chart.svg}  one run
 #   OUT/SCENARIO/{comparison.md,comparison.json,chart.svg}            the runs side by side
 #
@@ -17,8 +25,9 @@
 #   --quick            simulator 100x faster than real time: the whole thing takes < 1 minute
 #   (default)          10x faster: about 5 minutes, slow enough to watch the progress lines
 #   --scenario NAME    config/scenarios/NAME.json (repeatable; default: mistral-guide and
-#                      noisy-neighbour)
-#   --max-concurrency  what sluice admits at once and HAProxy's server maxconn (default 2)
+#                      noisy-neighbour; fleet and fleet-slow run only when named)
+#   --max-concurrency  what sluice admits at once and HAProxy's server maxconn (default 2;
+#                      a fleet scenario sets its own per backend)
 #   --out DIR          results folder (default results/experiment-YYYYmmdd-HHMMSS)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,7 +46,7 @@ while (($#)); do
     --scenario) scenarios+=("$2"); shift ;;
     --out) out=$2; shift ;;
     --no-haproxy) use_haproxy=0 ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "experiment: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -80,9 +89,9 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-# start NAME CMD... : starts a server that prints "listening on http://127.0.0.1:PORT";
-# sets $port, appends its pid to pids.
-start() {
+# try_start NAME CMD... : starts a server that prints "listening on http://127.0.0.1:PORT";
+# sets $port, appends its pid to pids; returns 1 if it exits (or stays silent) instead.
+try_start() {
   local name=$1; shift
   local log="$logs/$name"
   : >"$log.out"
@@ -96,8 +105,15 @@ start() {
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
+  return 1
+}
+
+# start NAME CMD... : try_start, or stop the experiment with the server's error output.
+start() {
+  local name=$1
+  try_start "$@" && return 0
   echo "experiment: $name did not start:" >&2
-  cat "$log.err" >&2
+  cat "$logs/$name.err" >&2
   exit 1
 }
 
@@ -116,8 +132,11 @@ free_port() {
 # HAProxy as its users would configure it for this job: one server with maxconn = the GPU's
 # parallelism, paid requests in a better priority class (lower is served first), a queue
 # timeout as long as sluice's, and long client/server timeouts for streamed answers.
+# start_haproxy SIM_PORT NAME [BACKEND_LINES]: BACKEND_LINES replace the one-server backend
+# (a fleet: "balance ..." and one "server" line per simulator).
 start_haproxy() {
   local sim_port=$1 cfg="$logs/haproxy-$2.cfg" listen_port attempt i pid
+  local backend_lines=${3:-"  server sim 127.0.0.1:$sim_port maxconn $concurrency"}
   for ((attempt = 0; attempt < 5; attempt++)); do
     listen_port=$(free_port) || return 1
     cat >"$cfg" <<EOF
@@ -134,7 +153,7 @@ frontend bench
   http-request set-priority-class int(-10) if { req.hdr(X-Tier) -m str paid }
   default_backend gpu
 backend gpu
-  server sim 127.0.0.1:$sim_port maxconn $concurrency
+$backend_lines
 EOF
     haproxy -f "$cfg" -db >"$logs/haproxy-$2.out" 2>"$logs/haproxy-$2.err" &
     pid=$!
@@ -180,9 +199,135 @@ run() {
   stop_all
 }
 
+# ---- fleets: several simulators, one run per way of fronting them ----
+
+# write_fleet_config FILE PLACEMENT: sluice's config for the simulators in fleet_names and
+# fleet_ports, each admitting fleet_parallel at once, with the workloads of
+# config/experiment/after.json (free users in the open-source workload).
+write_fleet_config() {
+  local file=$1 placement=$2 i sep=""
+  {
+    echo '{ "admin_listen": "",'
+    echo '  "upstreams": ['
+    for i in "${!fleet_names[@]}"; do
+      printf '%s    {"name": "%s", "url": "http://127.0.0.1:%s", "max_concurrency": %s}' \
+        "$sep" "${fleet_names[$i]}" "${fleet_ports[$i]}" "$fleet_parallel"
+      sep=$',\n'
+    done
+    echo ' ],'
+    echo "  \"fleet\": { \"placement\": \"$placement\" },"
+    cat <<'EOF'
+  "scheduler": {
+    "max_queue": 100000,
+    "queue_timeout_cap": "240s",
+    "workloads": [
+      { "name": "paid", "match": { "tier": "paid" }, "priority": 8, "queue_timeout": "240s" },
+      { "name": "open-source", "match": { "tier": ["open-source", "free"] }, "priority": 1,
+        "queue_timeout": "240s" }
+    ],
+    "default_workload": { "name": "default", "priority": 1, "queue_timeout": "240s" }
+  },
+  "log": { "level": "warn", "access_log": false } }
+EOF
+  } >"$file"
+}
+
+# run_fleet SCENARIO LABEL KIND: one run on a fresh set of simulators (the scenario's fleet).
+# KIND: direct | model_aware | least_loaded (sluice's placements) | leastconn | roundrobin
+# (HAProxy's balance). Returns 1 when the run could not be made (the reason is printed).
+run_fleet() {
+  local scenario=$1 label=$2 kind=$3
+  local file="$root/config/scenarios/$scenario.json" i name
+  local targets=() stats=()
+  fleet_ports=()
+  for i in "${!fleet_names[@]}"; do
+    name=${fleet_names[$i]}
+    # shellcheck disable=SC2086  # the flags are words without spaces (sluice-bench fleet)
+    start "sim-$scenario-$label-$name" "$sim_bin" --listen 127.0.0.1:0 --time-scale "$scale" \
+      --seed "$((i + 1))" --log-level warn ${fleet_flags[$i]}
+    fleet_ports+=("$port")
+    stats+=(--sim-stats "http://127.0.0.1:$port")
+    targets+=(--target "http://127.0.0.1:$port")
+  done
+  case "$kind" in
+    direct) ;;
+    model_aware|least_loaded)
+      local cfg="$logs/sluice-$scenario-$label.json"
+      write_fleet_config "$cfg" "$kind"
+      if ! try_start "sluice-$scenario-$label" "$sluice_bin" --config "$cfg" --listen 127.0.0.1:0; then
+        echo "experiment: sluice did not accept the fleet config $cfg (a fleet needs sluice" \
+          "with issue 12's upstreams); skipping $scenario/$label. sluice said:" >&2
+        head -5 "$logs/sluice-$scenario-$label.err" | sed 's/^/  /' >&2
+        stop_all
+        return 1
+      fi
+      targets=(--target "http://127.0.0.1:$port") ;;
+    leastconn|roundrobin)
+      local lines="  balance $kind"
+      for i in "${!fleet_names[@]}"; do
+        lines+=$'\n'"  server ${fleet_names[$i]} 127.0.0.1:${fleet_ports[$i]} maxconn $fleet_parallel"
+      done
+      if ! start_haproxy "${fleet_ports[0]}" "$scenario-$label" "$lines"; then
+        echo "experiment: skipping $scenario/$label" >&2
+        stop_all
+        return 1
+      fi
+      targets=(--target "http://127.0.0.1:$port") ;;
+  esac
+  "$bench_bin" run --scenario "$file" "${targets[@]}" "${stats[@]}" \
+    --label "$label" --out "$out/$scenario/$label" >/dev/null ||
+    echo "experiment: $scenario/$label had failed requests (see $out/$scenario/$label/requests.csv)" >&2
+  stop_all
+}
+
+# experiment_fleet SCENARIO: the five runs and their comparison (ratios to haproxy-leastconn).
+experiment_fleet() {
+  local scenario=$1 line
+  fleet_names=()
+  fleet_flags=()
+  while read -r line; do
+    fleet_names+=("${line%% *}")
+    fleet_flags+=("${line#* }")
+  done < <("$bench_bin" fleet "$root/config/scenarios/$scenario.json")
+  fleet_parallel=$(sed -n 's/.*--parallel \([0-9]*\).*/\1/p' <<<"${fleet_flags[0]}")
+  echo "== $scenario: ${#fleet_names[@]} simulators (${fleet_names[*]}) at ${scale}x, each" \
+    "generating $fleet_parallel at once; sluice and HAProxy admit $fleet_parallel per backend" >&2
+  runs=()
+  run_fleet "$scenario" direct direct
+  runs+=("$out/$scenario/direct")
+  if ((have_sluice)); then
+    if run_fleet "$scenario" sluice model_aware; then runs+=("$out/$scenario/sluice"); fi
+    if run_fleet "$scenario" sluice-least-loaded least_loaded; then
+      runs+=("$out/$scenario/sluice-least-loaded")
+    fi
+  else
+    echo "experiment: $sluice_bin is not built; skipping the runs through sluice" >&2
+  fi
+  if ((have_haproxy)); then
+    if run_fleet "$scenario" haproxy-leastconn leastconn; then
+      runs+=("$out/$scenario/haproxy-leastconn")
+    fi
+    if run_fleet "$scenario" haproxy-roundrobin roundrobin; then
+      runs+=("$out/$scenario/haproxy-roundrobin")
+    fi
+  else
+    echo "experiment: haproxy not installed (scripts/setup.sh --bench) or --no-haproxy;" \
+      "skipping the HAProxy runs" >&2
+  fi
+  echo >&2
+  "$bench_bin" report --out "$out/$scenario" --scenario "$root/config/scenarios/$scenario.json" \
+    --baseline haproxy-leastconn \
+    --title "$scenario: latency per request (simulators ${scale}x real time)" "${runs[@]}"
+  echo
+}
+
 echo "== experiment: scenarios ${scenarios[*]}; simulator --parallel 1 --time-scale $scale;" \
   "sluice/HAProxy admit $concurrency at once; results in $out" >&2
 for scenario in "${scenarios[@]}"; do
+  if [[ -n "$("$bench_bin" fleet "$root/config/scenarios/$scenario.json")" ]]; then
+    experiment_fleet "$scenario"
+    continue
+  fi
   runs=()
   run "$scenario" before direct
   runs+=("$out/$scenario/before")

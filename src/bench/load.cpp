@@ -68,10 +68,10 @@ std::string short_error_text(int status, std::string_view body) {
   return "HTTP " + std::to_string(status) + (message.empty() ? "" : ": " + message);
 }
 
-std::string request_body(const Scenario& s, const std::string& prompt,
+std::string request_body(const Scenario& s, const std::string& model, const std::string& prompt,
                          const std::optional<int>& num_predict) {
   nlohmann::ordered_json j;
-  j["model"] = s.model;
+  j["model"] = model;
   if (s.api == Api::chat) {
     j["messages"] = nlohmann::ordered_json::array({{{"role", "user"}, {"content", prompt}}});
   } else {
@@ -159,8 +159,9 @@ class LoadRun {
   LoadRun(const Scenario& s, const Plan& plan, const LoadOptions& opt, asio::io_context& ioc)
       : s_(s), plan_(plan), opt_(opt), ioc_(ioc), records_(plan.total_requests) {}
 
-  void start(tcp::endpoint endpoint) {
-    endpoint_ = endpoint;
+  /// `endpoints[i]` is where LoadOptions::targets[i] answers.
+  void start(std::vector<tcp::endpoint> endpoints) {
+    endpoints_ = std::move(endpoints);
     start_ = Clock::now();
     deadline_ = start_ + real_duration(s_.max_duration_s / opt_.time_scale);
     tty_ = opt_.progress && isatty(STDERR_FILENO);
@@ -239,6 +240,7 @@ class LoadRun {
         r.group = g.name;
         r.request_id = opt_.run_id + "-" + std::to_string(pr.index);
         r.num_predict = pr.num_predict;
+        r.model = model_of(s_, pr);
         r.outcome = "not_sent";
       }
     }
@@ -377,7 +379,7 @@ class LoadRun {
       co_return;
     }
     SlotGuard slot(*this);
-    co_await perform(user, pr, rec, turn_guard, turn);
+    co_await perform(u, pr, rec, turn_guard, turn);
     finish(rec);
   }
 
@@ -391,10 +393,13 @@ class LoadRun {
     rec.latency_s = run_seconds(Clock::now()) - run_seconds(sent);
   }
 
-  asio::awaitable<void> perform(const PlannedUser& user, const PlannedRequest& pr,
-                                RequestRecord& rec, TurnGuard& turn_guard,
-                                std::optional<std::size_t> turn) {
+  asio::awaitable<void> perform(std::size_t u, const PlannedRequest& pr, RequestRecord& rec,
+                                TurnGuard& turn_guard, std::optional<std::size_t> turn) {
+    const PlannedUser& user = plan_.users[u];
     const Group& group = s_.groups[user.group];
+    const std::size_t target_index = u % endpoints_.size();
+    const HttpTarget& target = opt_.targets[target_index];
+    const tcp::endpoint endpoint = endpoints_[target_index];
     const auto sent = Clock::now();
     rec.sent_s = run_seconds(sent);
     rec.outcome = "transport_error";
@@ -403,15 +408,15 @@ class LoadRun {
     beast::tcp_stream stream(co_await asio::this_coro::executor);
 
     stream.expires_at(deadline);
-    auto [cec] = co_await stream.async_connect(endpoint_, as_tuple);
+    auto [cec] = co_await stream.async_connect(endpoint, as_tuple);
     if (cec) {
       fail(rec, "connect", cec, sent);
       co_return;
     }
 
     http::request<http::string_body> req{http::verb::post,
-                                         opt_.target.base_path + std::string(api_path(s_.api)), 11};
-    req.set(http::field::host, opt_.target.host_header);
+                                         target.base_path + std::string(api_path(s_.api)), 11};
+    req.set(http::field::host, target.host_header);
     req.set(http::field::content_type, "application/json");
     req.set(http::field::accept, "application/x-ndjson");
     req.set(http::field::user_agent, "sluice-bench/0.1");
@@ -419,8 +424,8 @@ class LoadRun {
       req.set(h.name, h.value);
     req.set("X-Request-Id", rec.request_id);
     req.set("X-Bench-Run", opt_.run_id);
-    req.body() =
-        request_body(s_, s_.prompt_lists.at(group.prompt_list).at(pr.prompt), pr.num_predict);
+    req.body() = request_body(s_, rec.model, s_.prompt_lists.at(group.prompt_list).at(pr.prompt),
+                              pr.num_predict);
     req.prepare_payload();
     if (turn) co_await wait_turn(*turn);
     stream.expires_at(deadline);
@@ -543,7 +548,7 @@ class LoadRun {
   const Plan& plan_;
   const LoadOptions& opt_;
   asio::io_context& ioc_;
-  tcp::endpoint endpoint_;
+  std::vector<tcp::endpoint> endpoints_;
   Clock::time_point start_, deadline_;
   std::vector<RequestRecord> records_;
   std::size_t done_ = 0, failed_ = 0, in_flight_ = 0;
@@ -558,69 +563,110 @@ class LoadRun {
 
 }  // namespace
 
-std::optional<double> probe_time_scale(const HttpTarget& stats, std::string* why) {
-  const auto got = http_get(stats, "/sim/stats?limit=0", std::chrono::seconds(10));
-  if (!got.error.empty() || got.status != 200) {
-    if (why) *why = got.error.empty() ? "HTTP " + std::to_string(got.status) : got.error;
-    return std::nullopt;
+std::optional<double> probe_time_scale(const std::vector<HttpTarget>& stats, std::string* why) {
+  std::optional<double> scale;
+  for (const auto& target : stats) {
+    const auto got = http_get(target, "/sim/stats?limit=0", std::chrono::seconds(10));
+    if (!got.error.empty() || got.status != 200) {
+      if (why)
+        *why = target.to_string() + ": " +
+               (got.error.empty() ? "HTTP " + std::to_string(got.status) : got.error);
+      return std::nullopt;
+    }
+    const auto parsed = parse_sim_stats(got.body, "", why);
+    if (!parsed) return std::nullopt;
+    if (scale && std::abs(*scale - parsed->time_scale) > 1e-9) {
+      if (why)
+        *why = "the simulators run at different time scales (" + std::to_string(*scale) + " and " +
+               std::to_string(parsed->time_scale) + ")";
+      return std::nullopt;
+    }
+    scale = parsed->time_scale;
   }
-  const auto parsed = parse_sim_stats(got.body, "", why);
-  if (!parsed) return std::nullopt;
-  return parsed->time_scale;
+  if (!scale && why) *why = "no simulator given";
+  return scale;
 }
 
 LoadResult run_load(const Scenario& scenario, const Plan& plan, const LoadOptions& options) {
   LoadResult result;
 
-  // Anchor the simulator's clock to ours: its now_ns at the midpoint of a stats round trip.
-  std::optional<SimStats> before;
-  Clock::time_point anchor_wall{};
+  // Anchor each simulator's clock to ours: its now_ns at the midpoint of a stats round trip.
+  struct Anchor {
+    SimStats before;
+    Clock::time_point wall{};
+  };
+  std::vector<Anchor> anchors;
   std::string stats_note;
-  if (options.sim_stats) {
-    const auto got = http_get(*options.sim_stats, "/sim/stats?limit=1", std::chrono::seconds(10));
+  for (const auto& target : options.sim_stats) {
+    const auto got = http_get(target, "/sim/stats?limit=1", std::chrono::seconds(10));
+    std::optional<SimStats> before;
     if (got.error.empty() && got.status == 200) {
       before = parse_sim_stats(got.body, "", &stats_note);
-      anchor_wall = got.sent + (got.received - got.sent) / 2;
     } else {
-      stats_note = "GET /sim/stats: " +
+      stats_note = "GET " + target.to_string() + "/sim/stats: " +
                    (got.error.empty() ? "HTTP " + std::to_string(got.status) : got.error);
     }
-  } else {
-    stats_note = "no --sim-stats given";
+    if (!before) {
+      anchors.clear();
+      break;
+    }
+    anchors.push_back({*before, got.sent + (got.received - got.sent) / 2});
   }
+  if (options.sim_stats.empty()) stats_note = "no --sim-stats given";
 
   asio::io_context ioc(1);
   tcp::resolver resolver(ioc);
-  boost::system::error_code ec;
-  auto endpoints = resolver.resolve(options.target.host, std::to_string(options.target.port), ec);
-  if (ec || endpoints.empty())
-    throw std::runtime_error("cannot resolve " + options.target.host + ": " + ec.message());
+  std::vector<tcp::endpoint> endpoints;
+  for (const auto& target : options.targets) {
+    boost::system::error_code ec;
+    auto found = resolver.resolve(target.host, std::to_string(target.port), ec);
+    if (ec || found.empty())
+      throw std::runtime_error("cannot resolve " + target.host + ": " + ec.message());
+    endpoints.push_back(found.begin()->endpoint());
+  }
+  if (endpoints.empty()) throw std::invalid_argument("no target");
 
   LoadRun run(scenario, plan, options, ioc);
-  run.start(endpoints.begin()->endpoint());
+  run.start(std::move(endpoints));
   ioc.run();
   result.wall_s = std::chrono::duration<double>(Clock::now() - run.started()).count();
   result.records = run.take_records();
   result.truncated = run.truncated();
 
-  if (before) {
-    const auto since = "/sim/stats?since=" + std::to_string(before->last_id);
-    const auto got = http_get(*options.sim_stats, since, std::chrono::seconds(30));
+  std::vector<UpstreamObservation> observed;
+  std::string scale_note;
+  for (std::size_t i = 0; i < anchors.size(); ++i) {
+    const auto& target = options.sim_stats[i];
+    const auto& before = anchors[i].before;
+    const auto since = "/sim/stats?since=" + std::to_string(before.last_id);
+    const auto got = http_get(target, since, std::chrono::seconds(30));
     std::optional<SimStats> after;
-    if (got.error.empty() && got.status == 200)
+    if (got.error.empty() && got.status == 200) {
       after = parse_sim_stats(got.body, options.run_id, &stats_note);
-    else
-      stats_note = "GET /sim/stats after the run: " +
+    } else {
+      stats_note = "GET " + target.to_string() + "/sim/stats after the run: " +
                    (got.error.empty() ? "HTTP " + std::to_string(got.status) : got.error);
-    if (after) {
-      const double anchor_run_s = run.run_seconds(anchor_wall);
-      result.upstream =
-          upstream_usage(result.records, to_run_time(*after, before->now_ns, anchor_run_s));
-      if (std::abs(after->time_scale - options.time_scale) > 1e-9)
-        result.upstream.note = "the simulator's time scale (" + std::to_string(after->time_scale) +
-                               ") differs from --time-scale";
-      return result;
     }
+    if (!after) {
+      observed.clear();
+      break;
+    }
+    UpstreamObservation o;
+    o.target = target.to_string();
+    o.intervals = to_run_time(*after, before.now_ns, run.run_seconds(anchors[i].wall));
+    if (before.loads && after->loads && *after->loads >= *before.loads) {
+      o.model_loads = *after->loads - *before.loads;
+      o.load_s = double(after->load_ns_total.value_or(0) - before.load_ns_total.value_or(0)) / 1e9;
+    }
+    if (std::abs(after->time_scale - options.time_scale) > 1e-9)
+      scale_note = "the simulator's time scale (" + std::to_string(after->time_scale) +
+                   ") differs from --time-scale";
+    observed.push_back(std::move(o));
+  }
+  if (!observed.empty()) {
+    result.upstream = upstream_usage(result.records, observed);
+    result.upstream.note = scale_note;
+    return result;
   }
   result.upstream.available = false;
   result.upstream.note = stats_note;

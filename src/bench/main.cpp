@@ -1,9 +1,10 @@
 // sluice-bench: replays a scenario against an Ollama-compatible URL and reports what each tier
 // of users experienced (see docs/experiment.md).
 //
-//   sluice-bench run --scenario FILE --target URL --out DIR [--label NAME] [--sim-stats URL]
+//   sluice-bench run --scenario FILE --target URL... --out DIR [--label NAME] [--sim-stats URL]...
 //   sluice-bench report --out DIR [--scenario FILE] [--baseline LABEL] RUN_DIR...
 //   sluice-bench check FILE
+//   sluice-bench fleet FILE     one line per backend of the scenario's fleet: NAME SIM-FLAGS...
 //
 // `run` writes DIR/requests.csv, DIR/summary.json, DIR/summary.md and DIR/chart.svg and prints
 // the Markdown table; `report` reads several run folders and writes the side-by-side comparison
@@ -57,7 +58,8 @@ std::string run_id_for(const std::string& label) {
 }
 
 struct RunArgs {
-  std::string scenario, target, out, label = "run", sim_stats, run_id;
+  std::string scenario, out, label = "run", run_id;
+  std::vector<std::string> targets, sim_stats;
   double time_scale = 0;
   std::size_t max_in_flight = 4096;
   bool no_progress = false;
@@ -80,19 +82,21 @@ int cmd_run(const RunArgs& a) {
   raise_open_file_limit(std::min(plan.total_requests, a.max_in_flight) + 64);
   std::string why;
   LoadOptions opt;
-  auto target = parse_http_target(a.target, &why);
-  if (!target) throw std::invalid_argument("--target: " + why);
-  opt.target = *target;
-  if (!a.sim_stats.empty()) {
-    auto stats = parse_http_target(a.sim_stats, &why);
+  for (const auto& url : a.targets) {
+    auto target = parse_http_target(url, &why);
+    if (!target) throw std::invalid_argument("--target: " + why);
+    opt.targets.push_back(*target);
+  }
+  for (const auto& url : a.sim_stats) {
+    auto stats = parse_http_target(url, &why);
     if (!stats) throw std::invalid_argument("--sim-stats: " + why);
-    opt.sim_stats = *stats;
+    opt.sim_stats.push_back(*stats);
   }
   opt.time_scale = a.time_scale;
   if (opt.time_scale == 0) {
     opt.time_scale = 1;
-    if (opt.sim_stats) {
-      auto scale = probe_time_scale(*opt.sim_stats, &why);
+    if (!opt.sim_stats.empty()) {
+      auto scale = probe_time_scale(opt.sim_stats, &why);
       if (!scale) throw std::runtime_error("--sim-stats: cannot read the time scale: " + why);
       opt.time_scale = *scale;
     }
@@ -106,7 +110,10 @@ int cmd_run(const RunArgs& a) {
   Summary summary = summarize(result.records, result.upstream);
   summary.scenario = scenario.name;
   summary.label = a.label;
-  summary.target = opt.target.to_string();
+  for (const auto& t : opt.targets) {
+    if (!summary.target.empty()) summary.target += ',';
+    summary.target += t.to_string();
+  }
   summary.time_scale = opt.time_scale;
   summary.truncated = result.truncated;
   summary.notes = {
@@ -127,7 +134,8 @@ int cmd_run(const RunArgs& a) {
   write_file(dir / "requests.csv", write_csv(result.records));
   write_file(dir / "summary.json", summary_to_json(summary).dump(2) + "\n");
   std::vector<Run> runs{{summary, result.records}};
-  const std::string table = markdown_table(runs);
+  const std::string fleet_table = fleet_markdown_table(runs);
+  const std::string table = markdown_table(runs) + (fleet_table.empty() ? "" : "\n" + fleet_table);
   write_file(dir / "summary.md", "# " + scenario.name + " — " + a.label + "\n\n" + table);
   write_file(dir / "chart.svg", svg_chart(runs, scenario.name + " — " + a.label));
   std::cout << table;
@@ -161,6 +169,7 @@ int cmd_report(const ReportArgs& a) {
   const auto results = evaluate_targets(targets_json, runs);
   std::ostringstream md;
   md << "# " << name << "\n\n" << markdown_table(runs, a.baseline);
+  if (const auto fleet = fleet_markdown_table(runs); !fleet.empty()) md << "\n" << fleet;
   if (!results.empty()) md << "\n" << targets_markdown(results);
   nlohmann::json j;
   j["scenario"] = name;
@@ -192,6 +201,39 @@ int cmd_check(const std::string& path) {
     std::cout << "  " << g.name << ": " << g.users << " x " << g.requests_per_user
               << " request(s), tier " << g.tier << ", prompts " << g.prompt_list << " ("
               << s.prompt_lists.at(g.prompt_list).size() << ")\n";
+  if (!s.models.empty()) {
+    std::vector<std::size_t> per_model(s.models.size());
+    for (const auto& u : plan.users)
+      for (const auto& r : u.requests)
+        ++per_model[r.model];
+    std::cout << "  models:";
+    for (std::size_t i = 0; i < s.models.size(); ++i)
+      std::cout << (i ? ", " : " ") << s.models[i].name << " " << per_model[i];
+    std::cout << "\n";
+  }
+  double last_due = 0;
+  for (const auto& u : plan.users)
+    for (const auto& r : u.requests)
+      last_due = std::max(last_due, r.send_at_s);
+  std::cout << "  last open-loop request due at " << format_number(last_due) << " s\n";
+  if (s.fleet)
+    std::cout << "  fleet: " << s.fleet->backends.size() << " backend(s), --parallel "
+              << s.fleet->parallel << ", --max-loaded " << s.fleet->max_loaded << ", --load-time "
+              << s.fleet->load_time << "\n";
+  return 0;
+}
+
+// One line per backend: its name, then its sluice-sim flags (no --listen, --time-scale, --seed),
+// separated by single spaces (no value contains one). Nothing for a scenario without a fleet.
+int cmd_fleet(const std::string& path) {
+  const Scenario s = load_scenario_file(path);
+  if (!s.fleet) return 0;
+  for (std::size_t i = 0; i < s.fleet->backends.size(); ++i) {
+    std::cout << s.fleet->backends[i].name;
+    for (const auto& arg : s.fleet->sim_args(i))
+      std::cout << ' ' << arg;
+    std::cout << '\n';
+  }
   return 0;
 }
 
@@ -209,15 +251,19 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--scenario", run.scenario, "scenario JSON (config/scenarios/*.json)")
       ->required()
       ->check(CLI::ExistingFile);
-  run_cmd->add_option("--target", run.target, "base URL of the Ollama API (http://HOST:PORT)")
+  run_cmd
+      ->add_option("--target", run.targets,
+                   "base URL of the Ollama API (http://HOST:PORT); repeated: user i of the plan "
+                   "sends to the (i mod n)-th")
       ->required();
   run_cmd->add_option("--out", run.out, "folder for requests.csv, summary.json/.md, chart.svg")
       ->required();
   run_cmd->add_option("--label", run.label, "name of this run (before, after, ...)")
       ->capture_default_str();
   run_cmd->add_option("--sim-stats", run.sim_stats,
-                      "base URL of a sluice-sim (its /sim/stats gives the upstream's busy time "
-                      "and time scale)");
+                      "base URL of a sluice-sim (its /sim/stats gives the upstream's busy time, "
+                      "model loads and time scale); repeat for a fleet: loads and busy time are "
+                      "summed");
   run_cmd
       ->add_option("--time-scale", run.time_scale,
                    "simulated seconds per wall second; default: the simulator's (from "
@@ -249,11 +295,17 @@ int main(int argc, char** argv) {
   auto* check_cmd = app.add_subcommand("check", "validate a scenario and show its plan");
   check_cmd->add_option("scenario", check_path, "scenario JSON")->required();
 
+  std::string fleet_path;
+  auto* fleet_cmd = app.add_subcommand(
+      "fleet", "print the scenario's fleet: per backend, its name and sluice-sim flags");
+  fleet_cmd->add_option("scenario", fleet_path, "scenario JSON")->required();
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*run_cmd) return cmd_run(run);
     if (*report_cmd) return cmd_report(report);
     if (*check_cmd) return cmd_check(check_path);
+    if (*fleet_cmd) return cmd_fleet(fleet_path);
   } catch (const ScenarioError& e) {
     std::cerr << "sluice-bench: " << e.what() << "\n";
     return 2;

@@ -270,6 +270,13 @@ std::optional<double> metric_value(const Summary& s, const std::string& metric,
     if (!s.upstream.utilisation) why = "no upstream utilisation in run " + s.label;
     return s.upstream.utilisation;
   }
+  if (metric == "model_loads") {
+    if (!s.upstream.model_loads) {
+      why = "no model load count in run " + s.label;
+      return std::nullopt;
+    }
+    return double(*s.upstream.model_loads);
+  }
   std::string kind = "all", name = "all";
   if (subject != "all") {
     const auto colon = subject.find(':');
@@ -343,7 +350,7 @@ std::string write_csv(const std::vector<RequestRecord>& records) {
         csv_field(r.outcome),     csv_field(r.error),       opt_int(r.num_predict),
         seconds(r.sent_s),        seconds(r.queue_s),       seconds(r.ttft_s),
         seconds(r.latency_s),     opt_int(r.prompt_tokens), opt_int(r.output_tokens),
-        csv_field(r.done_reason), csv_field(r.workload)};
+        csv_field(r.done_reason), csv_field(r.workload),    csv_field(r.model)};
     for (std::size_t i = 0; i < std::size(fields); ++i) {
       if (i) out += ',';
       out += fields[i];
@@ -359,15 +366,17 @@ std::vector<RequestRecord> parse_csv(std::string_view text) {
   std::string header;
   for (std::size_t i = 0; i < rows[0].size(); ++i)
     header += (i ? "," : "") + rows[0][i];
-  if (header != kCsvColumns)
+  const bool with_model = header == kCsvColumns;
+  if (!with_model && header != kCsvColumnsWithoutModel)
     throw ReportError("csv: unexpected header (not a sluice-bench requests.csv)");
+  const std::size_t columns = with_model ? 18 : 17;
   std::vector<RequestRecord> records;
   for (std::size_t i = 1; i < rows.size(); ++i) {
     const auto& f = rows[i];
     const std::size_t line = i + 1;
-    if (f.size() != 17)
-      throw ReportError("csv line " + std::to_string(line) + ": expected 17 fields, got " +
-                        std::to_string(f.size()));
+    if (f.size() != columns)
+      throw ReportError("csv line " + std::to_string(line) + ": expected " +
+                        std::to_string(columns) + " fields, got " + std::to_string(f.size()));
     RequestRecord r;
     r.index = std::size_t(parse_long(f[0], line, "index").value_or(0));
     r.user = f[1];
@@ -386,6 +395,7 @@ std::vector<RequestRecord> parse_csv(std::string_view text) {
     r.output_tokens = parse_long(f[14], line, "output_tokens");
     r.done_reason = f[15];
     r.workload = f[16];
+    if (with_model) r.model = f[17];
     records.push_back(std::move(r));
   }
   return records;
@@ -403,10 +413,25 @@ json summary_to_json(const Summary& s) {
   j["ok"] = s.ok;
   j["failed"] = s.failed;
   j["truncated"] = s.truncated;
-  j["upstream"] = {
-      {"available", s.upstream.available},     {"records", s.upstream.records},
-      {"busy_s", s.upstream.busy_s},           {"utilisation", opt_json(s.upstream.utilisation)},
-      {"peak_active", s.upstream.peak_active}, {"note", s.upstream.note}};
+  j["tokens_per_s"] = opt_json(s.all.tokens_per_s);
+  j["model_loads"] = s.upstream.model_loads ? json(*s.upstream.model_loads) : json(nullptr);
+  json backends = json::array();
+  for (const auto& b : s.upstream.backends)
+    backends.push_back({{"target", b.target},
+                        {"records", b.records},
+                        {"busy_s", b.busy_s},
+                        {"utilisation", opt_json(b.utilisation)},
+                        {"model_loads", b.model_loads ? json(*b.model_loads) : json(nullptr)},
+                        {"load_s", b.load_s}});
+  j["upstream"] = {{"available", s.upstream.available},
+                   {"records", s.upstream.records},
+                   {"busy_s", s.upstream.busy_s},
+                   {"utilisation", opt_json(s.upstream.utilisation)},
+                   {"peak_active", s.upstream.peak_active},
+                   {"model_loads", j["model_loads"]},
+                   {"load_s", s.upstream.load_s},
+                   {"backends", backends},
+                   {"note", s.upstream.note}};
   j["all"] = subject_json(s.all);
   j["tiers"] = json::array();
   for (const auto& t : s.tiers)
@@ -439,6 +464,25 @@ Summary summary_from_json(const json& j) {
     s.upstream.utilisation = opt_double(u, "utilisation");
     s.upstream.peak_active = u.at("peak_active").get<std::size_t>();
     s.upstream.note = u.at("note").get<std::string>();
+    // Absent from summaries written before fleets were measured.
+    auto loads_of = [](const json& o) -> std::optional<std::uint64_t> {
+      auto it = o.find("model_loads");
+      if (it == o.end() || it->is_null()) return std::nullopt;
+      return it->get<std::uint64_t>();
+    };
+    s.upstream.model_loads = loads_of(u);
+    s.upstream.load_s = u.value("load_s", 0.0);
+    if (auto it = u.find("backends"); it != u.end())
+      for (const auto& b : *it) {
+        BackendUsage bu;
+        bu.target = b.at("target").get<std::string>();
+        bu.records = b.at("records").get<std::size_t>();
+        bu.busy_s = b.at("busy_s").get<double>();
+        bu.utilisation = opt_double(b, "utilisation");
+        bu.model_loads = loads_of(b);
+        bu.load_s = b.value("load_s", 0.0);
+        s.upstream.backends.push_back(std::move(bu));
+      }
     s.all = subject_from(j.at("all"), "all");
     for (const auto& t : j.at("tiers"))
       s.tiers.push_back(subject_from(t, "tier"));
@@ -496,6 +540,35 @@ std::string markdown_table(const std::vector<Run>& runs, const std::string& base
       out << " " << (first ? percent(s.upstream.utilisation) : "") << " |\n";
       first = false;
     }
+  }
+  return out.str();
+}
+
+std::string fleet_markdown_table(const std::vector<Run>& runs) {
+  const bool fleet = std::any_of(runs.begin(), runs.end(), [](const Run& r) {
+    return r.summary.upstream.backends.size() > 1 || r.summary.upstream.model_loads.value_or(0) > 0;
+  });
+  if (!fleet) return "";
+  const bool scaled =
+      std::any_of(runs.begin(), runs.end(), [](const Run& r) { return r.summary.time_scale != 1; });
+  const char* unit = scaled ? "sim s" : "s";
+  std::ostringstream out;
+  out << "| run | n | failed | span (" << unit << ") | output tok/s | model loads | loading ("
+      << unit << ") | GPU busy | per backend |\n|---|--:|--:|--:|--:|--:|--:|--:|---|\n";
+  for (const auto& run : runs) {
+    const Summary& s = run.summary;
+    std::string per_backend;
+    for (const auto& b : s.upstream.backends) {
+      if (!per_backend.empty()) per_backend += " · ";
+      per_backend += percent(b.utilisation);
+      if (b.model_loads) per_backend += ", " + std::to_string(*b.model_loads) + " loads";
+    }
+    out << "| " << s.label << " | " << s.requests << " | " << s.failed << " | "
+        << format_number(s.span_s) << " | " << fmt_opt(s.all.tokens_per_s) << " | "
+        << (s.upstream.model_loads ? std::to_string(*s.upstream.model_loads) : "–") << " | "
+        << (s.upstream.model_loads ? format_number(s.upstream.load_s) : "–") << " | "
+        << percent(s.upstream.utilisation) << " | " << (per_backend.empty() ? "–" : per_backend)
+        << " |\n";
   }
   return out.str();
 }
@@ -710,7 +783,8 @@ std::vector<TargetResult> evaluate_targets(std::string_view targets_json,
     auto show = [&](double v) {
       return metric == "utilisation" ? percent(v) : format_number(v) + (is_fraction ? "" : " s");
     };
-    const bool plain_count = metric == "failures" || metric == "tokens_per_s";
+    const bool plain_count =
+        metric == "failures" || metric == "tokens_per_s" || metric == "model_loads";
     auto show_value = [&](double v) { return plain_count ? format_number(v) : show(v); };
     detail << run_label << " " << show_value(*value);
     if (max) {

@@ -267,7 +267,123 @@ std::uint64_t fnv1a(std::string_view s) {
   return h;
 }
 
+// "path[i]" (built with +=: GCC 12 warns falsely, -Wrestrict, on "[" + std::to_string(i)).
+std::string indexed(const std::string& path, std::size_t i) {
+  std::string out = path;
+  out += '[';
+  out += std::to_string(i);
+  out += ']';
+  return out;
+}
+
+// A model name as it goes on sluice-sim's comma-separated --models: no separators, no spaces.
+bool valid_model_name(std::string_view name) {
+  return !name.empty() && name.size() <= 256 && std::none_of(name.begin(), name.end(), [](char c) {
+    return c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\0';
+  });
+}
+
+std::vector<WeightedModel> parse_models(const json& value, const std::string& path) {
+  if (!value.is_array() || value.empty()) fail(path, "must be a non-empty array");
+  if (value.size() > kMaxModels) fail(path, "more than " + std::to_string(kMaxModels) + " models");
+  std::vector<WeightedModel> models;
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    Reader r(value[i], indexed(path, i));
+    WeightedModel m;
+    m.name = r.required_string("name");
+    if (!valid_model_name(m.name))
+      fail(r.at("name"), "1-256 bytes without commas, spaces or line breaks");
+    if (!names.insert(m.name).second) fail(r.at("name"), "duplicate model \"" + m.name + "\"");
+    m.weight = r.number("weight", 1, 1e-9, 1e9);
+    r.check_unknown();
+    models.push_back(std::move(m));
+  }
+  return models;
+}
+
+// A duration as sluice-sim takes it: a number of seconds, or a Go duration string (checked by
+// sluice-sim; here only its characters).
+std::string parse_duration_text(const json* value, std::string fallback, const std::string& path) {
+  if (!value) return fallback;
+  if (value->is_number()) {
+    const double d = value->get<double>();
+    if (!std::isfinite(d) || d < -kMaxSeconds || d > kMaxSeconds)
+      fail(path, "must be between -" + Reader::fmt(kMaxSeconds) + " and " +
+                     Reader::fmt(kMaxSeconds) + " seconds");
+    return Reader::fmt(d);
+  }
+  if (!value->is_string()) fail(path, "must be a number of seconds or a duration like \"3s\"");
+  auto text = value->get<std::string>();
+  const bool ok =
+      !text.empty() && text.size() <= 32 && std::all_of(text.begin(), text.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '.' || c == '-' || c == '+';
+      });
+  if (!ok) fail(path, "must be a number of seconds or a duration like \"3s\"");
+  return text;
+}
+
+FleetSpec parse_fleet(const json& value, const std::string& path) {
+  Reader r(value, path);
+  FleetSpec f;
+  f.parallel = int(r.integer("parallel", 1, 1, 1024));
+  f.max_loaded = int(r.integer("max_loaded", 0, 0, 1024));
+  f.load_time = parse_duration_text(r.find("load_time"), f.load_time, r.at("load_time"));
+  f.keep_alive = parse_duration_text(r.find("keep_alive"), f.keep_alive, r.at("keep_alive"));
+  f.decode_rate = r.number("decode_rate", f.decode_rate, 0.001, 1e6);
+  const json* backends = r.find("backends");
+  if (!backends || !backends->is_array() || backends->empty())
+    fail(r.at("backends"), "must be a non-empty array");
+  if (backends->size() > kMaxFleetBackends)
+    fail(r.at("backends"), "more than " + std::to_string(kMaxFleetBackends) + " backends");
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < backends->size(); ++i) {
+    Reader b(backends->at(i), indexed(r.at("backends"), i));
+    FleetBackend backend;
+    backend.name = b.required_string("name");
+    if (!valid_name(backend.name)) fail(b.at("name"), "1-64 of A-Z a-z 0-9 - _ .");
+    if (!names.insert(backend.name).second)
+      fail(b.at("name"), "duplicate backend \"" + backend.name + "\"");
+    const json* models = b.find("models");
+    if (!models || !models->is_array() || models->empty())
+      fail(b.at("models"), "must be a non-empty array of model names");
+    if (models->size() > kMaxModels)
+      fail(b.at("models"), "more than " + std::to_string(kMaxModels) + " models");
+    for (std::size_t m = 0; m < models->size(); ++m) {
+      const std::string mat = indexed(b.at("models"), m);
+      const json& name = models->at(m);
+      if (!name.is_string() || !valid_model_name(name.get<std::string>()))
+        fail(mat, "must be a model name (1-256 bytes without commas, spaces or line breaks)");
+      backend.models.push_back(name.get<std::string>());
+    }
+    backend.decode_rate_factor = b.number("decode_rate_factor", 1, 0.001, 1000);
+    b.check_unknown();
+    f.backends.push_back(std::move(backend));
+  }
+  r.check_unknown();
+  return f;
+}
+
 }  // namespace
+
+std::vector<std::string> FleetSpec::sim_args(std::size_t i) const {
+  const FleetBackend& b = backends.at(i);
+  std::string models;
+  for (const auto& m : b.models) {
+    if (!models.empty()) models += ',';
+    models += m;
+  }
+  return {"--parallel",    std::to_string(parallel),
+          "--max-loaded",  std::to_string(max_loaded),
+          "--load-time",   load_time,
+          "--keep-alive",  keep_alive,
+          "--decode-rate", Reader::fmt(decode_rate * b.decode_rate_factor),
+          "--models",      models};
+}
+
+const std::string& model_of(const Scenario& s, const PlannedRequest& r) {
+  return s.models.empty() ? s.model : s.models.at(r.model).name;
+}
 
 std::size_t Scenario::total_requests() const {
   std::size_t total = 0;
@@ -325,6 +441,10 @@ Scenario parse_scenario(std::string_view text, std::string_view source,
     s.seed = std::uint64_t(r.integer("seed", 1, 0, std::numeric_limits<std::int64_t>::max()));
     s.model = r.string("model", s.model, 256);
     if (s.model.empty()) fail("model", "must not be empty");
+    if (const json* models = r.find("models")) {
+      if (doc.contains("model")) fail("models", "give \"model\" or \"models\", not both");
+      s.models = parse_models(*models, "models");
+    }
     const auto api = r.string("api", "generate");
     if (api == "generate") {
       s.api = Api::generate;
@@ -405,6 +525,20 @@ Scenario parse_scenario(std::string_view text, std::string_view source,
       if (!t->is_array()) fail("targets", "must be an array");
       s.targets_json = t->dump();
     }
+    if (const json* f = r.find("fleet")) {
+      s.fleet = parse_fleet(*f, "fleet");
+      std::vector<std::string> wanted;
+      if (s.models.empty()) wanted.push_back(s.model);
+      for (const auto& m : s.models)
+        wanted.push_back(m.name);
+      for (const auto& m : wanted) {
+        const bool served =
+            std::any_of(s.fleet->backends.begin(), s.fleet->backends.end(), [&](const auto& b) {
+              return std::find(b.models.begin(), b.models.end(), m) != b.models.end();
+            });
+        if (!served) fail("fleet.backends", "no backend serves model \"" + m + "\"");
+      }
+    }
     r.check_unknown();
     return s;
   } catch (const ScenarioError& e) {
@@ -441,8 +575,26 @@ std::optional<int> draw_tokens(const TokenDistribution& d, Rng& rng) {
   return std::nullopt;
 }
 
+namespace {
+
+// Index of the model whose cumulative weight first exceeds a uniform draw in [0, total).
+std::size_t draw_model(const std::vector<WeightedModel>& models, double total, Rng& rng) {
+  const double x = rng.uniform() * total;
+  double cumulative = 0;
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    cumulative += models[i].weight;
+    if (x < cumulative) return i;
+  }
+  return models.size() - 1;  // x == total after rounding
+}
+
+}  // namespace
+
 Plan make_plan(const Scenario& s) {
   Plan plan;
+  double model_weight_total = 0;
+  for (const auto& m : s.models)
+    model_weight_total += m.weight;
   std::size_t index = 0;
   for (std::size_t gi = 0; gi < s.groups.size(); ++gi) {
     const Group& g = s.groups[gi];
@@ -457,6 +609,7 @@ Plan make_plan(const Scenario& s) {
       for (const auto& h : g.headers)
         user.headers.push_back({h.name, expand(h.value, user.name, g, u + 1)});
       Rng rng(s.seed ^ fnv1a(user.name) ^ 0x5eed5eed5eedULL);
+      Rng model_rng(s.seed ^ fnv1a(user.name) ^ 0x30de1530de15ULL);
       double t = g.arrival.start_s;
       for (std::size_t k = 0; k < g.requests_per_user; ++k) {
         PlannedRequest req;
@@ -464,6 +617,7 @@ Plan make_plan(const Scenario& s) {
         req.sequence = k;
         req.prompt = rng.below(prompts.size());
         req.num_predict = draw_tokens(tokens, rng);
+        if (!s.models.empty()) req.model = draw_model(s.models, model_weight_total, model_rng);
         switch (g.arrival.mode) {
           case Arrival::Mode::burst:
             req.send_at_s = g.arrival.start_s;

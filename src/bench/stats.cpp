@@ -202,4 +202,41 @@ UpstreamUsage upstream_usage(const std::vector<RequestRecord>& records,
   return u;
 }
 
+UpstreamUsage upstream_usage(const std::vector<RequestRecord>& records,
+                             const std::vector<UpstreamObservation>& upstreams) {
+  std::vector<UpstreamInterval> all;
+  UpstreamUsage total;
+  total.available = true;
+  total.model_loads = 0;
+  for (const auto& up : upstreams) {
+    const UpstreamUsage one = upstream_usage(records, up.intervals);
+    BackendUsage b;
+    b.target = up.target;
+    b.records = one.records;
+    b.busy_s = one.busy_s;
+    b.utilisation = one.utilisation;
+    b.model_loads = up.model_loads;
+    b.load_s = up.load_s;
+    total.records += b.records;
+    total.busy_s += b.busy_s;
+    if (total.model_loads && up.model_loads) {
+      *total.model_loads += *up.model_loads;
+    } else {
+      total.model_loads.reset();
+    }
+    total.load_s += up.load_s;
+    total.backends.push_back(std::move(b));
+    all.insert(all.end(), up.intervals.begin(), up.intervals.end());
+  }
+  if (upstreams.empty()) {
+    total.model_loads.reset();
+    return total;
+  }
+  // Peak across the fleet: all intervals together.
+  total.peak_active = upstream_usage(records, all).peak_active;
+  const double span = run_span(records);
+  if (span > 0) total.utilisation = std::min(1.0, total.busy_s / (double(upstreams.size()) * span));
+  return total;
+}
+
 }  // namespace sluice::bench

@@ -57,6 +57,10 @@ std::optional<SimStats> parse_sim_stats(std::string_view json_text, std::string_
     s.time_scale = j.at("time_scale").get<double>();
     s.now_ns = j.at("now_ns").get<std::int64_t>();
     s.parallel = j.value("parallel", 0);
+    if (auto it = j.find("loads"); it != j.end() && it->is_number_unsigned())
+      s.loads = it->get<std::uint64_t>();
+    if (auto it = j.find("load_ns_total"); it != j.end() && it->is_number_integer())
+      s.load_ns_total = it->get<std::int64_t>();
     for (const auto& r : j.at("records")) {
       const auto id = r.at("id").get<std::uint64_t>();
       s.last_id = std::max(s.last_id, id);

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "child_process.hpp"
@@ -55,10 +56,17 @@ void write(const fs::path& p, const std::string& text) {
   out << text;
 }
 
+std::vector<std::string> sim_args(std::vector<std::string> extra, double scale = kScale) {
+  std::vector<std::string> args = {
+      "--listen", "127.0.0.1:0",  "--log-level",         "warn",   "--parallel",
+      "1",        "--time-scale", std::to_string(scale), "--seed", "3"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
 struct Sim {
-  Sim()
-      : proc(SLUICE_SIM_PATH, {"--listen", "127.0.0.1:0", "--log-level", "warn", "--parallel", "1",
-                               "--time-scale", std::to_string(kScale), "--seed", "3"}) {
+  explicit Sim(std::vector<std::string> extra = {}, double scale = kScale)
+      : proc(SLUICE_SIM_PATH, sim_args(std::move(extra), scale)) {
     port = proc.wait_for_port();
   }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port); }
@@ -383,6 +391,130 @@ TEST_CASE("bad input: a clear message and exit status 2; an unreachable target f
   }
   const json summary = json::parse(read(dir.path / "o" / "summary.json"));
   CHECK(summary["upstream"]["available"] == false);
+}
+
+TEST_CASE("a fleet of two simulators: models drawn per request, users split, loads summed") {
+  // Each simulator holds one of three models at a time and takes 2 s (simulated) to switch.
+  const std::vector<std::string> residency = {"--models", "m1:7b,m2:7b,m3:7b", "--max-loaded",
+                                              "1",        "--load-time",       "2s"};
+  Sim a(residency), b(residency);
+  TempDir dir;
+  write(dir.path / "fleet.json", R"({
+    "name": "fleet-e2e", "seed": 8,
+    "models": [{"name": "m1:7b", "weight": 3}, {"name": "m2:7b", "weight": 2},
+               {"name": "m3:7b", "weight": 1}],
+    "prompts": {"p": ["Summarise this ticket in one line.", "What is a mutex?"]},
+    "num_predict": 8,
+    "groups": [{"name": "g", "tier": "free", "prompts": "p", "users": 4, "requests_per_user": 4,
+                "arrival": {"mode": "poisson", "rate_per_s": 2}}],
+    "max_duration_s": 300, "request_timeout_s": 120
+  })");
+  const fs::path out = dir.path / "run";
+  const auto t0 = Clock::now();
+  REQUIRE(bench({"run", "--scenario", (dir.path / "fleet.json").string(), "--target", a.url(),
+                 "--target", b.url(), "--sim-stats", a.url(), "--sim-stats", b.url(), "--label",
+                 "direct", "--out", out.string(), "--run-id", "fleet-run", "--no-progress"}) == 0);
+  CHECK(Clock::now() - t0 < 15s);
+
+  const auto records = parse_csv(read(out / "requests.csv"));
+  REQUIRE(records.size() == 16);
+  std::map<std::string, const RequestRecord*> by_id;
+  std::set<std::string> models;
+  for (const auto& r : records) {
+    INFO(r.request_id, " ", r.error);
+    CHECK(r.outcome == "ok");
+    models.insert(r.model);
+    by_id[r.request_id] = &r;
+  }
+  CHECK(models.size() > 1);  // drawn per request, not one for all
+  for (const auto& m : models)
+    CHECK((m == "m1:7b" || m == "m2:7b" || m == "m3:7b"));
+
+  // Each simulator saw exactly its users' requests (user i -> target i mod 2), for the model the
+  // CSV says; its loads are what its counter says.
+  std::uint64_t loads = 0;
+  std::size_t seen_total = 0;
+  const json summary = json::parse(read(out / "summary.json"));
+  const json& backends = summary["upstream"]["backends"];
+  REQUIRE(backends.size() == 2);
+  Sim* sims[] = {&a, &b};
+  for (std::size_t i = 0; i < 2; ++i) {
+    const json stats = sims[i]->stats();
+    std::size_t seen = 0;
+    for (const auto& rec : stats["records"]) {
+      const auto id = rec["headers"].value("x-request-id", "");
+      REQUIRE(by_id.count(id));
+      const RequestRecord& r = *by_id[id];
+      CHECK(rec["model"] == r.model);
+      const int user = std::stoi(r.user.substr(r.user.rfind('-') + 1)) - 1;  // "g-1" -> 0
+      CHECK(user % 2 == int(i));
+      ++seen;
+    }
+    seen_total += seen;
+    CHECK(backends[i]["records"] == seen);
+    CHECK(backends[i]["target"] == sims[i]->url());
+    CHECK(backends[i]["model_loads"] == stats["loads"]);
+    CHECK(backends[i]["load_s"].get<double>() ==
+          doctest::Approx(double(stats["load_ns_total"].get<std::int64_t>()) / 1e9));
+    loads += stats["loads"].get<std::uint64_t>();
+  }
+  CHECK(seen_total == 16);
+  CHECK(loads > 0);  // three models through one resident place each: some loads
+  CHECK(summary["model_loads"] == loads);
+  CHECK(summary["upstream"]["model_loads"] == loads);
+  CHECK(summary["upstream"]["records"] == 16);
+  CHECK(summary["upstream"]["load_s"].get<double>() ==
+        doctest::Approx(2.0 * double(loads)).epsilon(0.05));
+  // Output tokens/s: every token over the span.
+  CHECK(summary["tokens_per_s"].get<double>() ==
+        doctest::Approx(16.0 * 8 / summary["span_s"].get<double>()).epsilon(1e-6));
+  CHECK(summary["target"] == a.url() + "," + b.url());
+  // The fleet table: two backends, loads per backend.
+  const std::string md = read(out / "summary.md");
+  CHECK(md.find("| model loads |") != std::string::npos);
+  CHECK(md.find("| direct | 16 | 0 |") != std::string::npos);
+
+  // A target on the loads, checked by report.
+  std::string scenario = read(dir.path / "fleet.json");
+  scenario.replace(scenario.rfind('}'), 1, R"(, "targets": [
+      {"name": "loads", "run": "direct", "metric": "model_loads", "max": 1000},
+      {"name": "tokens", "run": "direct", "metric": "tokens_per_s", "min": 0.001}]})");
+  write(dir.path / "targets.json", scenario);
+  std::string output;
+  CHECK(bench({"report", "--out", (dir.path / "cmp").string(), "--scenario",
+               (dir.path / "targets.json").string(), "--fail-on-missed", out.string()},
+              &output) == 0);
+  CHECK(output.find("| loads | **met** | direct " + std::to_string(loads)) != std::string::npos);
+  CHECK(output.find("| tokens | **met** |") != std::string::npos);
+}
+
+TEST_CASE(
+    "fleet: the scenario's simulators as flags; simulators at different time scales refused") {
+  TempDir dir;
+  write(dir.path / "f.json", R"({"name": "f", "prompts": {"a": ["x"]},
+    "models": [{"name": "m1", "weight": 2}, {"name": "m2"}],
+    "groups": [{"name": "g", "tier": "a"}],
+    "fleet": {"parallel": 2, "max_loaded": 1, "load_time": "3s", "backends": [
+      {"name": "gpu-a", "models": ["m1", "m2"]},
+      {"name": "gpu-b", "models": ["m2", "m1"], "decode_rate_factor": 0.5}]}})");
+  std::string output;
+  REQUIRE(bench({"fleet", (dir.path / "f.json").string()}, &output) == 0);
+  // (output() frames stdout and stderr)
+  CHECK(output.find("---\ngpu-a --parallel 2 --max-loaded 1 --load-time 3s --keep-alive 5m "
+                    "--decode-rate 60 --models m1,m2\n"
+                    "gpu-b --parallel 2 --max-loaded 1 --load-time 3s --keep-alive 5m "
+                    "--decode-rate 30 --models m2,m1\n---") != std::string::npos);
+  write(dir.path / "plain.json", R"({"name": "p", "prompts": {"a": ["x"]},
+    "groups": [{"name": "g", "tier": "a"}]})");
+  REQUIRE(bench({"fleet", (dir.path / "plain.json").string()}, &output) == 0);
+  CHECK(output.find("--parallel") == std::string::npos);  // no fleet, no lines
+
+  Sim fast({}, 50), slow({}, 20);
+  CHECK(bench({"run", "--scenario", (dir.path / "plain.json").string(), "--target", fast.url(),
+               "--sim-stats", fast.url(), "--sim-stats", slow.url(), "--out",
+               (dir.path / "o").string(), "--no-progress"},
+              &output) == 2);
+  CHECK(output.find("different time scales") != std::string::npos);
 }
 
 #ifdef SLUICE_PATH

@@ -73,6 +73,7 @@ TEST_CASE("CSV round trip keeps every field, quoting what needs it") {
   odd.num_predict.reset();
   odd.done_reason = "";
   odd.workload = "free";
+  odd.model = "llama3.1:8b";
   records.push_back(odd);
 
   const std::string csv = write_csv(records);
@@ -95,15 +96,30 @@ TEST_CASE("CSV round trip keeps every field, quoting what needs it") {
   CHECK_FALSE(back[1].output_tokens);
   CHECK_FALSE(back[1].num_predict);
   CHECK(back[1].workload == "free");
+  CHECK(back[0].model.empty());
+  CHECK(back[1].model == "llama3.1:8b");
+}
+
+TEST_CASE("CSV written before the model column still reads") {
+  std::string csv(kCsvColumnsWithoutModel);
+  csv += "\n0,u,paid,paid,r-0,200,ok,,64,0.000000,,0.5,1.0,20,64,length,paid\n";
+  const auto back = parse_csv(csv);
+  REQUIRE(back.size() == 1);
+  CHECK(back[0].workload == "paid");
+  CHECK(back[0].model.empty());
+  // ...but a row must have as many fields as its header says.
+  CHECK_THROWS_WITH_AS(parse_csv(std::string(kCsvColumns) +
+                                 "\n0,u,paid,paid,r-0,200,ok,,64,0,,0.5,1.0,20,64,length,paid\n"),
+                       "csv line 2: expected 18 fields, got 17", ReportError);
 }
 
 TEST_CASE("malformed CSV is refused with the line") {
   CHECK_THROWS_WITH_AS(parse_csv("a,b\n1,2\n"), doctest::Contains("unexpected header"),
                        ReportError);
   const std::string header = std::string(kCsvColumns) + "\n";
-  CHECK_THROWS_WITH_AS(parse_csv(header + "1,2,3\n"), doctest::Contains("line 2: expected 17"),
+  CHECK_THROWS_WITH_AS(parse_csv(header + "1,2,3\n"), doctest::Contains("line 2: expected 18"),
                        ReportError);
-  CHECK_THROWS_WITH_AS(parse_csv(header + "0,u,t,g,id,200,ok,,,x,,,,,,,\n"),
+  CHECK_THROWS_WITH_AS(parse_csv(header + "0,u,t,g,id,200,ok,,,x,,,,,,,,\n"),
                        doctest::Contains("sent_s: not a number"), ReportError);
   CHECK_THROWS_WITH_AS(parse_csv(header + "0,\"u"), doctest::Contains("unterminated"), ReportError);
   CHECK(parse_csv(header).empty());
@@ -127,6 +143,56 @@ TEST_CASE("summary JSON round trip") {
   CHECK_THROWS_AS(summary_from_json(nlohmann::json::object()), ReportError);
 }
 
+TEST_CASE("summary JSON: model loads, output tokens/s and the backends round trip") {
+  Run run = make_run("sluice", 1, 10, 0.9);
+  run.summary.upstream.model_loads = 7;
+  run.summary.upstream.load_s = 21;
+  run.summary.upstream.backends = {{"http://127.0.0.1:1", 5, 40, 0.8, 3, 9},
+                                   {"http://127.0.0.1:2", 3, 30, 0.6, 4, 12}};
+  const auto j = summary_to_json(run.summary);
+  CHECK(j["model_loads"] == 7);
+  CHECK(j["tokens_per_s"].get<double>() == doctest::Approx(*run.summary.all.tokens_per_s));
+  CHECK(j["upstream"]["backends"].size() == 2);
+  const Summary back = summary_from_json(nlohmann::json::parse(j.dump()));
+  CHECK(back.upstream.model_loads == std::optional<std::uint64_t>(7));
+  CHECK(back.upstream.load_s == 21);
+  REQUIRE(back.upstream.backends.size() == 2);
+  CHECK(back.upstream.backends[1].target == "http://127.0.0.1:2");
+  CHECK(back.upstream.backends[1].model_loads == std::optional<std::uint64_t>(4));
+  CHECK(*back.upstream.backends[0].utilisation == doctest::Approx(0.8));
+
+  // A summary written before these fields existed still reads: loads unknown.
+  auto old = j;
+  old.erase("model_loads");
+  old.erase("tokens_per_s");
+  old["upstream"].erase("model_loads");
+  old["upstream"].erase("load_s");
+  old["upstream"].erase("backends");
+  const Summary before = summary_from_json(old);
+  CHECK_FALSE(before.upstream.model_loads);
+  CHECK(before.upstream.backends.empty());
+  // No count (no --sim-stats): null, not 0.
+  CHECK(summary_to_json(make_run("x", 1, 1, 1).summary)["model_loads"].is_null());
+}
+
+TEST_CASE("the fleet table: only for fleets, one row per run with loads and tokens/s") {
+  Run one = make_run("before", 1, 10, 0.99);
+  one.summary.upstream.model_loads = 0;
+  one.summary.upstream.backends = {{"http://127.0.0.1:1", 8, 9, 0.99, 0, 0}};
+  CHECK(fleet_markdown_table({one}).empty());  // one GPU, no loads: the old output only
+
+  Run fleet = make_run("haproxy-leastconn", 1, 10, 0.75);
+  fleet.summary.upstream.model_loads = 12;
+  fleet.summary.upstream.load_s = 36;
+  fleet.summary.upstream.backends = {{"http://127.0.0.1:1", 4, 9, 0.9, 5, 15},
+                                     {"http://127.0.0.1:2", 4, 6, 0.6, 7, 21}};
+  const std::string md = fleet_markdown_table({one, fleet});
+  CHECK(md.find("| run | n | failed | span (s) | output tok/s | model loads |") == 0);
+  CHECK(md.find("| before | 8 | 0 |") != std::string::npos);
+  CHECK(md.find("| haproxy-leastconn | 8 | 0 | 40.0 | 12.8 | 12 | 36.0 | 75.0 % | 90.0 %, 5 "
+                "loads · 60.0 %, 7 loads |") != std::string::npos);
+}
+
 TEST_CASE("the Markdown table shows each tier and the ratio to the baseline") {
   const std::vector<Run> runs{make_run("before", 10, 10, 0.999), make_run("after", 2, 12, 0.99)};
   const std::string md = markdown_table(runs, "before");
@@ -143,7 +209,8 @@ TEST_CASE("the Markdown table shows each tier and the ratio to the baseline") {
 TEST_CASE("groups of a tier get their own rows when a tier has several") {
   Run run = make_run("x", 1, 1, 1);
   for (auto& r : run.records)
-    if (r.tier == "free" && r.user == "f1") r.group = "light";
+    if (r.tier == "free" && r.user == "f1")
+      r.group = std::string("light");  // (not a literal: GCC 12 -Wrestrict)
   run.summary = summarize(run.records, {});
   run.summary.label = "x";
   const std::string md = markdown_table({run});
@@ -213,6 +280,45 @@ TEST_CASE("targets: met, missed, skipped, with the figures") {
   CHECK(evaluate_targets("", runs).empty());
 }
 
+TEST_CASE("targets on model loads and output tokens/s, as ratios to a baseline") {
+  Run sluice = make_run("sluice", 1, 2, 0.9), haproxy = make_run("haproxy-leastconn", 1, 8, 0.8);
+  sluice.summary.upstream.model_loads = 3;
+  haproxy.summary.upstream.model_loads = 40;
+  // Output tokens/s: the same tokens over a 4x longer span.
+  haproxy.summary.span_s = sluice.summary.span_s * 4;
+  haproxy.summary.all.tokens_per_s = *sluice.summary.all.tokens_per_s / 4;
+  Run unknown = make_run("direct", 1, 1, 1);  // no load count
+  const std::vector<Run> runs{sluice, haproxy, unknown};
+  const auto results = evaluate_targets(R"([
+    {"name": "loads", "run": "sluice", "baseline": "haproxy-leastconn", "metric": "model_loads",
+     "max_ratio": 0.25},
+    {"name": "tokens", "run": "sluice", "baseline": "haproxy-leastconn", "metric": "tokens_per_s",
+     "min_ratio": 1.3},
+    {"name": "too few tokens", "run": "haproxy-leastconn", "baseline": "sluice",
+     "metric": "tokens_per_s", "min_ratio": 1.3},
+    {"name": "absolute loads", "run": "haproxy-leastconn", "metric": "model_loads", "max": 10},
+    {"name": "not counted", "run": "direct", "metric": "model_loads", "max": 10}
+  ])",
+                                        runs);
+  REQUIRE(results.size() == 5);
+  CHECK(results[0].status == "met");
+  CHECK(results[0].detail == "sluice 3.00 vs haproxy-leastconn 40.0 = 0.075× (max 0.25×)");
+  CHECK(results[1].status == "met");
+  CHECK(results[1].detail.find("= 4.000× (min 1.30×)") != std::string::npos);
+  CHECK(results[2].status == "missed");
+  CHECK(results[3].status == "missed");
+  CHECK(results[3].detail == "haproxy-leastconn 40.0 (max 10.0)");
+  CHECK(results[4].status == "skipped");
+  CHECK(results[4].detail == "no model load count in run direct");
+
+  // Zero loads in the run itself is a ratio of 0: met.
+  sluice.summary.upstream.model_loads = 0;
+  const auto zero = evaluate_targets(R"([{"run": "sluice", "baseline": "haproxy-leastconn",
+      "metric": "model_loads", "max_ratio": 0.25}])",
+                                     {sluice, haproxy});
+  CHECK(zero[0].status == "met");
+}
+
 TEST_CASE("NDJSON scanner: lines split anywhere, counts from the final object") {
   NdjsonScanner s;
   s.feed("{\"response\":\"He\",\"done\":false}\n{\"respo");
@@ -272,6 +378,15 @@ TEST_CASE("/sim/stats: the run's records become intervals on the run's clock") {
   CHECK(why == "/sim/stats: not a JSON object");
   CHECK_FALSE(parse_sim_stats(R"({"time_scale":1})", "", &why));
   CHECK(why.find("now_ns") != std::string::npos);
+  CHECK_FALSE(s->loads);  // a simulator without residency counters
+}
+
+TEST_CASE("/sim/stats: model load counters") {
+  const auto s = parse_sim_stats(
+      R"({"time_scale":10.0,"now_ns":1,"loads":4,"load_ns_total":12000000000,"records":[]})", "");
+  REQUIRE(s);
+  CHECK(s->loads == std::optional<std::uint64_t>(4));
+  CHECK(s->load_ns_total == std::optional<std::int64_t>(12000000000));
 }
 
 TEST_CASE("target URLs") {

@@ -253,6 +253,156 @@ TEST_CASE("token distributions stay inside their bounds") {
   }
 }
 
+namespace {
+
+// A scenario whose requests draw from `models_json` (inserted as the "models" value).
+std::string with_models(const std::string& models_json, const std::string& extra = "") {
+  std::string text = R"({"name": "t", "seed": 42, "prompts": {"a": ["p0", "p1", "p2"]},
+    "num_predict": {"distribution": "uniform", "min": 10, "max": 90},
+    "groups": [{"name": "g", "tier": "a", "users": 4, "requests_per_user": 500,
+                "arrival": {"mode": "poisson", "rate_per_s": 2}}])";
+  if (!models_json.empty()) {
+    text += R"(, "models": )";
+    text += models_json;
+  }
+  text += extra;
+  text += "}";
+  return text;
+}
+
+const char* kFourModels = R"([{"name": "m1", "weight": 50}, {"name": "m2", "weight": 25},
+                              {"name": "m3", "weight": 15}, {"name": "m4", "weight": 10}])";
+
+}  // namespace
+
+TEST_CASE("models: each request draws one by weight, deterministically") {
+  const Scenario s = parse_scenario(with_models(kFourModels), "s.json", ".");
+  REQUIRE(s.models.size() == 4);
+  CHECK(s.models[0].name == "m1");
+  CHECK(s.models[3].weight == 10);
+  const Plan a = make_plan(s), b = make_plan(s);
+  std::vector<std::size_t> counts(4);
+  for (std::size_t u = 0; u < a.users.size(); ++u)
+    for (std::size_t k = 0; k < a.users[u].requests.size(); ++k) {
+      const auto& r = a.users[u].requests[k];
+      CHECK(r.model == b.users[u].requests[k].model);  // same seed, same models
+      REQUIRE(r.model < 4);
+      ++counts[r.model];
+      CHECK(model_of(s, r) == s.models[r.model].name);
+    }
+  // 2000 draws: each share within a few standard deviations (sd of the 50 % share: 1.1 %).
+  CHECK(double(counts[0]) / 2000 == doctest::Approx(0.50).epsilon(0.1));
+  CHECK(double(counts[1]) / 2000 == doctest::Approx(0.25).epsilon(0.15));
+  CHECK(double(counts[2]) / 2000 == doctest::Approx(0.15).epsilon(0.2));
+  CHECK(double(counts[3]) / 2000 == doctest::Approx(0.10).epsilon(0.25));
+
+  // Another seed, other draws.
+  std::string other = with_models(kFourModels);
+  other.replace(other.find("42"), 2, "43");
+  const Plan c = make_plan(parse_scenario(other, "s.json", "."));
+  bool differs = false;
+  for (std::size_t u = 0; u < a.users.size(); ++u)
+    for (std::size_t k = 0; k < a.users[u].requests.size(); ++k)
+      differs = differs || a.users[u].requests[k].model != c.users[u].requests[k].model;
+  CHECK(differs);
+}
+
+TEST_CASE("models: the draw leaves prompts, lengths and arrivals as without it") {
+  const Plan single = make_plan(parse_scenario(with_models(""), "s.json", "."));
+  const Scenario multi_s = parse_scenario(with_models(kFourModels), "s.json", ".");
+  const Plan multi = make_plan(multi_s);
+  REQUIRE(single.total_requests == multi.total_requests);
+  for (std::size_t u = 0; u < single.users.size(); ++u)
+    for (std::size_t k = 0; k < single.users[u].requests.size(); ++k) {
+      const auto& a = single.users[u].requests[k];
+      const auto& b = multi.users[u].requests[k];
+      CHECK(a.prompt == b.prompt);
+      CHECK(a.num_predict == b.num_predict);
+      CHECK(a.send_at_s == b.send_at_s);
+      CHECK(a.model == 0);
+    }
+  // A single "model" still works: every request asks for it.
+  const Scenario one = parse_scenario(kMinimal, "s.json", ".");
+  CHECK(one.models.empty());
+  CHECK(model_of(one, make_plan(one).users[0].requests[0]) == "mistral");
+}
+
+TEST_CASE("models: weights are relative; bad lists are refused") {
+  // Weights are relative: 1 and 999 -> the first about 0.1 % of the time.
+  const Scenario s = parse_scenario(
+      with_models(R"([{"name": "rare", "weight": 1}, {"name": "common", "weight": 999}])"),
+      "s.json", ".");
+  std::size_t rare = 0;
+  for (const auto& u : make_plan(s).users)
+    for (const auto& r : u.requests)
+      rare += r.model == 0;
+  CHECK(rare < 20);
+  // Default weight 1.
+  CHECK(
+      parse_scenario(with_models(R"([{"name": "x"}, {"name": "y"}])"), "s", ".").models[1].weight ==
+      1);
+
+  CHECK(error_of(with_models("[]")) == "s.json: models: must be a non-empty array");
+  CHECK(error_of(with_models(R"([{"name": "a"}, {"name": "a"}])")) ==
+        "s.json: models[1].name: duplicate model \"a\"");
+  CHECK(error_of(with_models(R"([{"name": "a", "weight": 0}])"))
+            .find("s.json: models[0].weight: must be between") == 0);
+  CHECK(error_of(with_models(R"([{"name": "a,b"}])")) ==
+        "s.json: models[0].name: 1-256 bytes without commas, spaces or line breaks");
+  CHECK(error_of(with_models(R"([{"name": "a", "share": 3}])")) ==
+        "s.json: models[0].share: unknown key");
+  CHECK(error_of(with_models(R"([{"name": "a"}])", R"(, "model": "b")")) ==
+        "s.json: models: give \"model\" or \"models\", not both");
+}
+
+TEST_CASE("fleet: parsed, validated, and turned into sluice-sim flags") {
+  const std::string fleet = R"(, "fleet": {"parallel": 2, "max_loaded": 2, "load_time": "3s",
+      "decode_rate": 50, "backends": [
+        {"name": "gpu-a", "models": ["m1", "m2", "m3", "m4"]},
+        {"name": "gpu-b", "models": ["m3", "m4", "m1", "m2"], "decode_rate_factor": 0.5}]})";
+  const Scenario s = parse_scenario(with_models(kFourModels, fleet), "s.json", ".");
+  REQUIRE(s.fleet);
+  REQUIRE(s.fleet->backends.size() == 2);
+  CHECK(s.fleet->backends[1].name == "gpu-b");
+  CHECK(s.fleet->keep_alive == "5m");  // default
+  CHECK(s.fleet->sim_args(0) == std::vector<std::string>{"--parallel", "2", "--max-loaded", "2",
+                                                         "--load-time", "3s", "--keep-alive", "5m",
+                                                         "--decode-rate", "50", "--models",
+                                                         "m1,m2,m3,m4"});
+  CHECK(s.fleet->sim_args(1)[9] == "25");  // half speed
+  CHECK(s.fleet->sim_args(1)[11] == "m3,m4,m1,m2");
+  CHECK_FALSE(parse_scenario(kMinimal, "s", ".").fleet);
+
+  // Durations may be seconds.
+  const Scenario secs = parse_scenario(
+      with_models(
+          "",
+          R"(, "fleet": {"load_time": 2.5, "backends": [{"name": "a", "models": ["mistral"]}]})"),
+      "s", ".");
+  CHECK(secs.fleet->load_time == "2.5");
+  CHECK(secs.fleet->parallel == 1);
+
+  auto fleet_error = [](const std::string& f) { return error_of(with_models(kFourModels, f)); };
+  CHECK(fleet_error(R"(, "fleet": {"backends": []})") ==
+        "s.json: fleet.backends: must be a non-empty array");
+  CHECK(fleet_error(R"(, "fleet": {"backends": [{"name": "a", "models": ["m1", "m2", "m3"]}]})") ==
+        "s.json: fleet.backends: no backend serves model \"m4\"");
+  CHECK(fleet_error(R"(, "fleet": {"backends": [{"name": "a", "models": ["m1,m2"]}]})")
+            .find("s.json: fleet.backends[0].models[0]: must be a model name") == 0);
+  CHECK(fleet_error(
+            R"(, "fleet": {"load_time": "3 s", "backends": [{"name": "a", "models": ["m1"]}]})") ==
+        "s.json: fleet.load_time: must be a number of seconds or a duration like \"3s\"");
+  CHECK(fleet_error(R"(, "fleet": {"gpus": 3, "backends": [{"name": "a", "models": ["m1"]}]})") ==
+        "s.json: fleet.gpus: unknown key");
+  CHECK(
+      fleet_error(
+          R"(, "fleet": {"backends": [{"name": "a", "models": ["m1"]}, {"name": "a", "models": ["m2"]}]})") ==
+      "s.json: fleet.backends[1].name: duplicate backend \"a\"");
+  CHECK(
+      fleet_error(R"(, "fleet": {"parallel": 0, "backends": [{"name": "a", "models": ["m1"]}]})") ==
+      "s.json: fleet.parallel: must be between 1 and 1024, not 0");
+}
+
 TEST_CASE("the shipped scenarios parse and match the experiment's description") {
   const std::string dir = std::string(SLUICE_SOURCE_DIR) + "/config/scenarios/";
   const Scenario guide = load_scenario_file(dir + "mistral-guide.json");
@@ -273,4 +423,36 @@ TEST_CASE("the shipped scenarios parse and match the experiment's description") 
   CHECK(noisy.total_requests() == 130);
   for (const auto& g : noisy.groups)
     CHECK(g.tier == "open-source");
+  CHECK_FALSE(guide.fleet);
+  CHECK_FALSE(noisy.fleet);
+
+  // The fleets: 3 backends holding 2 of 4 models each, skewed popularity, a few hundred
+  // requests of paid and free users arriving at a Poisson rate; fleet-slow halves one backend.
+  for (const char* name : {"fleet.json", "fleet-slow.json"}) {
+    INFO(name);
+    const Scenario f = load_scenario_file(dir + name);
+    REQUIRE(f.fleet);
+    CHECK(f.fleet->backends.size() == 3);
+    CHECK(f.fleet->max_loaded == 2);
+    CHECK(f.fleet->load_time == "3s");
+    REQUIRE(f.models.size() == 4);
+    CHECK(f.models[0].weight == 50);
+    CHECK(f.models[1].weight == 25);
+    CHECK(f.models[2].weight == 15);
+    CHECK(f.models[3].weight == 10);
+    CHECK(f.total_requests() >= 200);
+    CHECK(f.total_requests() <= 1000);
+    std::set<std::string> tiers;
+    for (const auto& g : f.groups) {
+      tiers.insert(g.tier);
+      CHECK(g.arrival.mode == Arrival::Mode::poisson);
+    }
+    CHECK(tiers == std::set<std::string>{"paid", "free"});
+    for (const auto& b : f.fleet->backends)
+      CHECK(b.models.size() == 4);  // any backend can serve any request
+    CHECK(f.targets_json.find("model_loads") != std::string::npos);
+  }
+  const Scenario slow = load_scenario_file(dir + "fleet-slow.json");
+  CHECK(slow.fleet->backends[2].decode_rate_factor == 0.5);
+  CHECK(load_scenario_file(dir + "fleet.json").fleet->backends[2].decode_rate_factor == 1);
 }

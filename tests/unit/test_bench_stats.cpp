@@ -138,3 +138,39 @@ TEST_CASE("upstream utilisation is busy time over the span, peak counts overlaps
     CHECK(u.peak_active == 2);
   }
 }
+
+TEST_CASE("several upstreams: busy time and loads summed, utilisation the mean, peak across all") {
+  std::vector<RequestRecord> records;
+  records.push_back(ok_record("u", "t", "g", 0, 10));  // span [0, 10]
+  std::vector<UpstreamObservation> fleet(3);
+  fleet[0] = {"http://a", {{0, 10}}, 2, 6};
+  fleet[1] = {"http://b", {{0, 5}, {2, 4}}, 0, 0};
+  fleet[2] = {"http://c", {{3, 6}}, 5, 15};
+  const auto u = upstream_usage(records, fleet);
+  CHECK(u.available);
+  CHECK(u.records == 4);
+  CHECK(u.busy_s == doctest::Approx(10 + 5 + 3));
+  CHECK(*u.utilisation == doctest::Approx(18.0 / 30.0));
+  CHECK(u.peak_active == 4);  // from t = 3 to 4: a, b twice, c
+  CHECK(u.model_loads == std::optional<std::uint64_t>(7));
+  CHECK(u.load_s == doctest::Approx(21));
+  REQUIRE(u.backends.size() == 3);
+  CHECK(u.backends[1].target == "http://b");
+  CHECK(u.backends[1].busy_s == doctest::Approx(5));
+  CHECK(*u.backends[1].utilisation == doctest::Approx(0.5));
+  CHECK(u.backends[2].model_loads == std::optional<std::uint64_t>(5));
+
+  SUBCASE("one upstream: the same figures as the single-upstream form") {
+    const auto one = upstream_usage(records, std::vector<UpstreamObservation>{fleet[1]});
+    const auto plain = upstream_usage(records, fleet[1].intervals);
+    CHECK(one.busy_s == plain.busy_s);
+    CHECK(*one.utilisation == *plain.utilisation);
+    CHECK(one.peak_active == plain.peak_active);
+    CHECK(one.records == plain.records);
+    CHECK(one.model_loads == std::optional<std::uint64_t>(0));
+  }
+  SUBCASE("loads unknown on one upstream: unknown in total") {
+    fleet[2].model_loads.reset();
+    CHECK_FALSE(upstream_usage(records, fleet).model_loads);
+  }
+}

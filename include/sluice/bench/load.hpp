@@ -30,13 +30,16 @@
 namespace sluice::bench {
 
 struct LoadOptions {
-  HttpTarget target;
+  /// Where requests go; with several, user i of the plan sends everything to targets[i % n]
+  /// (clients each configured with one server, no proxy in between). Not empty.
+  std::vector<HttpTarget> targets;
   double time_scale = 1;  ///< simulated seconds per wall second (1 = real time)
   std::size_t max_in_flight = 4096;
-  std::string run_id;                   ///< sent as X-Bench-Run on every request
-  std::optional<HttpTarget> sim_stats;  ///< where GET /sim/stats answers (upstream usage)
-  std::string label;                    ///< shown in the progress line
-  bool progress = true;                 ///< live progress line on stderr
+  std::string run_id;  ///< sent as X-Bench-Run on every request
+  /// Simulators whose GET /sim/stats give the upstream usage and model loads (summed over them).
+  std::vector<HttpTarget> sim_stats;
+  std::string label;     ///< shown in the progress line
+  bool progress = true;  ///< live progress line on stderr
 };
 
 struct LoadResult {
@@ -46,8 +49,10 @@ struct LoadResult {
   double wall_s = 0;
 };
 
-/// Reads /sim/stats once (blocking). Used to learn a simulator's time scale.
-std::optional<double> probe_time_scale(const HttpTarget& stats, std::string* why = nullptr);
+/// Reads /sim/stats of each simulator once (blocking) to learn their time scale; nullopt (and
+/// why) when one does not answer or they differ.
+std::optional<double> probe_time_scale(const std::vector<HttpTarget>& stats,
+                                       std::string* why = nullptr);
 
 /// Runs the plan to completion (or to the scenario's max_duration_s). Blocking.
 LoadResult run_load(const Scenario& scenario, const Plan& plan, const LoadOptions& options);

@@ -30,6 +30,10 @@ class ReportError : public std::runtime_error {
 
 inline constexpr std::string_view kCsvColumns =
     "index,user,tier,group,request_id,status,outcome,error,num_predict,sent_s,queue_s,ttft_s,"
+    "latency_s,prompt_tokens,output_tokens,done_reason,workload,model";
+/// The columns before `model` was added; parse_csv() still reads such files.
+inline constexpr std::string_view kCsvColumnsWithoutModel =
+    "index,user,tier,group,request_id,status,outcome,error,num_predict,sent_s,queue_s,ttft_s,"
     "latency_s,prompt_tokens,output_tokens,done_reason,workload";
 
 std::string write_csv(const std::vector<RequestRecord>& records);
@@ -51,13 +55,19 @@ struct Run {
 /// runs, adds the p50 and p90 ratio to the baseline's same tier/group.
 std::string markdown_table(const std::vector<Run>& runs, const std::string& baseline = "");
 
+/// Per run: failed, span, output tokens/s, model loads and their time, mean GPU busy and each
+/// upstream's. Empty unless some run had several upstreams or loaded a model (a fleet), so the
+/// single-GPU experiments print exactly what they printed before.
+std::string fleet_markdown_table(const std::vector<Run>& runs);
+
 std::string svg_chart(const std::vector<Run>& runs, const std::string& title);
 
 /// A target the scenario declares, checked against a set of runs:
 ///   {"name": "...", "run": "after", "metric": "latency_p90", "subject": "tier:paid",
 ///    "baseline": "before", "max_ratio": 0.5}
 /// metric: latency_p50|p90|p99|max, ttft_p50|p90|p99|max, jain, utilisation, failures,
-///         tokens_per_s. subject: "tier:NAME", "group:NAME" or "all" (not for utilisation).
+///         tokens_per_s, model_loads. subject: "tier:NAME", "group:NAME" or "all" (not for
+///         utilisation and model_loads, which are the run's).
 /// Bound: max / min (absolute) or max_ratio / min_ratio (against the baseline run's value).
 struct TargetResult {
   std::string name;

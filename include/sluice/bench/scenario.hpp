@@ -4,7 +4,10 @@
 // A scenario names user groups (how many users, their tier, the headers they send, how many
 // prompts each fires and how: all at once, at a Poisson rate, or in a closed loop with think
 // time), the prompt lists they draw from, the `num_predict` distribution, a seed, bounds on the
-// run, and optionally the targets the experiment checks (see targets.hpp).
+// run, and optionally the targets the experiment checks (see targets.hpp). Requests ask for one
+// `model`, or for one drawn per request from a weighted `models` list. A scenario may also
+// describe the `fleet` of simulators scripts/experiment.sh starts for it (the benchmark does not
+// use it; `sluice-bench fleet` prints it for the script).
 //
 // Invariants of a Scenario returned by parse_scenario(): every group names a prompt list that
 // exists; counts and times are inside the bounds below; the total number of requests is at most
@@ -12,7 +15,9 @@
 // running F times faster than real time waits F times less (see docs/experiment.md).
 //
 // make_plan() is pure and deterministic: the same scenario (same seed) always yields the same
-// users, prompts, num_predict values, send offsets and think times. It uses its own generator
+// users, prompts, models, num_predict values, send offsets and think times. Models are drawn
+// from a stream of their own, so adding a `models` list leaves everything else of a plan as it
+// was. It uses its own generator
 // (SplitMix64) and distributions, so the plan does not depend on the standard library.
 #pragma once
 
@@ -39,6 +44,8 @@ inline constexpr std::size_t kMaxPromptFileBytes = 4 * 1024 * 1024;
 inline constexpr std::size_t kMaxScenarioBytes = 1024 * 1024;
 inline constexpr std::size_t kMaxHeadersPerGroup = 32;
 inline constexpr double kMaxSeconds = 30.0 * 24 * 3600;
+inline constexpr std::size_t kMaxModels = 64;
+inline constexpr std::size_t kMaxFleetBackends = 16;
 
 /// A scenario that cannot be used: the message names the field ("groups[1].users: ...").
 class ScenarioError : public std::runtime_error {
@@ -83,11 +90,40 @@ struct Group {
 
 enum class Api { generate, chat };
 
+/// One entry of a scenario's `models` list: requests ask for `name` with probability
+/// weight / (sum of the weights).
+struct WeightedModel {
+  std::string name;
+  double weight = 1;
+};
+
+/// One simulated backend of a fleet (scripts/experiment.sh starts one sluice-sim per entry).
+struct FleetBackend {
+  std::string name;                 ///< as in sluice's `upstreams[].name`
+  std::vector<std::string> models;  ///< served (--models); the first max_loaded start resident
+  double decode_rate_factor = 1;    ///< this backend decodes at decode_rate x factor
+};
+
+/// The fleet a scenario runs against. Durations are Go durations or seconds, as sluice-sim's
+/// flags take them (validated by sluice-sim when it starts).
+struct FleetSpec {
+  int parallel = 1;    ///< --parallel of every backend, and what a proxy admits per backend
+  int max_loaded = 0;  ///< --max-loaded (0 = all of models)
+  std::string load_time = "0";
+  std::string keep_alive = "5m";
+  double decode_rate = 60;  ///< tokens/s of one stream on a backend at factor 1
+  std::vector<FleetBackend> backends;
+
+  /// The sluice-sim flags of backend `i` (without --listen, --time-scale, --seed).
+  std::vector<std::string> sim_args(std::size_t i) const;
+};
+
 struct Scenario {
   std::string name;
   std::string description;
   std::uint64_t seed = 1;
-  std::string model = "mistral";
+  std::string model = "mistral";      ///< every request's model, unless `models` is given
+  std::vector<WeightedModel> models;  ///< when not empty: each request draws one
   Api api = Api::generate;
   std::string user_header = "X-User-Id";
   std::string tier_header = "X-Tier";
@@ -99,6 +135,7 @@ struct Scenario {
   /// Targets, kept as JSON text for targets.hpp (they name runs, which the scenario does not
   /// know about). Empty when the scenario declares none.
   std::string targets_json;
+  std::optional<FleetSpec> fleet;
 
   std::size_t total_requests() const;
 };
@@ -120,6 +157,7 @@ struct PlannedRequest {
   std::size_t index = 0;     ///< position in the whole plan (unique)
   std::size_t sequence = 0;  ///< position in the user's own sequence
   std::size_t prompt = 0;    ///< index into the group's prompt list
+  std::size_t model = 0;     ///< index into Scenario::models (0 when it is empty)
   std::optional<int> num_predict;
   double send_at_s = 0;       ///< burst/poisson: when it is due; closed loop: unused
   double think_before_s = 0;  ///< closed loop: pause before sending (0 for the first)
@@ -146,5 +184,8 @@ using Rng = core::SplitMix64;
 std::optional<int> draw_tokens(const TokenDistribution& distribution, Rng& rng);
 
 std::string_view api_path(Api api);
+
+/// The model `request` asks for: Scenario::models[request.model], or Scenario::model.
+const std::string& model_of(const Scenario& scenario, const PlannedRequest& request);
 
 }  // namespace sluice::bench

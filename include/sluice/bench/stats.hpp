@@ -15,7 +15,11 @@
 //    are equal. Computed over the mean latency of each user (ok requests) of a tier or group.
 //  * upstream utilisation: length of the union of the upstream's generation intervals (slot
 //    acquired -> finished, from the simulator's per-request records) inside the span, divided by
-//    the span. 1.0 means the GPU was never idle from the first send to the last answer.
+//    the span. 1.0 means the GPU was never idle from the first send to the last answer. With
+//    several upstreams (a fleet): the sum of their busy times / (number of upstreams x span),
+//    the mean over the backends; peak_active counts generations at once across all of them.
+//  * model loads: loads the upstreams completed during the run (their /sim/stats `loads`
+//    counters after minus before, summed), whoever caused them.
 #pragma once
 
 #include <cstddef>
@@ -46,6 +50,7 @@ struct RequestRecord {
   std::optional<long> output_tokens;  ///< eval_count of the final object
   std::string done_reason;
   std::string workload;  ///< X-Sluice-Workload, when present
+  std::string model;     ///< what the request asked for
 
   bool ok() const { return outcome == "ok"; }
   double end_s() const { return sent_s + latency_s.value_or(0); }
@@ -91,14 +96,27 @@ struct SubjectSummary {
   std::vector<UserSummary> users;
 };
 
-/// What the upstream (a simulator) reported about the run's requests.
-struct UpstreamUsage {
-  bool available = false;
-  std::size_t records = 0;  ///< the run's requests the upstream saw
+/// One upstream's share of UpstreamUsage (one per --sim-stats, in their order).
+struct BackendUsage {
+  std::string target;       ///< the --sim-stats URL
+  std::size_t records = 0;  ///< the run's requests it saw
   double busy_s = 0;
   std::optional<double> utilisation;
-  std::size_t peak_active = 0;  ///< most requests generating at once
-  std::string note;             ///< why it is unavailable, when it is
+  std::optional<std::uint64_t> model_loads;
+  double load_s = 0;  ///< simulated time of those loads
+};
+
+/// What the upstream (a simulator, or several) reported about the run's requests.
+struct UpstreamUsage {
+  bool available = false;
+  std::size_t records = 0;  ///< the run's requests the upstreams saw
+  double busy_s = 0;        ///< summed over the upstreams
+  std::optional<double> utilisation;
+  std::size_t peak_active = 0;  ///< most requests generating at once (across all upstreams)
+  std::optional<std::uint64_t> model_loads;  ///< summed; unknown if any upstream did not say
+  double load_s = 0;
+  std::vector<BackendUsage> backends;  ///< per upstream, when there are several or loads are known
+  std::string note;                    ///< why it is unavailable, when it is
 };
 
 struct Summary {
@@ -135,5 +153,19 @@ struct UpstreamInterval {
 /// Utilisation of the upstream over [first send, last end] of `records`.
 UpstreamUsage upstream_usage(const std::vector<RequestRecord>& records,
                              const std::vector<UpstreamInterval>& intervals);
+
+/// What one upstream reported: its generation intervals on the run's clock and the model loads
+/// it completed during the run (nullopt when it does not count them).
+struct UpstreamObservation {
+  std::string target;
+  std::vector<UpstreamInterval> intervals;
+  std::optional<std::uint64_t> model_loads;
+  double load_s = 0;
+};
+
+/// Usage of several upstreams (definitions above). With one, the same figures as the overload
+/// above, plus its loads. Precondition: `upstreams` is not empty.
+UpstreamUsage upstream_usage(const std::vector<RequestRecord>& records,
+                             const std::vector<UpstreamObservation>& upstreams);
 
 }  // namespace sluice::bench

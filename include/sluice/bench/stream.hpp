@@ -51,6 +51,10 @@ struct SimStats {
   std::int64_t now_ns = 0;    ///< the simulator's clock when it answered
   std::uint64_t last_id = 0;  ///< highest record id in the answer (0 if none)
   int parallel = 0;
+  /// Model loads completed since the simulator started (or since /sim/reset), and their total
+  /// simulated time; absent from simulators without model residency.
+  std::optional<std::uint64_t> loads;
+  std::optional<std::int64_t> load_ns_total;
   struct Interval {
     std::uint64_t id = 0;
     std::int64_t start_ns = 0;  ///< slot acquired
