@@ -95,8 +95,9 @@ void Scheduler::State::admit(EntryId e, BackendId b, Time now) {
   const ModelId m = subqueues[s].model;
   const bool cold = m != kUnlistedModel && !fleet.is_resident(b, m);
   fleet.admit(b, m, now);
-  // Resident somewhere new: requests for it that wait for a warm slot may go there now.
-  if (cold) release_holds(m);
+  // Residency on b changed (m is resident there now, maybe another model was evicted): the
+  // requests b may serve are judged again, e.g. those waiting for a warm m may go to b now.
+  if (cold) release_holds_for(b);
 
   AccountId a = subqueues[s].account;
   Account& acc = accounts[a];
@@ -119,6 +120,7 @@ void Scheduler::State::admit(EntryId e, BackendId b, Time now) {
 void Scheduler::State::dispatch(const SchedulerConfig& config, std::vector<Admission>& out,
                                 Time now) {
   last_now = std::max(last_now, now);
+  release_holds_due(now);  // an event may come before the expire() of a warm wait's end
   while (in_flight < config.max_concurrency) {
     EntryId e = select(config.per_key, now);
     if (e.is_nil()) break;

@@ -271,7 +271,7 @@ std::optional<BackendId> Scheduler::reroute(Permit permit, Time now,
   const bool cold = m != kUnlistedModel && !state.fleet.is_resident(where.backend, m);
   state.fleet.admit(where.backend, m, now);
   entry.backend = where.backend;
-  if (cold) state.release_holds(m);
+  if (cold) state.release_holds_for(where.backend);
   state.release_holds_for(failed);
   state.dispatch(config_, admitted, now);
   return where.backend;

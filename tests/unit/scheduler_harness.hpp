@@ -29,6 +29,7 @@ struct Req {
   std::int64_t cost = 1;
   double priority = 0;
   std::optional<Duration> timeout;
+  std::string model;  // placement on the fleet; "" for none
 };
 
 struct Harness {
@@ -42,6 +43,7 @@ struct Harness {
   std::vector<int> admitted_order;
   std::map<int, std::string> user_of;
   std::map<int, std::string> workload_of;
+  std::map<int, core::BackendId> backend_of;  // where each admitted request runs
 
   // Returns the test id; the outcome is in last.
   EnqueueResult last;
@@ -55,13 +57,15 @@ struct Harness {
                           .fairness_key = r.user,
                           .limit_keys = keys,
                           .cost = r.cost,
-                          .queue_timeout = r.timeout};
+                          .queue_timeout = r.timeout,
+                          .model = r.model};
     std::vector<Admission> others;
     last = sched.enqueue(request, now, others);
     user_of[id] = r.user;
     workload_of[id] = r.workload;
     if (last.kind == EnqueueResult::Kind::admitted) {
       running[id] = last.permit;
+      backend_of[id] = last.backend;
       admitted_order.push_back(id);
     } else if (last.kind == EnqueueResult::Kind::parked) {
       ticket_to_id[last.ticket.value] = id;
@@ -76,17 +80,18 @@ struct Harness {
       auto it = ticket_to_id.find(a.ticket.value);
       REQUIRE(it != ticket_to_id.end());
       running[it->second] = a.permit;
+      backend_of[it->second] = a.backend;
       admitted_order.push_back(it->second);
       ticket_to_id.erase(it);
     }
   }
 
   // Releases request `id` (must be running); actual < 0 keeps the estimate.
-  void finish(int id, std::int64_t actual = -1) {
+  void finish(int id, std::int64_t actual = -1, const core::Timings& timings = {}) {
     auto it = running.find(id);
     REQUIRE(it != running.end());
     std::vector<Admission> admissions;
-    CHECK(sched.release(it->second, actual, now, admissions));
+    CHECK(sched.release(it->second, actual, now, admissions, timings));
     running.erase(it);
     absorb(admissions);
     check();
@@ -133,6 +138,35 @@ struct Harness {
     absorb(admissions);
     check();
     return ids;
+  }
+
+  // Observations of the fleet, as the network layer reports them.
+  void set_up(core::BackendId b, bool up) {
+    std::vector<Admission> admissions;
+    sched.observe_up(b, up, now, admissions);
+    absorb(admissions);
+    check();
+  }
+  void set_resident(core::BackendId b, std::vector<std::string> models) {
+    std::vector<Admission> admissions;
+    sched.observe_resident(b, models, now, admissions);
+    absorb(admissions);
+    check();
+  }
+  void set_catalog(core::BackendId b, std::vector<std::string> models) {
+    std::vector<Admission> admissions;
+    sched.observe_catalog(b, models, now, admissions);
+    absorb(admissions);
+    check();
+  }
+  // The request's backend failed before answering: move it. Returns the new backend, if any.
+  std::optional<core::BackendId> reroute(int id) {
+    std::vector<Admission> admissions;
+    auto moved = sched.reroute(running.at(id), now, admissions);
+    if (moved) backend_of[id] = *moved;
+    absorb(admissions);
+    check();
+    return moved;
   }
 
   bool is_running(int id) const { return running.count(id) > 0; }
