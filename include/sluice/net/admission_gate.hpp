@@ -31,6 +31,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -43,7 +45,9 @@ namespace sluice::net {
 /// Who a Slot returns its permit to. Implemented by BasicAdmissionGate.
 class SlotOwner {
  public:
-  virtual void release_slot(core::Permit permit, std::int64_t actual_cost) = 0;
+  virtual void release_slot(core::Permit permit, std::int64_t actual_cost,
+                            const core::Timings& timings) = 0;
+  virtual std::optional<core::BackendId> reroute_slot(core::Permit permit) = 0;
 
  protected:
   ~SlotOwner() = default;
@@ -55,12 +59,13 @@ class Slot {
  public:
   Slot() = default;
   Slot(SlotOwner* owner, std::weak_ptr<void> owner_alive, core::Permit permit,
-       core::WorkloadId workload, std::int64_t cost)
+       core::WorkloadId workload, std::int64_t cost, core::BackendId backend = 0)
       : owner_(owner),
         owner_alive_(std::move(owner_alive)),
         permit_(permit),
         workload_(workload),
-        cost_(cost) {}
+        cost_(cost),
+        backend_(backend) {}
   Slot(Slot&& other) noexcept { *this = std::move(other); }
   Slot& operator=(Slot&& other) noexcept {
     if (this != &other) {
@@ -71,6 +76,8 @@ class Slot {
       workload_ = other.workload_;
       cost_ = other.cost_;
       actual_cost_ = other.actual_cost_;
+      backend_ = other.backend_;
+      timings_ = other.timings_;
     }
     return *this;
   }
@@ -84,11 +91,24 @@ class Slot {
   std::int64_t estimated_cost() const { return cost_; }
   /// Records the real cost (prompt + output tokens) to charge back on release.
   void set_actual_cost(std::int64_t tokens) { actual_cost_ = tokens; }
+  /// The durations the final object reported (they teach the fleet load times and speeds).
+  void set_timings(const core::Timings& timings) { timings_ = timings; }
+  /// The backend the request runs on.
+  core::BackendId backend() const { return backend_; }
+
+  /// The backend failed before answering: moves the request to another that has room now.
+  /// Returns false (nothing changed) when none has.
+  bool reroute() {
+    if (!owner_ || owner_alive_.expired()) return false;
+    std::optional<core::BackendId> moved = owner_->reroute_slot(permit_);
+    if (moved) backend_ = *moved;
+    return moved.has_value();
+  }
 
   /// Returns the slot now (idempotent).
   void release() {
     SlotOwner* owner = std::exchange(owner_, nullptr);
-    if (owner && !owner_alive_.expired()) owner->release_slot(permit_, actual_cost_);
+    if (owner && !owner_alive_.expired()) owner->release_slot(permit_, actual_cost_, timings_);
   }
 
  private:
@@ -98,6 +118,8 @@ class Slot {
   core::WorkloadId workload_ = 0;
   std::int64_t cost_ = 0;
   std::int64_t actual_cost_ = -1;  // unknown: keep the estimate
+  core::BackendId backend_ = 0;
+  core::Timings timings_;
 };
 
 struct AdmitResult {
@@ -132,6 +154,12 @@ class BasicAdmissionGate final : public SlotOwner {
   /// nothing changed. Parked requests keep their place; newly admissible ones wake at once.
   std::string reconfigure(core::SchedulerConfig config);
 
+  /// What the network layer learns about a backend (see Scheduler::observe_*); parked requests
+  /// this lets run wake at once.
+  void observe_up(core::BackendId backend, bool up);
+  void observe_catalog(core::BackendId backend, std::span<const std::string> models);
+  void observe_resident(core::BackendId backend, std::span<const std::string> models);
+
   /// Shutdown: every parked request wakes with Kind::rejected / shutting_down, and so does every
   /// later admit(). Slots already handed out stay valid.
   void drain();
@@ -146,7 +174,9 @@ class BasicAdmissionGate final : public SlotOwner {
   /// can follow without polling. Optional.
   std::function<void()> on_change;
 
-  void release_slot(core::Permit permit, std::int64_t actual_cost) override;
+  void release_slot(core::Permit permit, std::int64_t actual_cost,
+                    const core::Timings& timings) override;
+  std::optional<core::BackendId> reroute_slot(core::Permit permit) override;
 
   core::Time now() const {
     return core::Time{std::chrono::duration_cast<core::Duration>(Clock::now().time_since_epoch())};
@@ -155,6 +185,7 @@ class BasicAdmissionGate final : public SlotOwner {
  private:
   struct Waiter;
   void wake(const std::vector<core::Admission>& admitted);
+  void settle(std::vector<core::Admission>& admitted);
   void arm_deadline_timer();
   void on_deadline(boost::system::error_code ec);
   void changed();

@@ -43,7 +43,7 @@ struct BasicAdmissionGate<Clock>::Waiter {
       gate->arm_deadline_timer();
       gate->changed();
     } else if (*outcome == AdmitResult::Kind::admitted) {
-      gate->release_slot(permit, -1);
+      gate->release_slot(permit, -1, {});
     }
   }
 
@@ -83,7 +83,8 @@ boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::admit(core::Reque
       result.kind = AdmitResult::Kind::admitted;
       result.workload = scheduler_.permit_workload(queued.permit).value_or(request.workload);
       result.slot = Slot(this, alive_, queued.permit, result.workload,
-                         scheduler_.permit_cost(queued.permit).value_or(request.cost));
+                         scheduler_.permit_cost(queued.permit).value_or(request.cost),
+                         queued.backend);
       wake(others);
       changed();
       co_return result;
@@ -121,7 +122,8 @@ boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::admit(core::Reque
   if (result.kind == AdmitResult::Kind::admitted) {
     result.workload = scheduler_.permit_workload(waiter.permit).value_or(request.workload);
     result.slot = Slot(this, alive_, waiter.permit, result.workload,
-                       scheduler_.permit_cost(waiter.permit).value_or(request.cost));
+                       scheduler_.permit_cost(waiter.permit).value_or(request.cost),
+                       scheduler_.permit_backend(waiter.permit).value_or(0));
   }
   co_return result;
 }
@@ -149,14 +151,51 @@ void BasicAdmissionGate<Clock>::wake(const std::vector<core::Admission>& admitte
 }
 
 template <class Clock>
-void BasicAdmissionGate<Clock>::release_slot(core::Permit permit, std::int64_t actual_cost) {
+void BasicAdmissionGate<Clock>::release_slot(core::Permit permit, std::int64_t actual_cost,
+                                             const core::Timings& timings) {
   scratch_.clear();
-  if (!scheduler_.release(permit, actual_cost, now(), scratch_)) return;
+  if (!scheduler_.release(permit, actual_cost, now(), scratch_, timings)) return;
   std::vector<core::Admission> admitted;
   admitted.swap(scratch_);
+  settle(admitted);
+}
+
+template <class Clock>
+std::optional<core::BackendId> BasicAdmissionGate<Clock>::reroute_slot(core::Permit permit) {
+  std::vector<core::Admission> admitted;
+  std::optional<core::BackendId> moved = scheduler_.reroute(permit, now(), admitted);
+  settle(admitted);
+  return moved;
+}
+
+template <class Clock>
+void BasicAdmissionGate<Clock>::settle(std::vector<core::Admission>& admitted) {
   wake(admitted);
   arm_deadline_timer();
   changed();
+}
+
+template <class Clock>
+void BasicAdmissionGate<Clock>::observe_up(core::BackendId backend, bool up) {
+  std::vector<core::Admission> admitted;
+  scheduler_.observe_up(backend, up, now(), admitted);
+  settle(admitted);
+}
+
+template <class Clock>
+void BasicAdmissionGate<Clock>::observe_catalog(core::BackendId backend,
+                                                std::span<const std::string> models) {
+  std::vector<core::Admission> admitted;
+  scheduler_.observe_catalog(backend, models, now(), admitted);
+  settle(admitted);
+}
+
+template <class Clock>
+void BasicAdmissionGate<Clock>::observe_resident(core::BackendId backend,
+                                                 std::span<const std::string> models) {
+  std::vector<core::Admission> admitted;
+  scheduler_.observe_resident(backend, models, now(), admitted);
+  settle(admitted);
 }
 
 template <class Clock>
