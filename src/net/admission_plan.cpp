@@ -61,7 +61,8 @@ core::Request AdmissionPlan::request() const {
                        .fairness_key = fairness_key,
                        .limit_keys = limit_keys,
                        .cost = cost,
-                       .queue_timeout = labels.labels.queue_timeout};
+                       .queue_timeout = labels.labels.queue_timeout,
+                       .model = body.model};
 }
 
 std::string plan_admission(LabelPlan labels, std::string_view path, std::string_view body,

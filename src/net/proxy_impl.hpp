@@ -20,12 +20,12 @@
 #include <memory>
 #include <vector>
 
+#include "backend.hpp"
 #include "sluice/auth/auth.hpp"
 #include "sluice/config/config.hpp"
 #include "sluice/core/cost.hpp"
 #include "sluice/net/admission_gate.hpp"
 #include "sluice/net/proxy.hpp"
-#include "backend.hpp"
 #include "timed_stream.hpp"
 #include "upstream_pool.hpp"
 
@@ -112,8 +112,12 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   obs::Metrics& metrics;
   AdmissionGate gate;
   core::CostModel cost_model;
-  /// The backends requests are sent to (today one: config->upstream).
+  /// The backends requests are sent to, by core::BackendId (today one: config->upstream).
   std::vector<std::shared_ptr<Backend>> backends;
+  /// The backend the scheduler placed a request on.
+  const std::shared_ptr<Backend>& backend_at(core::BackendId id) const {
+    return id < backends.size() && backends[id] ? backends[id] : backends.front();
+  }
   /// The backend pass-through requests and the readiness probe use.
   const std::shared_ptr<Backend>& primary() const { return backends.front(); }
   BufferPool buffers;

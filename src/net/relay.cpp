@@ -286,6 +286,7 @@ asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, Reque
                                        UsageScanner* scanner) {
   const auto& upstream = *ctx.upstream;
   const std::string head = serialize_head(request.base());
+  ctx.backend_name = ctx.backend->name;
   for (int attempt = 0;; ++attempt) {
     // (No co_await inside a conditional expression: GCC 12 miscompiles it.)
     AcquireResult acquired;

@@ -40,6 +40,7 @@ inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 inline constexpr std::string_view kWorkloadHeader = "X-Sluice-Workload";
 inline constexpr std::string_view kQueueMsHeader = "X-Sluice-Queue-Ms";
 inline constexpr std::string_view kReasonHeader = "X-Sluice-Reason";
+inline constexpr std::string_view kBackendHeader = "X-Sluice-Backend";
 
 struct Client {
   TimedStream stream;
@@ -55,6 +56,8 @@ struct RequestContext {
   /// The backend the request goes to, and its settings (inside `config`).
   std::shared_ptr<Backend> backend;
   const config::UpstreamConfig* upstream = nullptr;
+  /// The backend's name once the request was sent to it (X-Sluice-Backend, the access log).
+  std::string backend_name;
   std::shared_ptr<const auth::Authenticator> authenticator;
   const config::ApiKey* key =
       nullptr;  ///< the API key presented (auth enabled), into authenticator
@@ -146,6 +149,7 @@ bool is_malformed(const error_code& ec);
 template <class Fields>
 void add_sluice_headers(Fields& fields, const RequestContext& ctx) {
   fields.set(ctx.config->headers.request_id, ctx.request_id);
+  if (!ctx.backend_name.empty()) fields.set(kBackendHeader, ctx.backend_name);
   if (!ctx.scheduled || ctx.workload_name == config::kUnclassifiedWorkload) return;
   fields.set(kWorkloadHeader, ctx.workload_name);
   if (ctx.queue_wait) fields.set(kQueueMsHeader, queue_ms_text(*ctx.queue_wait));

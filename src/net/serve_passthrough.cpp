@@ -43,6 +43,7 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
   parser.body_limit(static_cast<std::uint64_t>(config.limits.max_body_bytes));
   prepare_upstream_request(parser.get().base(), target, ctx, framing);
 
+  ctx.backend_name = ctx.backend->name;
   AcquireResult acquired = co_await ctx.backend->pool.acquire(*ctx.upstream);
   if (!acquired.connection) {
     co_await answer_connect_failure(client, ctx, acquired, true);

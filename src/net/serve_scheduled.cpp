@@ -17,7 +17,8 @@ namespace {
 /// Admission, then the upstream exchange, for one scheduled request.
 asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
                                         const AdmissionPlan& plan,
-                                        http::request<http::string_body>& upstream_request) {
+                                        http::request<http::string_body>& upstream_request,
+                                        const std::string& target) {
   const core::Request request = plan.request();
   AdmitResult admission = co_await proxy.gate.admit(request);
   ctx.queue_wait = admission.waited;
@@ -25,6 +26,16 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
     case AdmitResult::Kind::admitted:
       break;
     case AdmitResult::Kind::rejected: {
+      if (admission.reason == core::RejectReason::model_not_found) {
+        // Ollama's own wording, so clients that special-case it keep working.
+        ctx.outcome = obs::Outcome::invalid_request;
+        LocalResponse response{
+            .status = http::status::not_found,
+            .message = "model \"" + plan.body.model + "\" not found, try pulling it first",
+            .reason = core::reason_name(admission.reason)};
+        co_await send_local(client, ctx, std::move(response));
+        co_return;
+      }
       const bool shutdown = admission.reason == core::RejectReason::shutting_down;
       ctx.outcome = shutdown ? obs::Outcome::shutting_down
                     : admission.reason == core::RejectReason::key_queue_full
@@ -45,10 +56,15 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
     }
     case AdmitResult::Kind::timed_out: {
       ctx.outcome = obs::Outcome::queue_timeout;
+      const core::Fleet& fleet = proxy.gate.scheduler().fleet();
+      const bool no_backend = fleet.eligible(fleet.model(plan.body.model)) == 0;
       LocalResponse response{.status = http::status::service_unavailable,
-                             .message = "timed out waiting in the queue after " +
-                                        queue_ms_text(admission.waited) + " ms",
-                             .reason = "queue_timeout",
+                             .message = no_backend ? "no backend serving model \"" +
+                                                         plan.body.model + "\" was up within " +
+                                                         queue_ms_text(admission.waited) + " ms"
+                                                   : "timed out waiting in the queue after " +
+                                                         queue_ms_text(admission.waited) + " ms",
+                             .reason = no_backend ? "no_backend" : "queue_timeout",
                              .retry_after = proxy.gate.retry_after_seconds()};
       co_await send_local(client, ctx, std::move(response));
       co_return;
@@ -60,12 +76,17 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
   }
 
   Slot slot = std::move(admission.slot);
+  // Aimed at the backend the scheduler chose: its address, Host and path prefix.
+  ctx.backend = proxy.backend_at(slot.backend());
+  prepare_upstream_request(upstream_request.base(), target, ctx,
+                           {.content_length = upstream_request.body().size()});
   const Clock::time_point deadline =
       Clock::now() +
       std::chrono::duration_cast<Clock::duration>(ctx.config->scheduler.max_inflight_duration);
   UsageScanner scanner;
   co_await forward_buffered(proxy, client, ctx, upstream_request, deadline, &scanner);
 
+  slot.set_timings(scanner.timings());
   ctx.prompt_tokens = scanner.prompt_tokens();
   ctx.output_tokens = scanner.output_tokens();
   if (ctx.prompt_tokens >= 0 || ctx.output_tokens >= 0) {
@@ -157,11 +178,9 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
 
   http::request<http::string_body> upstream_request = parser.release();
   const std::string target(upstream_request.target());
-  prepare_upstream_request(upstream_request.base(), target, ctx,
-                           {.content_length = upstream_request.body().size()});
 
   using namespace asio::experimental::awaitable_operators;
-  auto work = admit_and_forward(proxy, client, ctx, plan, upstream_request);
+  auto work = admit_and_forward(proxy, client, ctx, plan, upstream_request, target);
   begin_watch(proxy, client, WatchFrom::now);
   auto gone = departed(client);
   auto winner = co_await (std::move(work) || std::move(gone));

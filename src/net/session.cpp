@@ -70,6 +70,7 @@ void record_request(Proxy::Impl& proxy, const RequestContext& ctx) {
   record.path = ctx.path;
   record.user = ctx.user;
   record.workload = ctx.workload_name;
+  record.backend = ctx.backend_name;
   record.status = ctx.status;
   record.outcome = ctx.outcome;
   record.queue = ctx.queue_wait;

@@ -1,6 +1,7 @@
 // Token counts from relayed response bodies (see usage_scanner.hpp).
 #include "usage_scanner.hpp"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 namespace sluice::net {
@@ -62,6 +63,13 @@ void UsageScanner::inspect_line(std::string_view line) {
     }
     if (prompt >= 0) prompt_tokens_ = prompt;
     if (output >= 0) output_tokens_ = output;
+    if (done) {
+      const std::int64_t load = count_field(doc, "load_duration");
+      const std::int64_t eval = count_field(doc, "eval_duration");
+      timings_.load_duration = std::chrono::nanoseconds(std::max<std::int64_t>(load, 0));
+      timings_.eval_count = std::max<std::int64_t>(output, 0);
+      if (eval > 0) timings_.eval_duration = std::chrono::nanoseconds(eval);
+    }
   }
   if (openai) {
     auto usage = doc.find("usage");

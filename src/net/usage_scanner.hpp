@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 
+#include "sluice/core/fleet.hpp"
 #include "sluice/util/line_splitter.hpp"
 
 namespace sluice::net {
@@ -41,6 +42,9 @@ class UsageScanner {
   bool saw_done() const { return saw_done_; }
   /// A line was an error object ({"error": ...}).
   bool saw_error() const { return saw_error_; }
+  /// The durations of Ollama's final object (load_duration, eval_count, eval_duration; ns),
+  /// for placement. Empty for OpenAI-compatible answers, which carry none.
+  const core::Timings& timings() const { return timings_; }
 
  private:
   void inspect_line(std::string_view line);
@@ -50,6 +54,7 @@ class UsageScanner {
   std::int64_t output_tokens_ = -1;
   bool saw_done_ = false;
   bool saw_error_ = false;
+  core::Timings timings_;
 };
 
 }  // namespace sluice::net

@@ -125,6 +125,7 @@ std::string format_access_line(const AccessRecord& r, config::LogFormat format) 
     line["path"] = string_or_null(r.path);
     line["user"] = string_or_null(r.user);
     line["workload"] = string_or_null(r.workload);
+    line["backend"] = string_or_null(r.backend);
     line["status"] = r.status > 0 ? json(r.status) : json(nullptr);
     line["outcome"] = name(r.outcome);
     line["queue_ms"] = r.queue ? json(rounded_ms(*r.queue)) : json(nullptr);
@@ -152,6 +153,7 @@ std::string format_access_line(const AccessRecord& r, config::LogFormat format) 
   client_field("path", r.path);
   client_field("user", r.user);
   client_field("workload", r.workload);
+  client_field("backend", r.backend);
   text_raw(out, "status", r.status > 0 ? std::to_string(r.status) : "-");
   text_raw(out, "outcome", name(r.outcome));
   text_raw(out, "queue_ms", ms_text(r.queue));

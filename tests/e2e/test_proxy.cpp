@@ -151,6 +151,7 @@ TEST_CASE("scheduled responses arrive as the upstream sent them: NDJSON, JSON, S
     CHECK(masked(via.body) == masked(direct.body));
     check_same_headers(direct, via, false);
     CHECK(via.header("X-Sluice-Workload") == "default");
+    CHECK(via.header("X-Sluice-Backend") == "127.0.0.1:" + std::to_string(sim.port()));
     CHECK(via.header("X-Sluice-Queue-Ms").has_value());
     CHECK(via.header("X-Request-Id").value_or("").size() == 32);
   }
@@ -187,6 +188,7 @@ TEST_CASE("pass-through routes are proxied unchanged and never queued") {
     CHECK(via.body == direct.body);
     check_same_headers(direct, via);
     CHECK_FALSE(via.header("X-Sluice-Workload").has_value());
+    CHECK(via.header("X-Sluice-Backend") == "127.0.0.1:" + std::to_string(sim.port()));
     CHECK(via.header("X-Request-Id").has_value());
   }
   CHECK(proxy.snapshot().parked == 0);

@@ -211,7 +211,14 @@ TEST_CASE("usage scanner: Ollama's final NDJSON object, split anywhere") {
     CHECK(scanner.saw_done());
     CHECK(scanner.prompt_tokens() == 26);
     CHECK(scanner.output_tokens() == 298);
+    CHECK(scanner.timings().eval_count == 298);
+    CHECK(scanner.timings().eval_duration == std::chrono::nanoseconds(9));
+    CHECK(scanner.timings().load_duration == std::chrono::nanoseconds(0));  // omitted: zero
   }
+  UsageScanner loaded;
+  loaded.feed(R"({"done":true,"load_duration":3000000000,"eval_count":4,"eval_duration":80})");
+  loaded.finish();
+  CHECK(loaded.timings().load_duration == std::chrono::seconds(3));
   UsageScanner bytewise;
   for (char c : stream)
     bytewise.feed(std::string_view(&c, 1));

@@ -32,6 +32,7 @@ AccessRecord full_record() {
   r.path = "/api/chat";
   r.user = "alice";
   r.workload = "paid";
+  r.backend = "gpu-a";
   r.status = 200;
   r.outcome = Outcome::ok;
   r.queue = 1500us;
@@ -85,7 +86,8 @@ TEST_CASE("access log: format_utc") {
 TEST_CASE("access log: text line has every field in order") {
   CHECK(format_access_line(full_record(), LogFormat::text) ==
         "time=2026-11-26T02:30:00.123Z request_id=req-1 method=POST path=/api/chat user=alice "
-        "workload=paid status=200 outcome=ok queue_ms=1.500 ttfb_ms=120.500 total_ms=5230.000 "
+        "workload=paid backend=gpu-a status=200 outcome=ok queue_ms=1.500 ttfb_ms=120.500 "
+        "total_ms=5230.000 "
         "prompt_tokens=26 output_tokens=298 upstream_error=-");
 
   AccessRecord gone;
@@ -98,7 +100,8 @@ TEST_CASE("access log: text line has every field in order") {
   gone.total = 2s;
   CHECK(format_access_line(gone, LogFormat::text) ==
         "time=2026-11-26T02:30:00.123Z request_id=- method=POST path=/api/generate user=- "
-        "workload=free status=- outcome=upstream_error queue_ms=- ttfb_ms=- total_ms=2000.000 "
+        "workload=free backend=- status=- outcome=upstream_error queue_ms=- ttfb_ms=- "
+        "total_ms=2000.000 "
         "prompt_tokens=- output_tokens=- upstream_error=idle_timeout");
 }
 
@@ -106,7 +109,8 @@ TEST_CASE("access log: JSON line") {
   const std::string line = format_access_line(full_record(), LogFormat::json);
   CHECK(line ==
         R"({"time":"2026-11-26T02:30:00.123Z","type":"access","request_id":"req-1",)"
-        R"("method":"POST","path":"/api/chat","user":"alice","workload":"paid","status":200,)"
+        R"("method":"POST","path":"/api/chat","user":"alice","workload":"paid","backend":"gpu-a",)"
+        R"("status":200,)"
         R"("outcome":"ok","queue_ms":1.5,"ttfb_ms":120.5,"total_ms":5230.0,"prompt_tokens":26,)"
         R"("output_tokens":298,"upstream_error":null})");
 
@@ -137,15 +141,16 @@ TEST_CASE("access log: hostile values cannot break the line") {
   // A logfmt reader sees exactly the fields we wrote: "evil" stays inside the user value.
   std::vector<std::string> keys = logfmt_keys(text);
   CHECK(keys == std::vector<std::string>{"time", "request_id", "method", "path", "user", "workload",
-                                         "status", "outcome", "queue_ms", "ttfb_ms", "total_ms",
-                                         "prompt_tokens", "output_tokens", "upstream_error"});
+                                         "backend", "status", "outcome", "queue_ms", "ttfb_ms",
+                                         "total_ms", "prompt_tokens", "output_tokens",
+                                         "upstream_error"});
 
   const std::string json_line = format_access_line(r, LogFormat::json);
   CHECK(json_line.find('\n') == std::string::npos);
   auto j = nlohmann::json::parse(json_line);  // still valid JSON (invalid UTF-8 replaced)
   CHECK(j["user"].get<std::string>().rfind("bob\" evil=\"1\nsecond line", 0) == 0);
   CHECK(j["request_id"] == "-");
-  CHECK(j.size() == 15);
+  CHECK(j.size() == 16);
 }
 
 TEST_CASE("access log: long values are cut") {

@@ -33,6 +33,7 @@ struct AccessRecord {
   std::string path;      ///< request target without the query string
   std::string user;      ///< the user label; "" when absent
   std::string workload;  ///< a configured name, "passthrough" or "unclassified"
+  std::string backend;   ///< the backend the request went to; "" when none
   int status = 0;        ///< status sent to the client; 0 when none was (client left while parked)
   Outcome outcome = Outcome::ok;
   std::optional<core::Duration> queue;  ///< time parked; nullopt when never queued (passthrough)
@@ -45,8 +46,8 @@ struct AccessRecord {
 
 /// The access-log line for `record` (no trailing newline). Text example:
 ///   time=2026-11-26T02:30:00.123Z request_id=abc method=POST path=/api/chat user=alice
-///   workload=paid status=200 outcome=ok queue_ms=0.000 ttfb_ms=120.500 total_ms=5230.000
-///   prompt_tokens=26 output_tokens=298 upstream_error=-
+///   workload=paid backend=gpu-a status=200 outcome=ok queue_ms=0.000 ttfb_ms=120.500
+///   total_ms=5230.000 prompt_tokens=26 output_tokens=298 upstream_error=-
 std::string format_access_line(const AccessRecord& record, config::LogFormat format);
 
 /// RFC 3339 UTC with milliseconds: "2026-11-26T02:30:00.123Z".
