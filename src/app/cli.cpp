@@ -47,7 +47,9 @@ CliParse parse_command_line(int argc, const char* const* argv) {
                  "override admin_listen: HOST:PORT of /metrics, /healthz, /readyz, /admin/*; "
                  "\"\" disables it")
       ->type_name("HOST:PORT");
-  app.add_option("--upstream", v.upstream_url, "override upstream.url, e.g. http://127.0.0.1:11434")
+  app.add_option("--upstream", v.upstream_url,
+                 "override upstream.url, e.g. http://127.0.0.1:11434 (not with upstreams in the "
+                 "config)")
       ->type_name("URL");
   app.add_option("--max-concurrency", v.max_concurrency,
                  "override scheduler.max_concurrency: requests running upstream at once")
@@ -145,7 +147,9 @@ config::ConfigResult apply_overrides(const config::Config& base, const Overrides
     doc["admin_listen"] = *overrides.admin_listen;
     given.emplace_back("--admin-listen", "admin_listen");
   }
-  if (overrides.upstream_url) {
+  // With upstreams in the file there is no single upstream to replace (reported below).
+  const bool upstream_conflict = overrides.upstream_url && base.fleet;
+  if (overrides.upstream_url && !upstream_conflict) {
     doc["upstream"]["url"] = *overrides.upstream_url;
     given.emplace_back("--upstream", "upstream.url");
   }
@@ -163,6 +167,14 @@ config::ConfigResult apply_overrides(const config::Config& base, const Overrides
   }
 
   config::ConfigResult result = config::parse_config(doc.dump(2), "command line");
+  if (upstream_conflict) {
+    result.errors.insert(
+        result.errors.begin(),
+        {"command line", 0, "--upstream",
+         "the config lists upstreams (a fleet); --upstream replaces upstream.url, the single "
+         "Ollama of a config without upstreams: use upstreams or --upstream, not both"});
+    result.config.reset();
+  }
   // Line numbers refer to the generated document, which means nothing to the operator.
   for (auto* list : {&result.errors, &result.warnings}) {
     for (config::ConfigDiagnostic& d : *list) {

@@ -2,9 +2,10 @@
 //
 // Changes are found by diffing the two effective configs as JSON (dump_config, every field with
 // its default filled in) with nlohmann's RFC 6902 diff, so every field the config module knows is
-// covered without a hand-kept list here.
+// covered without a hand-kept list here. The fleet's backends are compared by name.
 #include "sluice/app/reload.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -26,6 +27,47 @@ std::string display_path(const std::string& pointer, const json& before, const j
   };
   std::string out = config::display_pointer(pointer, is_array);
   return out.empty() ? "(root)" : out;
+}
+
+// A fleet's backends are matched by name, not by position: "upstreams" becomes an object keyed
+// by name before diffing, so removing the first backend reads as one removal, not as every
+// later one changing. The names in file order, for the order line.
+std::vector<std::string> key_backends_by_name(json& config) {
+  std::vector<std::string> names;
+  auto it = config.find("upstreams");
+  if (it == config.end() || !it->is_array()) return names;
+  json keyed = json::object();
+  for (const json& backend : *it) {
+    const std::string name = backend.value("name", std::string());
+    names.push_back(name);
+    keyed[name] = backend;
+  }
+  *it = std::move(keyed);
+  return names;
+}
+
+// "/upstreams/gpu-b/models/0" -> "upstreams[gpu-b].models[0]" (backend names have no '/' or '~').
+std::string display_backend_path(const std::string& pointer, const json& before,
+                                 const json& after) {
+  constexpr std::string_view kPrefix = "/upstreams/";
+  const std::size_t end = pointer.find('/', kPrefix.size());
+  const std::string name = pointer.substr(kPrefix.size(), end - kPrefix.size());
+  const std::string inside = end == std::string::npos ? std::string() : pointer.substr(end);
+  const std::string base = std::string(kPrefix) + name;
+  auto is_array = [&](std::string_view prefix) {
+    const json::json_pointer at{base + std::string(prefix)};
+    return (before.contains(at) && before.at(at).is_array()) ||
+           (after.contains(at) && after.at(at).is_array());
+  };
+  std::string out = "upstreams[";
+  out += name;
+  out += "]";
+  const std::string rest = config::display_pointer(inside, is_array);
+  if (!rest.empty()) {
+    if (rest.front() != '[') out += '.';
+    out += rest;
+  }
+  return out;
 }
 
 std::string short_value(const json& v) {
@@ -79,14 +121,38 @@ std::string ReloadOutcome::to_json() const {
 
 std::vector<std::string> describe_changes(const config::Config& old, const config::Config& next,
                                           std::size_t max_lines) {
-  const json before = json::parse(config::dump_config(old));
-  const json after = json::parse(config::dump_config(next));
+  json before = json::parse(config::dump_config(old));
+  json after = json::parse(config::dump_config(next));
+  const std::vector<std::string> names_before = key_backends_by_name(before);
+  const std::vector<std::string> names_after = key_backends_by_name(after);
   const json patch = json::diff(before, after);
   std::vector<std::string> lines;
+  // The backends kept, in a new order (placement breaks ties by it); an object diff cannot see it.
+  auto kept = [](const std::vector<std::string>& names, const std::vector<std::string>& other) {
+    std::vector<std::string> out;
+    for (const std::string& name : names) {
+      if (std::find(other.begin(), other.end(), name) != other.end()) out.push_back(name);
+    }
+    return out;
+  };
+  const std::vector<std::string> order_before = kept(names_before, names_after);
+  const std::vector<std::string> order_after = kept(names_after, names_before);
+  if (order_before != order_after) {
+    auto join = [](const std::vector<std::string>& names) {
+      std::string out;
+      for (const std::string& name : names) {
+        if (!out.empty()) out += ", ";
+        out += name;
+      }
+      return out;
+    };
+    lines.push_back("upstreams: order " + join(order_before) + " -> " + join(order_after));
+  }
   std::map<std::string, std::size_t> appended;  // array pointer -> elements added at its end
-  for (const json& op : patch) {
+  for (std::size_t i = 0; i < patch.size(); ++i) {
+    const json& op = patch[i];
     if (lines.size() == max_lines) {
-      lines.push_back("... and " + std::to_string(patch.size() - max_lines) + " more");
+      lines.push_back("... and " + std::to_string(patch.size() - i) + " more");
       break;
     }
     std::string pointer = op.at("path").get<std::string>();
@@ -96,7 +162,9 @@ std::vector<std::string> describe_changes(const config::Config& old, const confi
       pointer = array + "/" + std::to_string(index);
     }
     const std::string kind = op.at("op").get<std::string>();
-    const std::string where = display_path(pointer, before, after);
+    const std::string where = pointer.starts_with("/upstreams/")
+                                  ? display_backend_path(pointer, before, after)
+                                  : display_path(pointer, before, after);
     if (kind == "replace") {
       const json::json_pointer ptr(pointer);
       lines.push_back(where + ": " + short_value(before.at(ptr)) + " -> " +

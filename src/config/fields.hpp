@@ -147,6 +147,37 @@ class Fields {
     return add({key, kind, min, max}, std::move(read), std::move(dump));
   }
 
+  /// An irregular field holding a described object or array of them (`kind` object or
+  /// objects): its own reader and dumper, `item_fields` for the description. For a field whose
+  /// reading needs other members of T (upstreams take their defaults from upstream) or whose
+  /// dump depends on them.
+  template <class Item>
+  Fields& custom(std::string_view key, FieldKind kind, const Fields<Item>& (*item_fields)(),
+                 Reader<T> read, Dumper<T> dump) {
+    return add({key, kind, 0, 0, std::make_shared<ObjectDoc>(item_fields().doc())}, std::move(read),
+               std::move(dump));
+  }
+
+  /// Every field of `inner`, in its order, read into and dumped from the member `get` names: a
+  /// backend takes the fields of the upstream table for its own UpstreamConfig.
+  template <class Get, class Inner>
+  Fields& embed(Get get, const Fields<Inner>& inner) {
+    for (const Field<Inner>& f : inner.list()) {
+      Reader<T> read;
+      Dumper<T> dump;
+      if (f.read) {
+        read = [get, inner_read = f.read](Context& ctx, const json& v, const Path& p, T& out) {
+          inner_read(ctx, v, p, std::invoke(get, out));
+        };
+      }
+      if (f.dump) {
+        dump = [get, inner_dump = f.dump](const T& in) { return inner_dump(std::invoke(get, in)); };
+      }
+      add(f.doc, std::move(read), std::move(dump));
+    }
+    return *this;
+  }
+
   /// A key known only to explain, with `message`, why it is not allowed here.
   Fields& refused(std::string_view key, std::string_view message) {
     return add(

@@ -135,6 +135,121 @@ TEST_CASE("overrides: a bad value is reported under the flag's name") {
   CHECK_FALSE(contains(text, "command line:1"));  // no meaningless line numbers
 }
 
+TEST_CASE("overrides: --upstream with upstreams in the config is an error naming the conflict") {
+  Config fleet = parse_ok(R"({"upstreams": [
+      {"name": "gpu-a", "url": "http://10.0.0.5:11434", "max_concurrency": 2}]})");
+  Overrides o;
+  o.upstream_url = "http://10.1.2.3:8080";
+  o.log_level = "loud";
+  ConfigResult r = apply_overrides(fleet, o);
+  REQUIRE_FALSE(r.ok());
+  INFO(r.error_text());
+  REQUIRE(r.errors.size() == 2);  // the conflict, and the other flags' own errors
+  CHECK(r.errors[0].to_string() ==
+        "command line: --upstream: the config lists upstreams (a fleet); --upstream replaces "
+        "upstream.url, the single Ollama of a config without upstreams: use upstreams or "
+        "--upstream, not both");
+  CHECK(contains(r.errors[1].to_string(), "command line: --log-level: "));
+
+  // The other overrides apply to a fleet; --max-concurrency is then the global cap.
+  Overrides cap;
+  cap.max_concurrency = 1;
+  ConfigResult capped = apply_overrides(fleet, cap);
+  INFO(capped.error_text());
+  REQUIRE(capped.ok());
+  CHECK(capped.config->fleet);
+  CHECK(capped.config->backends.size() == 1);
+  CHECK(capped.config->scheduler.core.max_concurrency == 1);
+  CHECK(capped.config->backends[0].max_concurrency == 2);
+
+  // Without upstreams, --upstream moves the single backend.
+  ConfigResult single = apply_overrides(parse_ok("{}"), o);
+  REQUIRE(single.errors.size() == 1);
+  o.log_level.reset();
+  single = apply_overrides(parse_ok("{}"), o);
+  REQUIRE(single.ok());
+  REQUIRE(single.config->backends.size() == 1);
+  CHECK(single.config->backends[0].name == "10.1.2.3:8080");
+}
+
+TEST_CASE("describe_changes: backends are matched by name") {
+  Config a = parse_ok(R"({"upstreams": [
+      {"name": "gpu-a", "url": "http://10.0.0.5:11434", "max_concurrency": 2},
+      {"name": "gpu-b", "url": "http://10.0.0.6:11434", "max_concurrency": 4,
+       "models": ["llama3.1:8b"]},
+      {"name": "gpu-c", "url": "http://10.0.0.7:11434", "max_concurrency": 1}],
+      "scheduler": {"max_concurrency": 8}})");
+  // gpu-a removed, gpu-b resized with a model more, gpu-d added: one line each, not a line per
+  // shifted position.
+  Config b = parse_ok(R"({"upstreams": [
+      {"name": "gpu-b", "url": "http://10.0.0.6:11434", "max_concurrency": 6,
+       "models": ["llama3.1:8b", "qwen2.5:7b"]},
+      {"name": "gpu-c", "url": "http://10.0.0.7:11434", "max_concurrency": 1},
+      {"name": "gpu-d", "url": "http://10.0.0.8:11434", "max_concurrency": 1}],
+      "scheduler": {"max_concurrency": 8}})");
+  std::vector<std::string> changes = describe_changes(a, b);
+  std::string all;
+  for (const std::string& c : changes)
+    all += c + "\n";
+  INFO(all);
+  CHECK(contains(all, "upstreams[gpu-a]: removed (was {\"name\":\"gpu-a\","));
+  CHECK(contains(all, "upstreams[gpu-b].max_concurrency: 4 -> 6\n"));
+  CHECK(contains(all, "upstreams[gpu-b].models[1]: added \"qwen2.5:7b\"\n"));
+  CHECK(contains(all, "upstreams[gpu-d]: added {\"name\":\"gpu-d\","));
+  CHECK(changes.size() == 4);
+
+  // The same backends in another order: placement breaks ties by it.
+  Config c = parse_ok(R"({"upstreams": [
+      {"name": "gpu-c", "url": "http://10.0.0.7:11434", "max_concurrency": 1},
+      {"name": "gpu-a", "url": "http://10.0.0.5:11434", "max_concurrency": 2},
+      {"name": "gpu-b", "url": "http://10.0.0.6:11434", "max_concurrency": 4,
+       "models": ["llama3.1:8b"]}],
+      "scheduler": {"max_concurrency": 8}})");
+  changes = describe_changes(a, c);
+  REQUIRE(changes.size() == 1);
+  CHECK(changes[0] == "upstreams: order gpu-a, gpu-b, gpu-c -> gpu-c, gpu-a, gpu-b");
+  CHECK(describe_changes(a, a).empty());
+
+  // The cut counts what it leaves out.
+  std::vector<std::string> cut = describe_changes(a, b, 2);
+  REQUIRE(cut.size() == 3);
+  CHECK(cut.back() == "... and 2 more");
+}
+
+TEST_CASE("plan_reload: a fleet's backends change live, a backend's url needs a new name") {
+  TempFile file(R"({"listen": "127.0.0.1:0", "upstreams": [
+      {"name": "gpu-a", "url": "http://10.0.0.5:11434", "max_concurrency": 2}]})");
+  Config running = *load_effective_config(file.path.string(), {}).config;
+  file.write(R"({"listen": "127.0.0.1:0", "upstreams": [
+      {"name": "gpu-a", "url": "http://10.0.0.5:11434", "max_concurrency": 2},
+      {"name": "gpu-b", "url": "http://10.0.0.6:11434", "max_concurrency": 4}]})");
+  ReloadPlan added = plan_reload(running, file.path.string(), {});
+  CHECK(added.outcome.status == ReloadOutcome::Status::applied);
+  REQUIRE(added.next);
+  CHECK(added.next->backends.size() == 2);
+  CHECK(added.next->scheduler.core.max_concurrency == 6);  // derived: the fleet's slots
+  std::string all;
+  for (const std::string& c : added.outcome.changes)
+    all += c + "\n";
+  INFO(all);
+  CHECK(contains(all, "upstreams[gpu-b]: added {"));
+  CHECK(contains(all, "scheduler.max_concurrency: 2 -> 6\n"));
+
+  file.write(R"({"listen": "127.0.0.1:0", "upstreams": [
+      {"name": "gpu-a", "url": "http://10.0.0.9:11434", "max_concurrency": 2}]})");
+  ReloadPlan moved = plan_reload(running, file.path.string(), {});
+  CHECK(moved.outcome.status == ReloadOutcome::Status::needs_restart);
+  CHECK(moved.outcome.message ==
+        "upstreams[0].url of gpu-a changed; remove and re-add it under a new name, or restart; "
+        "nothing changed");
+  CHECK_FALSE(moved.next);
+
+  file.write(R"({"listen": "127.0.0.1:0"})");
+  ReloadPlan single = plan_reload(running, file.path.string(), {});
+  CHECK(single.outcome.status == ReloadOutcome::Status::needs_restart);
+  CHECK(contains(single.outcome.message, "switching from upstreams (a fleet) to upstream.url"));
+}
+
 TEST_CASE("load_effective_config: file errors keep file, line and field; no file = defaults") {
   TempFile bad("{\n  \"scheduler\": {\n    \"max_concurency\": 3\n  }\n}\n");
   ConfigResult r = load_effective_config(bad.path.string(), {});

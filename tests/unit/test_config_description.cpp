@@ -61,7 +61,8 @@ std::string known_keys(const ObjectDoc& doc) {
 TEST_CASE("description: the unknown-key check of every object knows exactly its described keys") {
   std::vector<Place> all;
   places(config_description(), "", json::json_pointer(), json::object(), all);
-  CHECK(all.size() == 13);  // root, 8 sections, per_key, workloads, default_workload, auth.keys
+  // root, 9 sections, upstreams, per_key, workloads, default_workload, auth.keys
+  CHECK(all.size() == 15);
   for (const Place& place : all) {
     CAPTURE(place.display);
     ConfigResult r = parse_config(place.document.dump(), "c.json");
@@ -82,14 +83,19 @@ TEST_CASE("description: dump_config writes every described key, in the described
       "auth": {"keys": [{"name": "k", "sha256": ")" +
                         std::string(64, 'a') + R"(", "max_priority": 4}]}})");
   REQUIRE(r.ok());
-  const auto dumped = nlohmann::ordered_json::parse(sluice::config::dump_config(*r.config));
-  // Keys a dump leaves out: "$schema" (ignored) and default_workload.match (refused).
-  auto check = [](const auto& self, const nlohmann::ordered_json& value, const ObjectDoc& doc,
-                  const std::string& where) -> void {
+  auto fleet = parse_config(R"({"upstreams": [{"name": "a", "url": "http://a:1",
+      "max_concurrency": 1, "models": ["m"]}]})");
+  REQUIRE(fleet.ok());
+  // Keys a dump leaves out: "$schema" (ignored), default_workload.match (refused), upstreams
+  // without a fleet and upstream.url with one.
+  std::string omitted;
+  auto check = [&omitted](const auto& self, const nlohmann::ordered_json& value,
+                          const ObjectDoc& doc, const std::string& where) -> void {
     CAPTURE(where);
     std::vector<std::string> expected, written;
     for (const FieldDoc& field : doc.fields) {
-      if (field.key != "$schema" && field.kind != FieldKind::refused) {
+      if (field.key != "$schema" && field.kind != FieldKind::refused &&
+          where + "." + std::string(field.key) != omitted) {
         expected.emplace_back(field.key);
       }
     }
@@ -106,5 +112,10 @@ TEST_CASE("description: dump_config writes every described key, in the described
       }
     }
   };
-  check(check, dumped, config_description(), "(root)");
+  omitted = "(root).upstreams";
+  check(check, nlohmann::ordered_json::parse(sluice::config::dump_config(*r.config)),
+        config_description(), "(root)");
+  omitted = "(root).upstream.url";
+  check(check, nlohmann::ordered_json::parse(sluice::config::dump_config(*fleet.config)),
+        config_description(), "(root)");
 }

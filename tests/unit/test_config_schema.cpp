@@ -79,7 +79,14 @@ TEST_CASE("schema: describes exactly the keys the loader knows") {
       "per_key": {"label": "user"},
       "workloads": [{"name": "w", "match": {"tier": "x"}}]}})");
   REQUIRE(full.ok());
-  compare(schema, json::parse(sluice::config::dump_config(*full.config)), "(root)");
+  // A fleet's backends are dumped only with upstreams (and then upstream.url is not).
+  auto fleet = sluice::config::parse_config(R"({"upstreams": [{"name": "a",
+      "url": "http://a:1", "max_concurrency": 1, "models": ["m"]}]})");
+  REQUIRE(fleet.ok());
+  json dumped = json::parse(sluice::config::dump_config(*full.config));
+  CHECK_FALSE(dumped.contains("upstreams"));
+  dumped["upstreams"] = json::parse(sluice::config::dump_config(*fleet.config))["upstreams"];
+  compare(schema, dumped, "(root)");
 }
 
 TEST_CASE("schema: its defaults are the loader's defaults") {

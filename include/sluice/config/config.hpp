@@ -12,7 +12,11 @@
 //  * a field left out of the file whose default another field bounds holds the derived default
 //    (limits.max_scheduled_body_bytes <= max_body_bytes, workload queue_timeout <=
 //    queue_timeout_cap; docs/configuration.md, "Derived defaults"), so the defaults below are
-//    what an unset field gets only when the field bounding it is unset too.
+//    what an unset field gets only when the field bounding it is unset too;
+//  * `backends` is never empty: with `upstreams` (fleet == true) one entry per backend, in file
+//    order, and scheduler.core.backends mirrors them; without, one backend derived from
+//    `upstream` (scheduler.core.backends stays empty: the core's implicit single backend);
+//  * scheduler.core.model_aware == (fleet_settings.placement == Placement::model_aware).
 // A Config is an immutable value once loaded: the network layer shares it as
 // std::shared_ptr<const Config> and swaps the pointer on reload (see reload_incompatibility).
 //
@@ -26,6 +30,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sluice/core/health.hpp"
 #include "sluice/core/scheduler.hpp"
 #include "sluice/core/time.hpp"
 
@@ -73,6 +78,44 @@ struct UpstreamConfig {
   Duration header_timeout = std::chrono::seconds(300);  ///< request sent -> response headers
   Duration idle_timeout = std::chrono::seconds(60);     ///< silence between two body chunks
   std::int64_t max_idle_connections = 64;               ///< kept-alive upstream connections
+};
+
+/// One Ollama of the fleet: an entry of `upstreams`, or the single `upstream` of a config
+/// without them (issue 12).
+struct BackendConfig {
+  /// `upstreams[].name` (1-64 of A-Z a-z 0-9 . _ -, unique); for the single upstream its
+  /// host_header ("127.0.0.1:11434").
+  std::string name;
+  /// Its URL and connection settings; each one the entry leaves out is the shared `upstream`
+  /// block's value.
+  UpstreamConfig upstream;
+  /// Requests running on it at once; for the single upstream, scheduler.max_concurrency.
+  std::int64_t max_concurrency = 1;
+  /// Static catalog; empty = discovered from its /api/tags.
+  std::vector<std::string> models;
+};
+
+enum class Placement : std::uint8_t {
+  model_aware,   ///< expected finish: warm models, load times, eviction cost (core/fleet.hpp)
+  least_loaded,  ///< the least utilised eligible backend, whatever is resident (for comparison)
+};
+
+std::string_view to_string(Placement placement);
+
+/// The `fleet` section: placement and health of the backends. Accepted without `upstreams`, where
+/// health is not gated (a single upstream behaves as before).
+struct FleetConfig {
+  Placement placement = Placement::model_aware;
+  /// Between two active checks (GET /api/version) of one backend.
+  Duration health_interval = std::chrono::seconds(5);
+  /// Longest one check may take; <= health_interval.
+  Duration health_timeout = std::chrono::seconds(2);
+  /// Active checks between two refreshes of a backend's /api/tags (and /api/ps).
+  std::int64_t discover_every = 6;
+  /// unhealthy_after, eject_after, base_ejection, max_ejection (core/health.hpp).
+  core::HealthPolicy health;
+  /// A reset or timeout before response headers is retried once on another backend.
+  bool retry_before_headers = true;
 };
 
 struct SchedulerSettings {
@@ -161,7 +204,15 @@ struct Config {
   HostPort listen{"127.0.0.1", 11435};
   /// nullopt when the config sets "admin_listen": "" (no admin listener).
   std::optional<HostPort> admin_listen = HostPort{"127.0.0.1", 11436};
+  /// The shared upstream settings: the single Ollama's URL, and every backend's default timeouts
+  /// and idle connections. With `upstreams` its url is unused (the default).
   UpstreamConfig upstream;
+  /// The fleet (see the invariants above); never empty.
+  std::vector<BackendConfig> backends;
+  /// True when the file lists `upstreams`: the network layer health-gates only a configured
+  /// fleet, a single `upstream` keeps its behaviour.
+  bool fleet = false;
+  FleetConfig fleet_settings;
   SchedulerSettings scheduler;
   LimitsConfig limits;
   HeaderNames headers;
@@ -212,8 +263,10 @@ ConfigResult load_config_file(const std::string& path);
 
 /// "" when `next` may replace the running `old` live (SIGHUP, POST /admin/reload), else the
 /// reason a restart is needed, naming the fields: listen, admin_listen, upstream.url,
-/// upstream.max_idle_connections, the labels of scheduler.per_key (their numbers may change).
-/// Everything else applies live to requests that start after the swap.
+/// upstream.max_idle_connections, the labels of scheduler.per_key (their numbers may change),
+/// switching between `upstream.url` and `upstreams`, and the url or max_idle_connections of a
+/// backend kept under the same name. Backends added, removed or resized, their models and
+/// timeouts, apply live; so does everything else, to requests that start after the swap.
 std::string reload_incompatibility(const Config& old, const Config& next);
 
 /// The effective config as JSON (every field, defaults filled in, durations as strings), 2-space
