@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "sluice/app/cli.hpp"
 #include "sluice/app/healthcheck.hpp"
@@ -33,8 +34,15 @@ int check_config(const std::string& file, const sluice::app::Overrides& override
     return sluice::app::kExitConfigError;
   }
   const auto& c = *result.config;
-  std::printf("%s: ok (listen %s, upstream %s, max_concurrency %lld, %zu workloads + default)\n",
-              file.c_str(), c.listen.to_string().c_str(), c.upstream.url.c_str(),
+  // A fleet is named by its backends: "upstreams gpu-a, gpu-b".
+  std::string upstream = c.fleet ? "upstreams " : "upstream ";
+  if (!c.fleet) upstream += c.upstream.url;
+  for (std::size_t i = 0; c.fleet && i < c.backends.size(); ++i) {
+    if (i > 0) upstream += ", ";
+    upstream += c.backends[i].name;
+  }
+  std::printf("%s: ok (listen %s, %s, max_concurrency %lld, %zu workloads + default)\n",
+              file.c_str(), c.listen.to_string().c_str(), upstream.c_str(),
               static_cast<long long>(c.scheduler.core.max_concurrency),
               c.scheduler.core.workloads.size());
   return sluice::app::kExitOk;

@@ -7,6 +7,7 @@
 #include <boost/url/url_view.hpp>
 #include <charconv>
 #include <cmath>
+#include <unordered_map>
 
 #include "sluice/core/fleet.hpp"
 #include "sluice/core/labels.hpp"
@@ -124,7 +125,7 @@ bool check_backend_name(Context& ctx, const Path& p, std::string& name) {
 void read_models(Context& ctx, const json& v, const Path& p, BackendConfig& backend) {
   if (!check_array(ctx, v, p, "model names", core::kMaxModels)) return;
   std::vector<std::string> models;
-  std::vector<std::string> canonical;
+  std::unordered_map<std::string, std::size_t> seen;  // canonical name -> its index
   bool ok = true;
   for (std::size_t i = 0; i < v.size(); ++i) {
     std::string model;
@@ -137,19 +138,17 @@ void read_models(Context& ctx, const json& v, const Path& p, BackendConfig& back
       ok = false;
       continue;
     }
-    std::string spelled = core::canonical_model(model);
-    auto same = std::find(canonical.begin(), canonical.end(), spelled);
-    if (same != canonical.end()) {
+    auto [same, added] = seen.emplace(core::canonical_model(model), i);
+    if (!added) {
       std::string message = "model ";
       message += json(model).dump();
       message += " is listed twice (also ";
-      message += p[static_cast<std::size_t>(same - canonical.begin())].display;
+      message += p[same->second].display;
       message += ")";
       ctx.error(p[i], std::move(message));
       ok = false;
       continue;
     }
-    canonical.push_back(std::move(spelled));
     models.push_back(std::move(model));
   }
   if (ok) backend.models = std::move(models);

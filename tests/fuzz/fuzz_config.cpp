@@ -1,6 +1,7 @@
 // Fuzzes the config loader with arbitrary text. Promises checked: it never throws or crashes;
 // it returns a config exactly when there are no errors; every error names a source; a config
-// that loads passes the scheduler's own validation and survives a dump/parse round trip.
+// that loads passes the scheduler's own validation (and the health policy its own), has at least
+// one backend, and survives a dump/parse round trip.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -17,6 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (result.ok()) {
     if (!sluice::core::validate(result.config->scheduler.core).empty()) std::abort();
+    if (!sluice::core::validate(result.config->fleet_settings.health).empty()) std::abort();
+    if (result.config->backends.empty()) std::abort();
     std::string dumped = sluice::config::dump_config(*result.config);
     auto again = sluice::config::parse_config(dumped, "dump");
     if (!again.ok() || sluice::config::dump_config(*again.config) != dumped) std::abort();
