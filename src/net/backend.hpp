@@ -12,16 +12,31 @@
 #include <cstddef>
 #include <string>
 
+#include "sluice/config/config.hpp"
+#include "sluice/core/fleet.hpp"
+#include "sluice/core/health.hpp"
 #include "upstream_pool.hpp"
 
 namespace sluice::net {
 
 struct Backend {
-  Backend(boost::asio::any_io_executor executor, std::string backend_name, std::size_t max_idle)
-      : name(std::move(backend_name)), pool(std::move(executor), max_idle) {}
+  Backend(boost::asio::any_io_executor executor, std::string backend_name, core::BackendId core_id,
+          std::size_t max_idle)
+      : name(std::move(backend_name)), id(core_id), pool(std::move(executor), max_idle) {}
 
   std::string name;
+  core::BackendId id = 0;  ///< its id in the scheduler's fleet
   UpstreamPool pool;
+  core::Health health;  ///< used for a configured fleet only (Config::fleet)
 };
+
+/// The settings of backend `name` in `config` (the first backend's when none has that name).
+inline const config::UpstreamConfig& upstream_of(const config::Config& config,
+                                                 std::string_view name) {
+  for (const config::BackendConfig& backend : config.backends) {
+    if (backend.name == name) return backend.upstream;
+  }
+  return config.backends.empty() ? config.upstream : config.backends.front().upstream;
+}
 
 }  // namespace sluice::net

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -39,12 +40,92 @@ Proxy::Impl::Impl(asio::io_context& io_context, std::shared_ptr<const config::Co
       watch_ticker(io_context),
       accept_wakeup(io_context, asio::steady_timer::time_point::max()),
       idle_wakeup(io_context, asio::steady_timer::time_point::max()) {
-  backends.push_back(std::make_shared<Backend>(
-      io_context.get_executor(), config->upstream.host_header,
-      static_cast<std::size_t>(std::max<std::int64_t>(config->upstream.max_idle_connections, 0))));
+  if (config->fleet) {
+    const config::FleetConfig& fleet = config->fleet_settings;
+    monitor = std::make_unique<FleetMonitor>(
+        io_context,
+        MonitorSettings{.interval = fleet.health_interval,
+                        .timeout = fleet.health_timeout,
+                        .discover_every = static_cast<int>(fleet.discover_every)},
+        [this](const Backend& backend) -> std::optional<config::UpstreamConfig> {
+          for (const auto& b : config->backends) {
+            if (b.name == backend.name) return b.upstream;
+          }
+          return std::nullopt;
+        },
+        [this](Backend& backend, const MonitorReport& report) { on_report(backend, report); });
+  }
+  sync_backends();
   // The one place metrics learn the workloads and the limit: here and on reconfigure().
   metrics.add_workloads(config->workload_names());
   metrics.set_concurrency_limit(config->scheduler.core.max_concurrency);
+}
+
+void Proxy::Impl::sync_backends() {
+  const core::Fleet& fleet = gate.scheduler().fleet();
+  std::vector<std::shared_ptr<Backend>> next(std::max<std::size_t>(fleet.size(), 1));
+  for (const config::BackendConfig& b : config->backends) {
+    // A single upstream is the scheduler's implicit backend, whatever its name here.
+    const std::optional<core::BackendId> id =
+        config->fleet ? fleet.find(b.name) : std::optional<core::BackendId>(0);
+    if (!id) continue;
+    if (*id >= next.size()) next.resize(*id + 1);
+    std::shared_ptr<Backend> kept;
+    for (const auto& old : backends) {
+      if (old && old->name == b.name && old->id == *id) kept = old;
+    }
+    if (!kept) {
+      kept = std::make_shared<Backend>(
+          io.get_executor(), b.name, *id,
+          static_cast<std::size_t>(std::max<std::int64_t>(b.upstream.max_idle_connections, 0)));
+      kept->health.set_policy(config->fleet_settings.health);
+      if (config->fleet)
+        spdlog::info("backend {} at {} ({} slots)", b.name, b.upstream.url, b.max_concurrency);
+    }
+    kept->health.set_policy(config->fleet_settings.health);
+    next[*id] = kept;
+  }
+  for (const auto& old : backends) {
+    if (!old) continue;
+    if (std::find(next.begin(), next.end(), old) != next.end()) continue;
+    if (monitor) monitor->forget(*old);
+    old->pool.close_idle();  // requests running on it keep it alive until they end
+  }
+  backends = std::move(next);
+  if (!monitor) return;
+  for (const config::BackendConfig& b : config->backends) {
+    for (const auto& backend : backends) {
+      if (backend && backend->name == b.name) monitor->watch(backend, b.models.empty());
+    }
+  }
+}
+
+void Proxy::Impl::on_report(Backend& backend, const MonitorReport& report) {
+  const core::Time now = gate.now();
+  const bool changed = report.problem.empty() ? backend.health.check_passed(now)
+                                              : backend.health.check_failed(now, report.problem);
+  if (changed) {
+    if (backend.health.up()) {
+      spdlog::info("backend {} is up", backend.name);
+    } else {
+      spdlog::warn("backend {} is down: {}", backend.name, backend.health.reason());
+    }
+  }
+  // Observations first, so that a backend coming up is judged with what it serves.
+  if (report.catalog) gate.observe_catalog(backend.id, *report.catalog);
+  if (report.resident) gate.observe_resident(backend.id, *report.resident);
+  gate.observe_up(backend.id, backend.health.up());
+}
+
+void Proxy::Impl::note_unreachable(Backend& backend, const std::string& why) {
+  if (!config->fleet) return;  // a single upstream keeps answering 502, as it always did
+  if (!backend.health.request_failed(gate.now(), why)) return;
+  spdlog::warn(
+      "backend {} ejected until its health check passes after {}s: {}", backend.name,
+      std::chrono::duration_cast<std::chrono::seconds>(backend.health.ejected_until() - gate.now())
+          .count(),
+      backend.health.reason());
+  gate.observe_up(backend.id, false);
 }
 
 asio::awaitable<void> Proxy::Impl::accept_loop() {
@@ -125,6 +206,13 @@ std::string Proxy::reconfigure(std::shared_ptr<const config::Config> next) {
   if (std::string why = impl_->gate.reconfigure(next->scheduler.core); !why.empty()) return why;
   impl_->authenticator = std::make_shared<const auth::Authenticator>(next->auth);
   impl_->config = std::move(next);
+  if (impl_->monitor) {
+    const config::FleetConfig& fleet = impl_->config->fleet_settings;
+    impl_->monitor->set_settings({.interval = fleet.health_interval,
+                                  .timeout = fleet.health_timeout,
+                                  .discover_every = static_cast<int>(fleet.discover_every)});
+  }
+  impl_->sync_backends();
   impl_->metrics.add_workloads(impl_->config->workload_names());
   impl_->metrics.set_concurrency_limit(impl_->config->scheduler.core.max_concurrency);
   impl_->accept_wakeup.cancel();  // max_connections may have grown
@@ -143,8 +231,9 @@ void Proxy::begin_shutdown() {
   impl.acceptor.close(ignored);
   impl.accept_wakeup.cancel();
   impl.gate.drain();
+  if (impl.monitor) impl.monitor->stop();
   for (const auto& backend : impl.backends)
-    backend->pool.close_idle();
+    if (backend) backend->pool.close_idle();
   for (SessionRecord& record : impl.sessions) {
     if (!record.busy) Impl::close_session(record, false);
   }
@@ -178,8 +267,9 @@ void Proxy::close_all() {
   error_code ignored;
   impl.acceptor.close(ignored);
   impl.accept_wakeup.cancel();
+  if (impl.monitor) impl.monitor->stop();
   for (const auto& backend : impl.backends)
-    backend->pool.stop();
+    if (backend) backend->pool.stop();
   for (SessionRecord& record : impl.sessions) {
     record.cut = true;
     Impl::close_session(record, true);
@@ -200,7 +290,7 @@ const AdmissionGate& Proxy::gate() const {
 
 asio::awaitable<std::string> Proxy::probe_upstream() {
   auto impl = impl_;
-  const config::UpstreamConfig upstream = impl->config->upstream;
+  const config::UpstreamConfig upstream = upstream_of(*impl->config, impl->primary()->name);
   // A fresh connection (never a pooled one: the probe checks that connecting works), through
   // the pool so that it resolves the host name as requests do and shares the cached addresses.
   ProbeResult result = co_await probe_get(impl->primary()->pool, upstream, "/api/version",

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "fleet_monitor.hpp"
 #include "sluice/auth/auth.hpp"
 #include "sluice/config/config.hpp"
 #include "sluice/core/cost.hpp"
@@ -116,10 +117,26 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   std::vector<std::shared_ptr<Backend>> backends;
   /// The backend the scheduler placed a request on.
   const std::shared_ptr<Backend>& backend_at(core::BackendId id) const {
-    return id < backends.size() && backends[id] ? backends[id] : backends.front();
+    return id < backends.size() && backends[id] ? backends[id] : primary();
   }
-  /// The backend pass-through requests and the readiness probe use.
-  const std::shared_ptr<Backend>& primary() const { return backends.front(); }
+  /// Makes `backends` match config->backends (by name; the scheduler's fleet gives the ids) and
+  /// the monitor watch them.
+  void sync_backends();
+  /// What a monitor round found out about a backend.
+  void on_report(Backend& backend, const MonitorReport& report);
+  /// A request could not reach its backend (connect failure, reset or timeout before headers).
+  void note_unreachable(Backend& backend, const std::string& why);
+  std::unique_ptr<FleetMonitor> monitor;
+  /// The backend pass-through requests and the readiness probe use: the first one up.
+  const std::shared_ptr<Backend>& primary() const {
+    for (const auto& backend : backends) {
+      if (backend && (!config->fleet || backend->health.up())) return backend;
+    }
+    for (const auto& backend : backends) {
+      if (backend) return backend;
+    }
+    return backends.front();
+  }
   BufferPool buffers;
   boost::asio::ip::tcp::acceptor acceptor;
   std::list<SessionRecord> sessions;

@@ -129,6 +129,7 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
   const std::optional<std::uint64_t> length = to_std(parser.content_length());
   const bool has_length = length.has_value();
   const unsigned status = res.result_int();
+  ctx.backend->health.request_reached(core::Time{});  // it answered: the failures are not in a row
   const bool body_expected = !ctx.is_head && status != 204 && status != 304;
   std::string_view content_type = res[http::field::content_type];
   const bool sse = content_type.substr(0, 17) == "text/event-stream";
@@ -293,6 +294,8 @@ asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, Reque
     if (attempt == 0) acquired.connection = ctx.backend->pool.take_idle(/*can_retry=*/true);
     if (!acquired.connection) acquired = co_await ctx.backend->pool.connect(upstream);
     if (!acquired.connection) {
+      proxy.note_unreachable(*ctx.backend, acquired.timed_out ? std::string("connect timeout")
+                                                              : acquired.error.message());
       co_await answer_connect_failure(client, ctx, acquired, false);
       co_return;
     }

@@ -46,6 +46,7 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
   ctx.backend_name = ctx.backend->name;
   AcquireResult acquired = co_await ctx.backend->pool.acquire(*ctx.upstream);
   if (!acquired.connection) {
+    proxy.note_unreachable(*ctx.backend, acquired.error.message());
     co_await answer_connect_failure(client, ctx, acquired, true);
     co_return;
   }

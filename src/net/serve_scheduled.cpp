@@ -78,6 +78,7 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
   Slot slot = std::move(admission.slot);
   // Aimed at the backend the scheduler chose: its address, Host and path prefix.
   ctx.backend = proxy.backend_at(slot.backend());
+  ctx.upstream = &upstream_of(*ctx.config, ctx.backend->name);
   prepare_upstream_request(upstream_request.base(), target, ctx,
                            {.content_length = upstream_request.body().size()});
   const Clock::time_point deadline =

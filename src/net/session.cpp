@@ -87,7 +87,7 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
   RequestContext ctx;
   ctx.config = proxy.config;
   ctx.backend = proxy.primary();
-  ctx.upstream = &ctx.config->upstream;
+  ctx.upstream = &upstream_of(*ctx.config, ctx.backend->name);
   ctx.authenticator = proxy.authenticator;
   ctx.arrival = Clock::now();
   const config::LimitsConfig& limits = ctx.config->limits;
