@@ -42,7 +42,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <ranges>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -148,10 +147,27 @@ struct WorkloadInfo {
 };
 
 // Every id of a table with `size` slots, live or not, in index order (callers check `live`).
+// A plain range rather than std::views: the fuzzers build with clang, whose C++20 support
+// cannot compile libstdc++ 12's views.
 template <class IdT>
-auto all_ids(std::size_t size) {
-  return std::views::iota(std::uint32_t{0}, static_cast<std::uint32_t>(size)) |
-         std::views::transform([](std::uint32_t index) { return IdT{index}; });
+struct IdRange {
+  struct iterator {
+    std::uint32_t index;
+    IdT operator*() const { return IdT{index}; }
+    iterator& operator++() {
+      ++index;
+      return *this;
+    }
+    bool operator==(const iterator& other) const = default;
+  };
+  std::uint32_t size;
+  iterator begin() const { return {0}; }
+  iterator end() const { return {size}; }
+};
+
+template <class IdT>
+IdRange<IdT> all_ids(std::size_t size) {
+  return {static_cast<std::uint32_t>(size)};
 }
 
 // A slab of records with stable ids and a free list.
