@@ -82,9 +82,9 @@ boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::admit(core::Reque
     case core::EnqueueResult::Kind::admitted: {
       result.kind = AdmitResult::Kind::admitted;
       result.workload = scheduler_.permit_workload(queued.permit).value_or(request.workload);
-      result.slot = Slot(this, alive_, queued.permit, result.workload,
-                         scheduler_.permit_cost(queued.permit).value_or(request.cost),
-                         queued.backend);
+      result.slot =
+          Slot(this, alive_, queued.permit, result.workload,
+               scheduler_.permit_cost(queued.permit).value_or(request.cost), queued.backend);
       wake(others);
       changed();
       co_return result;
