@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "config_test_support.hpp"
 #include "sluice/config/config.hpp"
 #include "sluice/core/duration.hpp"
 
@@ -22,29 +23,11 @@ using sluice::config::LogFormat;
 using sluice::config::LogLevel;
 using sluice::config::parse_config;
 using sluice::config::reload_incompatibility;
+using sluice::test::only_error;
+using sluice::test::parse;
+using sluice::test::parse_ok;
 
 namespace {
-
-ConfigResult parse(const std::string& text) {
-  return parse_config(text, "sluice.json");
-}
-
-Config parse_ok(const std::string& text) {
-  ConfigResult r = parse(text);
-  INFO(r.error_text());
-  REQUIRE(r.ok());
-  return *r.config;
-}
-
-// The single error of `text`, as the operator sees it.
-std::string only_error(const std::string& text) {
-  ConfigResult r = parse(text);
-  CHECK_FALSE(r.ok());
-  CHECK_FALSE(r.config.has_value());
-  INFO(r.error_text());
-  REQUIRE(r.errors.size() == 1);
-  return r.errors.front().to_string();
-}
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;

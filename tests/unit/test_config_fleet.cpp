@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "config_test_support.hpp"
 #include "sluice/config/config.hpp"
 #include "sluice/core/fleet.hpp"
 #include "sluice/core/limits.hpp"
@@ -18,28 +19,11 @@ using sluice::config::dump_config;
 using sluice::config::parse_config;
 using sluice::config::Placement;
 using sluice::config::reload_incompatibility;
+using sluice::test::only_error;
+using sluice::test::parse;
+using sluice::test::parse_ok;
 
 namespace {
-
-ConfigResult parse(const std::string& text) {
-  return parse_config(text, "sluice.json");
-}
-
-Config parse_ok(const std::string& text) {
-  ConfigResult r = parse(text);
-  INFO(r.error_text());
-  REQUIRE(r.ok());
-  return *r.config;
-}
-
-// The single error of `text`, as the operator sees it.
-std::string only_error(const std::string& text) {
-  ConfigResult r = parse(text);
-  CHECK_FALSE(r.config.has_value());
-  INFO(r.error_text());
-  REQUIRE(r.errors.size() == 1);
-  return r.errors.front().to_string();
-}
 
 // A fleet of `backends` (a JSON array's contents) with `rest` more root members.
 std::string fleet(const std::string& backends, const std::string& rest = "") {
