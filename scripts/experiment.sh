@@ -215,7 +215,12 @@ write_fleet_config() {
       sep=$',\n'
     done
     echo ' ],'
-    echo "  \"fleet\": { \"placement\": \"$placement\" },"
+    # sluice's defaults (load_time 5s, load_threshold 250ms), scaled like every other time in
+    # the run: the simulators report durations in real time (--wall-durations), so sluice learns
+    # what it would learn in front of GPUs that many times faster. Nothing is tuned here.
+    printf '  "fleet": { "placement": "%s", "load_time": %s, "load_threshold": %s },\n' \
+      "$placement" "$(awk -v s="$scale" 'BEGIN { v = int(5000 / s); print (v < 1 ? 1 : v) }')" \
+      "$(awk -v s="$scale" 'BEGIN { v = int(250 / s); print (v < 1 ? 1 : v) }')"
     cat <<'EOF'
   "scheduler": {
     "max_queue": 100000,
@@ -244,7 +249,7 @@ run_fleet() {
     name=${fleet_names[$i]}
     # shellcheck disable=SC2086  # the flags are words without spaces (sluice-bench fleet)
     start "sim-$scenario-$label-$name" "$sim_bin" --listen 127.0.0.1:0 --time-scale "$scale" \
-      --seed "$((i + 1))" --log-level warn ${fleet_flags[$i]}
+      --wall-durations --seed "$((i + 1))" --log-level warn ${fleet_flags[$i]}
     fleet_ports+=("$port")
     stats+=(--sim-stats "http://127.0.0.1:$port")
     targets+=(--target "http://127.0.0.1:$port")

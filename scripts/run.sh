@@ -3,8 +3,11 @@
 # answers, in front of the bundled GPU simulator (sluice-sim), which this script then starts and
 # stops itself. Ctrl-C (or SIGTERM) shuts sluice down gracefully and stops the simulator.
 #
-# Usage: scripts/run.sh [--config FILE] [--ollama URL] [--build-dir DIR] [--no-build]
-#                       [-- SLUICE_FLAGS...]
+# Usage: scripts/run.sh [--config FILE] [--ollama URL] [--fleet N] [--build-dir DIR]
+#                       [--no-build] [-- SLUICE_FLAGS...]
+# --fleet N (1-8): the demo of a fleet — N simulators with different model sets (each holding
+#   one model at a time, 3 s loads), named gpu-1..gpu-N, behind one sluice (--backend ...);
+#   Ollama is not looked for.
 # Environment (the flags win):
 #   SLUICE_CONFIG       config file                      (default: config/sluice.json)
 #   OLLAMA_URL          where to look for Ollama         (default: http://127.0.0.1:11434)
@@ -20,18 +23,25 @@ config=${SLUICE_CONFIG:-"$root/config/sluice.json"}
 ollama=${OLLAMA_URL:-http://127.0.0.1:11434}
 build_dir=${SLUICE_BUILD_DIR:-"$root/build"}
 build=1
+fleet=0
 extra=()
 while (($# > 0)); do
   case "$1" in
     --config) config=$2; shift 2 ;;
     --ollama) ollama=${2%/}; shift 2 ;;
+    --fleet) fleet=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --build-dir) build_dir=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run: unknown argument $1 (see scripts/run.sh --help)" >&2; exit 64 ;;
   esac
 done
+
+if ! [[ "$fleet" =~ ^[0-9]+$ ]] || ((fleet > 8)); then
+  echo "run: --fleet takes a number of simulators from 1 to 8, not $fleet" >&2
+  exit 64
+fi
 
 if ((build)); then
   "$root/scripts/setup.sh"
@@ -45,7 +55,7 @@ for b in "$sluice_bin" "$sim_bin"; do
 done
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/sluice-run.XXXXXX")
-sim_pid=""
+sim_pids=()
 sluice_pid=""
 cleanup() {
   local status=$?
@@ -55,11 +65,14 @@ cleanup() {
     kill -TERM "$sluice_pid" 2>/dev/null || true
     wait "$sluice_pid" 2>/dev/null || true
   fi
-  if [[ -n "$sim_pid" ]] && kill -0 "$sim_pid" 2>/dev/null; then
-    echo "run: stopping the simulator (pid $sim_pid)" >&2
-    kill -TERM "$sim_pid" 2>/dev/null || true
-    wait "$sim_pid" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "${sim_pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "run: stopping the simulator (pid $pid)" >&2
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   rm -rf "$workdir"
   exit "$status"
 }
@@ -81,26 +94,53 @@ wait_for_line() {
   return 1
 }
 
-if version=$(curl -fsS -m 2 "$ollama/api/version" 2>/dev/null); then
+# start_sim NAME ARGS...: starts one simulator in its own session (a Ctrl-C on the terminal
+# reaches this script only; cleanup stops the children in order: sluice drains first, then the
+# simulators go) and sets sim_url.
+start_sim() {
+  local name=$1 pid
+  shift
+  setsid "$sim_bin" --listen 127.0.0.1:0 "$@" >"$workdir/$name.out" 2>"$workdir/$name.err" &
+  pid=$!
+  sim_pids+=("$pid")
+  if ! sim_url=$(wait_for_line "$workdir/$name.out" "listening on " "$pid"); then
+    echo "run: the simulator $name did not start:" >&2
+    cat "$workdir/$name.err" >&2
+    exit 1
+  fi
+  sim_started="$sim_url (sluice-sim $*, pid $pid)"
+}
+
+backends=()
+fleet_desc=()
+if ((fleet > 0)); then
+  # Each backend serves two of four models and holds one at a time: placement by model, and
+  # the cost of a load, are visible in X-Sluice-Backend and /admin/state.
+  models=(mistral:latest llama3.1:8b qwen2.5:7b gemma2:9b)
+  read -r -a sim_args <<<"${SLUICE_SIM_ARGS:---parallel 2}"
+  for ((i = 0; i < fleet; i++)); do
+    served="${models[$((i % 4))]},${models[$(((i + 1) % 4))]}"
+    start_sim "gpu-$((i + 1))" "${sim_args[@]}" --models "$served" --max-loaded 1 --load-time 3s
+    echo "run: started gpu-$((i + 1)) at $sim_started" >&2
+    backends+=(--backend "gpu-$((i + 1))=$sim_url,2")
+    fleet_desc+=("gpu-$((i + 1))=$sim_url ($served)")
+  done
+  upstream="a fleet of $fleet simulators"
+elif version=$(curl -fsS -m 2 "$ollama/api/version" 2>/dev/null); then
   upstream=$ollama
   echo "run: found Ollama at $ollama ($version); sluice will proxy to it" >&2
 else
   read -r -a sim_args <<<"${SLUICE_SIM_ARGS:---parallel 2}"
-  # Own session: a Ctrl-C on the terminal reaches this script only; cleanup stops the children in
-  # order (sluice drains first, then the simulator goes).
-  setsid "$sim_bin" --listen 127.0.0.1:0 "${sim_args[@]}" >"$workdir/sim.out" 2>"$workdir/sim.err" &
-  sim_pid=$!
-  if ! sim_url=$(wait_for_line "$workdir/sim.out" "listening on " "$sim_pid"); then
-    echo "run: the simulator did not start:" >&2
-    cat "$workdir/sim.err" >&2
-    exit 1
-  fi
+  start_sim sim "${sim_args[@]}"
+  echo "run: no Ollama at $ollama; starting the bundled GPU simulator at $sim_started" >&2
   upstream=$sim_url
-  echo "run: no Ollama at $ollama; starting the bundled GPU simulator at $sim_url" \
-    "(sluice-sim ${sim_args[*]}, pid $sim_pid)" >&2
 fi
 
-args=(--config "$config" --upstream "$upstream")
+if ((fleet > 0)); then
+  args=(--config "$config" "${backends[@]}")
+else
+  args=(--config "$config" --upstream "$upstream")
+fi
 [[ -n "${SLUICE_LISTEN:-}" ]] && args+=(--listen "$SLUICE_LISTEN")
 [[ -n "${SLUICE_ADMIN_LISTEN:-}" ]] && args+=(--admin-listen "$SLUICE_ADMIN_LISTEN")
 args+=("${extra[@]}")
@@ -124,6 +164,11 @@ run: try a request (the X-User-Id / X-Tier headers choose who is served first):
   curl -N $url/api/generate -H 'X-User-Id: alice' -H 'X-Tier: paid' -d '{"model": "mistral", "prompt": "Why is the sky blue?"}'
 
 MSG
+if ((fleet > 0)); then
+  echo "run: the fleet: ${fleet_desc[*]}" >&2
+  echo "run: models: ${models[*]:0:$((fleet + 1 > 4 ? 4 : fleet + 1))} (curl -i shows X-Sluice-Backend," \
+    "the backend that answered; the first request for a model not resident waits its load)" >&2
+fi
 if [[ -n "$admin_url" ]]; then
   echo "run: queue and limits: curl $admin_url/admin/state    metrics: curl $admin_url/metrics" >&2
 fi

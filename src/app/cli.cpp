@@ -5,6 +5,8 @@
 // diagnostic on an overridden field is reported under the flag's name.
 #include "sluice/app/cli.hpp"
 
+#include <charconv>
+
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -51,6 +53,13 @@ CliParse parse_command_line(int argc, const char* const* argv) {
                  "override upstream.url, e.g. http://127.0.0.1:11434 (not with upstreams in the "
                  "config)")
       ->type_name("URL");
+  app.add_option("--backend", v.backends,
+                 "a backend of a fleet, NAME=URL[,SLOTS] (SLOTS: its max_concurrency, default 1); "
+                 "repeat for each. Replaces the config's upstreams and upstream.url; the fleet is "
+                 "then capped only by --max-concurrency, if given")
+      ->type_name("NAME=URL[,SLOTS]")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--max-concurrency", v.max_concurrency,
                  "override scheduler.max_concurrency: requests running upstream at once")
       ->type_name("N");
@@ -130,6 +139,47 @@ std::optional<std::string> hash_key_output(bool generate, std::string_view input
   return auth::sha256_hex(key) + "\n";
 }
 
+namespace {
+
+struct BackendFlag {
+  std::string name;
+  std::string url;
+  std::int64_t slots = 1;
+};
+
+/// NAME=URL[,SLOTS] of one --backend; nullopt with `why` set when it is not that shape (the URL
+/// and the name are checked by the config loader, which names the field).
+std::optional<BackendFlag> parse_backend_flag(std::string_view spec, std::string* why) {
+  const std::size_t eq = spec.find('=');
+  if (eq == std::string_view::npos || eq == 0 || eq + 1 == spec.size()) {
+    *why = "expected NAME=URL[,SLOTS] (e.g. gpu-a=http://10.0.0.5:11434,2), not \"";
+    why->append(spec);
+    why->push_back('"');
+    return std::nullopt;
+  }
+  BackendFlag flag{.name = std::string(spec.substr(0, eq))};
+  std::string_view rest = spec.substr(eq + 1);
+  if (const std::size_t comma = rest.rfind(','); comma != std::string_view::npos) {
+    const std::string_view digits = rest.substr(comma + 1);
+    std::int64_t slots = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), slots);
+    if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) {
+      *why = "SLOTS after the last ',' must be an integer, not \"";
+      why->append(digits);
+      why->append("\" (in \"");
+      why->append(spec);
+      why->append("\")");
+      return std::nullopt;
+    }
+    flag.slots = slots;  // bounds: the loader's, on upstreams[i].max_concurrency
+    rest = rest.substr(0, comma);
+  }
+  flag.url = std::string(rest);
+  return flag;
+}
+
+}  // namespace
+
 config::ConfigResult apply_overrides(const config::Config& base, const Overrides& overrides) {
   if (overrides.empty()) {
     config::ConfigResult same;
@@ -153,6 +203,25 @@ config::ConfigResult apply_overrides(const config::Config& base, const Overrides
     doc["upstream"]["url"] = *overrides.upstream_url;
     given.emplace_back("--upstream", "upstream.url");
   }
+  std::vector<std::string> backend_errors;
+  if (!overrides.backends.empty()) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const std::string& spec : overrides.backends) {
+      std::string why;
+      if (auto backend = parse_backend_flag(spec, &why)) {
+        list.push_back({{"name", backend->name},
+                        {"url", backend->url},
+                        {"max_concurrency", backend->slots}});
+      } else {
+        backend_errors.push_back(std::move(why));
+      }
+    }
+    if (doc.contains("upstream")) doc["upstream"].erase("url");
+    doc["upstreams"] = std::move(list);
+    // The file's max_concurrency was its single upstream's slots (or its own fleet's cap).
+    if (doc.contains("scheduler")) doc["scheduler"].erase("max_concurrency");
+    given.emplace_back("--backend", "upstreams");
+  }
   if (overrides.max_concurrency) {
     doc["scheduler"]["max_concurrency"] = *overrides.max_concurrency;
     given.emplace_back("--max-concurrency", "scheduler.max_concurrency");
@@ -175,6 +244,16 @@ config::ConfigResult apply_overrides(const config::Config& base, const Overrides
          "Ollama of a config without upstreams: use upstreams or --upstream, not both"});
     result.config.reset();
   }
+  if (overrides.upstream_url && !overrides.backends.empty()) {
+    result.errors.insert(result.errors.begin(),
+                         {"command line", 0, "--upstream",
+                          "--upstream (one Ollama) and --backend (a fleet) exclude each other"});
+    result.config.reset();
+  }
+  for (std::string& why : backend_errors) {
+    result.errors.push_back({"command line", 0, "--backend", std::move(why)});
+    result.config.reset();
+  }
   // Line numbers refer to the generated document, which means nothing to the operator.
   for (auto* list : {&result.errors, &result.warnings}) {
     for (config::ConfigDiagnostic& d : *list) {
@@ -182,6 +261,11 @@ config::ConfigResult apply_overrides(const config::Config& base, const Overrides
       for (const auto& [flag, field] : given) {
         if (d.field == field) {
           d.field = flag;
+          break;
+        }
+        // upstreams[1].url: the second --backend's URL.
+        if (d.field.starts_with(field + "[")) {
+          d.field = flag + " (" + d.field + ")";
           break;
         }
       }

@@ -24,6 +24,7 @@ constexpr std::size_t kMaxRoutes = 256;
 constexpr std::size_t kMaxRouteBytes = 1024;
 constexpr std::size_t kMaxHeaderNameBytes = 64;
 constexpr std::size_t kMaxApiKeys = 10'000;
+constexpr Duration kMaxLoadTime = std::chrono::hours(1);
 
 // ---- upstream ----
 
@@ -258,7 +259,9 @@ const Fields<FleetConfig>& fleet_fields() {
               "base_ejection", [](auto& f) -> auto& { return f.health.base_ejection; }, kPositive)
           .duration(
               "max_ejection", [](auto& f) -> auto& { return f.health.max_ejection; }, kPositive)
-          .boolean("retry_before_headers", &F::retry_before_headers);
+          .boolean("retry_before_headers", &F::retry_before_headers)
+          .duration("load_time", &F::load_time, kPositive, kMaxLoadTime)
+          .duration("load_threshold", &F::load_threshold, kPositive, kMaxLoadTime);
   return fields;
 }
 
@@ -654,6 +657,8 @@ namespace {
 void derive_backends(Context& ctx, const json& root, const ObjectReader& r, Config& c) {
   core::SchedulerConfig& core = c.scheduler.core;
   core.model_aware = c.fleet_settings.placement == Placement::model_aware;
+  core.assumed_load_time = c.fleet_settings.load_time;
+  core.load_threshold = c.fleet_settings.load_threshold;
   if (!c.fleet) {
     // A fleet of one: the single upstream, with every slot of the scheduler.
     c.backends = {BackendConfig{c.upstream.host_header, c.upstream, core.max_concurrency, {}}};

@@ -246,7 +246,7 @@ Duration Fleet::load_time(BackendId b, ModelId m) const {
   const Backend& backend = backends_.at(b);
   if (auto it = backend.load_time.find(m); it != backend.load_time.end()) return it->second;
   // Not seen for this model here: the average of this backend's other models, else the default.
-  if (backend.load_time.empty()) return kDefaultLoadTime;
+  if (backend.load_time.empty()) return assumed_load_time_;
   Duration sum{};
   for (const auto& [model, time] : backend.load_time)
     sum += time;
@@ -368,7 +368,7 @@ bool Fleet::release(BackendId b, ModelId m, const Timings& timings, Time now) {
     backend.speed_known = true;
   }
   bool loaded = false;
-  if (m != kUnlistedModel && timings.load_duration && *timings.load_duration >= kLoadSeen) {
+  if (m != kUnlistedModel && counts_as_load(timings)) {
     loaded = true;
     auto [it, inserted] = backend.load_time.try_emplace(m, *timings.load_duration);
     if (!inserted) it->second = blend(it->second, *timings.load_duration, kLoadTimeWeight);

@@ -47,6 +47,8 @@ std::string validate(const SchedulerConfig& config) {
   if (config.max_queue < 0) return "max_queue must be >= 0";
   if (config.max_queue > kMaxQueue) return above("max_queue", kMaxQueue);
   if (config.queue_timeout_cap.count() < 0) return "queue_timeout_cap must not be negative";
+  if (config.assumed_load_time.count() <= 0) return "assumed_load_time must be positive";
+  if (config.load_threshold.count() <= 0) return "load_threshold must be positive";
   if (!config.backends.empty()) {
     if (std::string error = validate(std::span<const BackendSpec>(config.backends)); !error.empty())
       return error;
@@ -96,6 +98,7 @@ Scheduler::Scheduler(SchedulerConfig config)
   }
   state.concurrency_ceiling = config_.max_concurrency;
   state.fleet.set_model_aware(config_.model_aware);
+  state.fleet.set_load_policy(config_.assumed_load_time, config_.load_threshold);
   if (config_.backends.empty()) state.fleet.set_up(0, true);  // a single upstream: always up
 }
 
@@ -370,6 +373,7 @@ std::string Scheduler::reconfigure(SchedulerConfig config, Time now,
     if (auto single = state.fleet.find(kSingleBackend)) state.fleet.set_up(*single, true);
   }
   state.fleet.set_model_aware(config.model_aware);
+  state.fleet.set_load_policy(config.assumed_load_time, config.load_threshold);
   for (std::size_t i = 0; i < config.per_key.size(); ++i) {
     const KeyLimitSpec& next_limit = config.per_key[i];
     const KeyLimitSpec& old_limit = config_.per_key[i];

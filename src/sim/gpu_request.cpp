@@ -111,6 +111,10 @@ Metrics SimServer::Impl::metrics_of(const Record& r, std::int64_t prefill_end,
   m.prompt_eval_ns = prefill_end - start;
   m.eval_count = r.tokens;
   m.eval_ns = end - prefill_end;
+  if (cfg.wall_durations && cfg.time_scale != 1.0) {
+    for (std::int64_t* ns : {&m.total_ns, &m.load_ns, &m.prompt_eval_ns, &m.eval_ns})
+      *ns = static_cast<std::int64_t>(static_cast<double>(*ns) / cfg.time_scale);
+  }
   return m;
 }
 

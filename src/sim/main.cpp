@@ -70,6 +70,10 @@ int main(int argc, char** argv) {
                  "run the clock this many times faster; all reported durations stay simulated")
       ->check(CLI::Range(0.001, 100000.0))
       ->capture_default_str();
+  app.add_flag("--wall-durations", cfg.wall_durations,
+               "report the durations of final objects (total, load, prompt_eval, eval) in real "
+               "elapsed time rather than simulated time, so that they agree with a proxy's own "
+               "clock under --time-scale (what a fleet's placement learns from)");
   app.add_option("--seed", cfg.seed, "seed for output lengths, words, embeddings and faults")
       ->capture_default_str();
   app.add_option("--models", models,

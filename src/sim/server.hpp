@@ -26,6 +26,9 @@ struct SimConfig {
   int parallel = 1;           ///< slots per model (OLLAMA_NUM_PARALLEL)
   std::size_t max_queue = 0;  ///< waiting requests per model before 503; 0 = unbounded
   double time_scale = 1.0;    ///< simulated seconds per real second
+  /// Durations in final objects in real elapsed time (simulated / time_scale), so that they
+  /// agree with what a proxy measures with its own clock; default: simulated time.
+  bool wall_durations = false;
   std::uint64_t seed = 1;
   std::vector<std::string> models = {"mistral:latest"};
   GpuParams gpu;

@@ -649,3 +649,55 @@ TEST_CASE("scripts/run.sh: no Ollama -> starts the simulator, serves, cleans up 
   CHECK(port_refuses(port));
   CHECK(port_refuses(sim_port));  // the simulator was stopped too
 }
+
+TEST_CASE("scripts/run.sh --fleet 3: three simulators behind one sluice, placed by model") {
+  ChildProcess run("/bin/bash",
+                   {std::string(SLUICE_SOURCE_DIR) + "/scripts/run.sh", "--no-build", "--build-dir",
+                    SLUICE_BUILD_DIR, "--fleet", "3", "--", "--listen", "127.0.0.1:0",
+                    "--admin-listen", "127.0.0.1:0"});
+  const std::uint16_t port = run.wait_for_port("listening on http://127.0.0.1:", 20000ms);
+  std::vector<std::uint16_t> sims;
+  const std::regex started(R"(started gpu-(\d) at http://127\.0\.0\.1:(\d+))");
+  const std::string err = run.stderr_text();
+  for (auto it = std::sregex_iterator(err.begin(), err.end(), started);
+       it != std::sregex_iterator(); ++it) {
+    sims.push_back(static_cast<std::uint16_t>(std::stoul((*it)[2])));
+  }
+  REQUIRE_MESSAGE(sims.size() == 3, run.output());
+
+  // gpu-1 serves mistral and llama3.1:8b, gpu-3 qwen2.5:7b and gemma2:9b: a request for gemma2
+  // can only go to gpu-3, one for mistral only to gpu-1. (Backends are up after their first
+  // health check: retry briefly.)
+  auto ask = [&](const std::string& model) {
+    const HttpRequest request = post_json(
+        "/api/generate",
+        R"({"model":")" + model + R"(","prompt":"hi","stream":false,"options":{"num_predict":3}})",
+        {{"X-User-Id", "alice"}, {"X-Tier", "paid"}});
+    HttpResponse r;
+    for (int i = 0; i < 100; ++i) {
+      try {
+        r = http_request(port, request);
+      } catch (const std::exception& e) {
+        FAIL_CHECK(std::string(e.what()) << "\n" << run.output());
+        return r;
+      }
+      if (r.status == 200) break;
+      std::this_thread::sleep_for(100ms);
+    }
+    return r;
+  };
+  HttpResponse gemma = ask("gemma2:9b");
+  CHECK(gemma.status == 200);
+  CHECK(gemma.header("X-Sluice-Backend") == "gpu-3");
+  HttpResponse mistral = ask("mistral");
+  CHECK(mistral.status == 200);
+  CHECK(mistral.header("X-Sluice-Backend") == "gpu-1");
+  CHECK(wait_for_stderr(run, "run: the fleet: gpu-1=http://127.0.0.1:"));
+
+  run.signal(SIGTERM);
+  std::optional<int> code = run.wait_exit(15000ms);
+  REQUIRE_MESSAGE(code.has_value(), run.output());
+  CHECK(port_refuses(port));
+  for (std::uint16_t sim : sims)
+    CHECK(port_refuses(sim));  // every simulator was stopped
+}

@@ -76,7 +76,7 @@ TEST_CASE("cli: --help lists every flag and exits 0; --version prints the versio
   CliParse help = parse_args({"--help"});
   REQUIRE(help.exit_code == 0);
   for (const char* flag :
-       {"--config", "--check-config", "--listen", "--admin-listen", "--upstream",
+       {"--config", "--check-config", "--listen", "--admin-listen", "--upstream", "--backend",
         "--max-concurrency", "--log-level", "--log-format", "--version", "--help"}) {
     INFO(flag);
     CHECK(contains(help.output, flag));
@@ -170,6 +170,52 @@ TEST_CASE("overrides: --upstream with upstreams in the config is an error naming
   REQUIRE(single.ok());
   REQUIRE(single.config->backends.size() == 1);
   CHECK(single.config->backends[0].name == "10.1.2.3:8080");
+}
+
+TEST_CASE("overrides: --backend NAME=URL[,SLOTS] replaces the backends with a fleet") {
+  CliParse p = parse_args({"--backend", "gpu-a=http://127.0.0.1:9001,2", "--backend",
+                           "gpu-b=http://127.0.0.1:9002", "--log-level", "warn"});
+  REQUIRE_FALSE(p.exit_code);
+  REQUIRE(p.options.overrides.backends.size() == 2);
+
+  // The file's single upstream and its slots are replaced; the cap is the sum of the slots.
+  Config file = parse_ok(R"({"upstream": {"url": "http://10.0.0.1:11434", "header_timeout": "9s"},
+      "scheduler": {"max_concurrency": 2}})");
+  ConfigResult r = apply_overrides(file, p.options.overrides);
+  INFO(r.error_text());
+  REQUIRE(r.ok());
+  CHECK(r.config->fleet);
+  REQUIRE(r.config->backends.size() == 2);
+  CHECK(r.config->backends[0].name == "gpu-a");
+  CHECK(r.config->backends[0].max_concurrency == 2);
+  CHECK(r.config->backends[0].upstream.port == 9001);
+  CHECK(r.config->backends[0].upstream.header_timeout == 9s);  // the shared timeouts stay
+  CHECK(r.config->backends[1].max_concurrency == 1);
+  CHECK(r.config->scheduler.core.max_concurrency == 3);
+  // --max-concurrency caps the fleet.
+  Overrides capped = p.options.overrides;
+  capped.max_concurrency = 2;
+  ConfigResult c = apply_overrides(file, capped);
+  REQUIRE(c.ok());
+  CHECK(c.config->scheduler.core.max_concurrency == 2);
+
+  // Bad shapes and bad values name the flag.
+  Overrides bad;
+  bad.backends = {"gpu-a", "gpu-b=http://127.0.0.1:9002,many", "gpu-c=ftp://x,1"};
+  ConfigResult e = apply_overrides(file, bad);
+  REQUIRE_FALSE(e.ok());
+  const std::string text = e.error_text();
+  INFO(text);
+  CHECK(contains(text, "command line: --backend: expected NAME=URL[,SLOTS]"));
+  CHECK(contains(text, "command line: --backend: SLOTS after the last ',' must be an integer"));
+  CHECK(contains(text, "command line: --backend (upstreams[0].url): scheme must be http"));
+  CHECK_FALSE(contains(text, "command line:1"));
+  // Not with --upstream.
+  Overrides both = p.options.overrides;
+  both.upstream_url = "http://127.0.0.1:9";
+  ConfigResult b = apply_overrides(file, both);
+  REQUIRE_FALSE(b.ok());
+  CHECK(contains(b.error_text(), "--upstream (one Ollama) and --backend (a fleet) exclude"));
 }
 
 TEST_CASE("describe_changes: backends are matched by name") {

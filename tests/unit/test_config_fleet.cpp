@@ -261,13 +261,21 @@ TEST_CASE("fleet config: the fleet section") {
   CHECK(f.health.base_ejection == 10s);
   CHECK(f.health.max_ejection == 5min);
   CHECK(f.retry_before_headers);
+  CHECK(f.load_time == 5s);
+  CHECK(f.load_threshold == 250ms);
   CHECK(defaults.scheduler.core.model_aware);
+  CHECK(defaults.scheduler.core.assumed_load_time == 5s);
+  CHECK(defaults.scheduler.core.load_threshold == 250ms);
 
   Config set = parse_ok(fleet(kTwo, R"("fleet": {"placement": "least_loaded",
       "health_interval": "1s", "health_timeout": "500ms", "discover_every": 1,
       "unhealthy_after": 5, "eject_after": 1, "base_ejection": "1s", "max_ejection": "1m",
-      "retry_before_headers": false})"));
+      "retry_before_headers": false, "load_time": "20s", "load_threshold": 40})"));
   const auto& s = set.fleet_settings;
+  CHECK(s.load_time == 20s);
+  CHECK(s.load_threshold == 40ms);
+  CHECK(set.scheduler.core.assumed_load_time == 20s);
+  CHECK(set.scheduler.core.load_threshold == 40ms);
   CHECK(s.placement == Placement::least_loaded);
   CHECK_FALSE(set.scheduler.core.model_aware);
   CHECK(s.health_interval == 1s);

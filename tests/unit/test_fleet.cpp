@@ -233,6 +233,24 @@ TEST_CASE("fleet: learns load times per model and the speed of each backend") {
   CHECK(place(speed, m1) == 0);
 }
 
+TEST_CASE("fleet: the assumed load time and the load threshold are the operator's") {
+  // A fleet 100 times faster than the defaults assume (fleet.load_time, fleet.load_threshold).
+  Fleet fleet = up_fleet(three(1), {{"m1"}, {"m2"}, {"m3"}});
+  fleet.set_load_policy(50ms, 2500us);
+  const ModelId m1 = fleet.model("m1"), m2 = fleet.model("m2");
+  CHECK(fleet.load_time(0, m1) == 50ms);
+  fleet.admit(0, m1, at(0s));
+  Placement p = fleet.choose(m1, 100, at(1s), at(1s));
+  CHECK(p.kind == Kind::wait_warm);
+  CHECK(p.until == at(1s) + 50ms);  // the warm wait follows the assumed load time
+  CHECK(place(fleet, m1, at(1s) + 50ms, at(1s)) != 0);
+  fleet.admit(1, m2, at(2s));
+  CHECK(fleet.counts_as_load(loaded(30ms)));
+  CHECK_FALSE(fleet.counts_as_load(loaded(2ms)));
+  CHECK(fleet.release(1, m2, loaded(30ms), at(3s)));  // 30 ms: below the default, a load here
+  CHECK(fleet.load_time(1, m2) == 30ms);
+}
+
 TEST_CASE("fleet: /api/ps is the truth, except for models with requests running") {
   Fleet fleet = up_fleet(three());
   const ModelId m1 = fleet.model("m1");

@@ -30,10 +30,12 @@ struct Overrides {
   std::optional<std::int64_t> max_concurrency;
   std::optional<std::string> log_level;
   std::optional<std::string> log_format;
+  /// --backend NAME=URL[,SLOTS], repeated: replaces the config's upstreams (and upstream.url).
+  std::vector<std::string> backends;
 
   bool empty() const {
     return !listen && !admin_listen && !upstream_url && !max_concurrency && !log_level &&
-           !log_format;
+           !log_format && backends.empty();
   }
 };
 

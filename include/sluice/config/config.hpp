@@ -16,7 +16,9 @@
 //  * `backends` is never empty: with `upstreams` (fleet == true) one entry per backend, in file
 //    order, and scheduler.core.backends mirrors them; without, one backend derived from
 //    `upstream` (scheduler.core.backends stays empty: the core's implicit single backend);
-//  * scheduler.core.model_aware == (fleet_settings.placement == Placement::model_aware).
+//  * scheduler.core.model_aware == (fleet_settings.placement == Placement::model_aware),
+//    scheduler.core.assumed_load_time == fleet_settings.load_time, scheduler.core.load_threshold
+//    == fleet_settings.load_threshold.
 // A Config is an immutable value once loaded: the network layer shares it as
 // std::shared_ptr<const Config> and swaps the pointer on reload (see reload_incompatibility).
 //
@@ -116,6 +118,11 @@ struct FleetConfig {
   core::HealthPolicy health;
   /// A reset or timeout before response headers is retried once on another backend.
   bool retry_before_headers = true;
+  /// The load time placement assumes for a model on a backend until one was seen there
+  /// (scheduler.core.assumed_load_time).
+  Duration load_time = core::kDefaultLoadTime;
+  /// The least load_duration that counts as a model load (scheduler.core.load_threshold).
+  Duration load_threshold = core::kLoadSeen;
 };
 
 struct SchedulerSettings {

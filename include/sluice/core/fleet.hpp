@@ -55,10 +55,11 @@ namespace sluice::core {
 
 inline constexpr std::size_t kMaxBackends = 64;
 inline constexpr std::size_t kMaxModels = 4096;
-/// The load time assumed for a model on a backend before any load of it was observed there.
+/// The load time assumed for a model on a backend before any load of it was observed there
+/// (default of the config's fleet.load_time).
 inline constexpr Duration kDefaultLoadTime = std::chrono::seconds(5);
 /// A request whose load_duration is at least this loaded its model (a warm model reports a few
-/// milliseconds).
+/// milliseconds). Default of the config's fleet.load_threshold.
 inline constexpr Duration kLoadSeen = std::chrono::milliseconds(250);
 /// Decode speed assumed for a backend before its first timed response, tokens per second.
 inline constexpr double kDefaultTokensPerSecond = 30.0;
@@ -149,6 +150,16 @@ class Fleet {
   /// with a free slot whatever is resident, never waiting for a warm one (for comparison).
   void set_model_aware(bool on) { model_aware_ = on; }
   bool model_aware() const { return model_aware_; }
+  /// `assumed`: the load time of a model on a backend until a load of it (of any model there)
+  /// was seen; `threshold`: the least load_duration that counts as a load. Both > 0.
+  void set_load_policy(Duration assumed, Duration threshold) {
+    assumed_load_time_ = assumed;
+    load_threshold_ = threshold;
+  }
+  /// Whether a finished request's timings say it loaded its model.
+  bool counts_as_load(const Timings& timings) const {
+    return timings.load_duration && *timings.load_duration >= load_threshold_;
+  }
   /// Whether m is resident (or loading) on b, as far as the fleet knows.
   bool is_resident(BackendId b, ModelId m) const { return live(b) && resident_on(b, m); }
 
@@ -220,6 +231,8 @@ class Fleet {
   BackendSet any_model_ = 0;           ///< backends whose catalog is unknown
   std::vector<std::int64_t> parked_;   ///< by ModelId
   bool model_aware_ = true;
+  Duration assumed_load_time_ = kDefaultLoadTime;
+  Duration load_threshold_ = kLoadSeen;
   std::vector<ModelId> reusable_;  ///< ids nothing refers to, once kMaxModels were seen
   bool reclaim_scanned_ = false;   ///< reusable_ is complete for this catalog update
 };

@@ -89,6 +89,10 @@ struct SchedulerConfig {
   /// false: placement ignores which models are resident (least loaded backend first), for
   /// comparison.
   bool model_aware = true;
+  /// A model's load time on a backend until one was seen there (Fleet::set_load_policy).
+  Duration assumed_load_time = kDefaultLoadTime;
+  /// The least load_duration that counts as a model load.
+  Duration load_threshold = kLoadSeen;
 };
 
 /// The name of the implicit backend of a config without backends.
