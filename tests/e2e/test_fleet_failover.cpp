@@ -93,11 +93,12 @@ bool up(const sluice::core::Snapshot& snap, std::size_t i) {
 }
 
 /// An upstream that passes health checks (and says alpha is resident) but closes every
-/// connection that carries a generate request, after reading it, without a byte of answer.
+/// connection that carries a generate request, after reading it, without a byte of answer; or,
+/// `silent`, says nothing until sluice gives up and closes it.
 class ClosingUpstream {
  public:
-  ClosingUpstream()
-      : server_([this](int fd, int) {
+  explicit ClosingUpstream(bool silent = false)
+      : server_([this, silent](int fd, int) {
           std::string data;
           for (;;) {
             data = ScriptedUpstream::read_until(fd, "\r\n\r\n", 3000ms, std::move(data));
@@ -108,8 +109,9 @@ class ClosingUpstream {
             if (head.starts_with("POST")) {
               // The whole request read (its JSON body ends in "}}"), then closed: a FIN, no
               // byte of answer.
-              ScriptedUpstream::read_until(fd, "}}", 3000ms, std::move(data));
+              data = ScriptedUpstream::read_until(fd, "}}", 3000ms, std::move(data));
               ++closed_;
+              if (silent) ScriptedUpstream::read_until(fd, "(never sent)", 5000ms);
               return;
             }
             const std::string body = head.find("/api/ps") != std::string::npos
@@ -191,6 +193,36 @@ TEST_CASE("failover: a reset before response headers is retried once on the othe
     CHECK(nlohmann::json::parse(r.body)["error"] ==
           "upstream closed the connection before responding");
     CHECK(closing.closed() == 1);
+    expect_idle(proxy);
+  }
+}
+
+TEST_CASE("failover: silence before response headers (header_timeout) is retried once") {
+  ClosingUpstream silent(/*silent=*/true);
+  SimProcess b;
+  const std::string backend_extra = R"(, "models": ["alpha"], "header_timeout": "300ms")";
+
+  SUBCASE("retry_before_headers on") {
+    ProxyUnderTest proxy(
+        two_backends(silent.url(), b.url(), R"("health_interval": "30s")", backend_extra));
+    REQUIRE(proxy.wait_for(all_up));
+    HttpResponse r = http_request(proxy.port(), generate("silent-on"));
+    INFO(r.body);
+    CHECK(r.status == 200);
+    CHECK(r.header("X-Sluice-Backend") == "gpu-b");
+    CHECK(silent.closed() == 1);
+    CHECK(metric_sum(proxy.scrape(), "sluice_upstream_errors_total", "kind=\"header_timeout\"") ==
+          1);
+    expect_idle(proxy);
+  }
+  SUBCASE("retry_before_headers off: 504 as without a fleet") {
+    ProxyUnderTest proxy(two_backends(silent.url(), b.url(),
+                                      R"("health_interval": "30s", "retry_before_headers": false)",
+                                      backend_extra));
+    REQUIRE(proxy.wait_for(all_up));
+    HttpResponse r = http_request(proxy.port(), generate("silent-off"));
+    CHECK(r.status == 504);
+    CHECK(r.header("X-Sluice-Backend") == "gpu-a");
     expect_idle(proxy);
   }
 }
