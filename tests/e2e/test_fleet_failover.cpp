@@ -1,8 +1,9 @@
 // Failover in a fleet, end to end: an in-process sluice in front of two backends serving the same
 // model. A backend that cannot be reached (its simulator killed before the health check noticed)
-// and one that accepts the request and closes without answering are both invisible to the
-// client: the request is answered by the other backend, which X-Sluice-Backend names. With
-// fleet.retry_before_headers off, the close before headers is answered 502 as before. A backend
+// and one that accepts the request and closes without answering (or says nothing within its
+// header_timeout) are all invisible to the client: the request is answered by the other backend,
+// which X-Sluice-Backend names. With fleet.retry_before_headers off, the close before headers is
+// answered 502 (the silence 504) as before. A backend
 // killed mid-stream ends its client's stream with the documented error line, the next requests
 // go to the other backend, and a simulator restarted on the same port brings the backend back.
 #include <doctest/doctest.h>
