@@ -134,4 +134,11 @@ Failure classify_failure(const FailureFacts& facts, const config::Config& config
   return f;
 }
 
+bool retried_elsewhere(Phase phase, const Failure& failure) {
+  if (phase != Phase::send_request && phase != Phase::response_head) return false;
+  return failure.status && failure.outcome == obs::Outcome::upstream_error &&
+         (failure.upstream_error == obs::UpstreamError::reset ||
+          failure.upstream_error == obs::UpstreamError::header_timeout);
+}
+
 }  // namespace sluice::net

@@ -68,6 +68,14 @@ struct Failure {
 Failure classify_failure(const FailureFacts& facts, const config::Config& config,
                          const config::UpstreamConfig& upstream);
 
+/// Whether a failure in `phase` may be sent to another backend of a fleet
+/// (fleet.retry_before_headers): the upstream reset or closed the connection while a request
+/// held in memory was sent or before the response head, or sent no head within header_timeout
+/// — before any response byte. Not a connection that could not be made (always moved,
+/// separately), not a streamed request body, not an invalid response (the upstream answered),
+/// not anything after the head, not the request's own deadline, not a client that left.
+bool retried_elsewhere(Phase phase, const Failure& failure);
+
 }  // namespace sluice::net
 
 template <>

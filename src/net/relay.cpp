@@ -41,6 +41,15 @@ bool is_stale_connection_error(const error_code& ec) {
          ec == http::error::partial_message;
 }
 
+Failure connect_failure(const Client& client, const RequestContext& ctx,
+                        const AcquireResult& acquired) {
+  FailureFacts facts =
+      facts_of(Phase::connect, acquired.error, client, Clock::time_point::max(), {});
+  facts.lookup = acquired.lookup_failed;
+  if (acquired.timed_out) facts.error = beast::error::timeout;
+  return classify_failure(facts, *ctx.config, *ctx.upstream);
+}
+
 }  // namespace
 
 /// Rewrites a client request header into the upstream request header (in place).
@@ -75,7 +84,7 @@ void prepare_upstream_request(http::request_header<>& header, std::string_view t
 asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
                                             std::unique_ptr<UpstreamConnection>& connection,
                                             Clock::time_point deadline, UsageScanner* scanner,
-                                            bool may_retry) {
+                                            bool may_retry, Failure* unanswered) {
   const auto& upstream = *ctx.upstream;
   auto& stream = connection->stream;
 
@@ -120,6 +129,10 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
     // (Named first: GCC 12 destroys a temporary built inside a co_await expression twice.)
     Failure failure =
         failure_of(Phase::response_head, header_error, client, ctx, deadline, header_wait);
+    if (unanswered && retried_elsewhere(Phase::response_head, failure)) {
+      *unanswered = std::move(failure);
+      co_return RelayResult::failed_unsent;
+    }
     co_await answer_failure(client, ctx, std::move(failure), false);
     co_return RelayResult::finished;
   }
@@ -271,37 +284,57 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
 
 asio::awaitable<void> answer_connect_failure(Client& client, RequestContext& ctx,
                                              const AcquireResult& acquired, bool close) {
-  FailureFacts facts =
-      facts_of(Phase::connect, acquired.error, client, Clock::time_point::max(), {});
-  facts.lookup = acquired.lookup_failed;
-  if (acquired.timed_out) facts.error = beast::error::timeout;
-  Failure failure = classify_failure(facts, *ctx.config, *ctx.upstream);
+  Failure failure = connect_failure(client, ctx, acquired);
   co_await answer_failure(client, ctx, std::move(failure), close);
 }
 
-/// Sends a request whose body is in memory (or empty) and relays the answer. A reused
-/// connection that the upstream had closed is retried once on a fresh one.
+/// Sends a request whose body is in memory (or empty) and relays the answer (see relay.hpp).
+///
+/// Attempts are bounded: one stale-connection retry per backend (which does not count against
+/// the backend), and the moves `failover` allows. A failure that no move is left for (or that
+/// no other backend has room for) is answered as without a fleet: 502, or 504 for a header
+/// timeout.
 template <class Body>
 asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
                                        http::request<Body>& request, Clock::time_point deadline,
-                                       UsageScanner* scanner) {
-  const auto& upstream = *ctx.upstream;
-  const std::string head = serialize_head(request.base());
+                                       UsageScanner* scanner, Failover* failover) {
+  std::string head = serialize_head(request.base());
   ctx.backend_name = ctx.backend->name;
-  for (int attempt = 0;; ++attempt) {
+  // Counts the failure against the backend and moves the request; false when it stays.
+  auto move_on = [&](const Failure& failure, std::string_view why, int& budget) {
+    proxy.note_unreachable(*ctx.backend, std::string(why));
+    if (!failover || budget <= 0 || client.record.client_left || client.record.cut) return false;
+    if (!failover->reaim(why)) return false;
+    --budget;
+    if (failure.upstream_error) proxy.metrics.count_upstream_error(*failure.upstream_error);
+    head = serialize_head(request.base());
+    ctx.backend_name = ctx.backend->name;
+    return true;
+  };
+  int connect_moves = failover ? failover->connect_moves : 0;
+  int unsent_moves = failover ? failover->unsent_moves : 0;
+  bool fresh_backend = true;  // no attempt on ctx.backend yet
+  for (;;) {
+    const auto& upstream = *ctx.upstream;
     // (No co_await inside a conditional expression: GCC 12 miscompiles it.)
     AcquireResult acquired;
-    if (attempt == 0) acquired.connection = ctx.backend->pool.take_idle(/*can_retry=*/true);
+    if (fresh_backend) acquired.connection = ctx.backend->pool.take_idle(/*can_retry=*/true);
     if (!acquired.connection) acquired = co_await ctx.backend->pool.connect(upstream);
+    const bool may_retry = fresh_backend && acquired.connection && acquired.connection->reused;
+    fresh_backend = false;
     if (!acquired.connection) {
-      proxy.note_unreachable(*ctx.backend, acquired.timed_out ? std::string("connect timeout")
-                                                              : acquired.error.message());
+      const Failure failure = connect_failure(client, ctx, acquired);
+      const std::string why =
+          acquired.timed_out ? std::string("connect timeout") : acquired.error.message();
+      if (move_on(failure, why, connect_moves)) {
+        fresh_backend = true;
+        continue;
+      }
       co_await answer_connect_failure(client, ctx, acquired, false);
       co_return;
     }
     std::unique_ptr<UpstreamConnection> connection = std::move(acquired.connection);
     UpstreamInUse in_use(client.record, connection->stream);
-    const bool may_retry = attempt == 0 && connection->reused;
     connection->stream.expires_after(bounded(upstream.header_timeout, deadline));
     std::array<asio::const_buffer, 2> parts{asio::buffer(head), asio::const_buffer()};
     if constexpr (std::is_same_v<Body, http::string_body>) parts[1] = asio::buffer(request.body());
@@ -309,21 +342,35 @@ asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, Reque
     if (write_error) {
       if (may_retry && !client.record.client_left && !client.record.cut) continue;
       Failure failure = failure_of(Phase::send_request, write_error, client, ctx, deadline);
+      if (failover && retried_elsewhere(Phase::send_request, failure) &&
+          move_on(failure, failure.message, unsent_moves)) {
+        fresh_backend = true;
+        continue;
+      }
       co_await answer_failure(client, ctx, std::move(failure), false);
       co_return;
     }
-    RelayResult result =
-        co_await relay_response(proxy, client, ctx, connection, deadline, scanner, may_retry);
+    Failure unanswered;
+    RelayResult result = co_await relay_response(proxy, client, ctx, connection, deadline, scanner,
+                                                 may_retry, failover ? &unanswered : nullptr);
     if (result == RelayResult::retry) continue;
+    if (result == RelayResult::failed_unsent) {
+      // (`connection` is not given back: it closes at the end of this attempt.)
+      if (move_on(unanswered, unanswered.message, unsent_moves)) {
+        fresh_backend = true;
+        continue;
+      }
+      co_await answer_failure(client, ctx, std::move(unanswered), false);
+    }
     co_return;
   }
 }
 
 template asio::awaitable<void> forward_buffered(Proxy::Impl&, Client&, RequestContext&,
                                                 http::request<http::string_body>&,
-                                                Clock::time_point, UsageScanner*);
+                                                Clock::time_point, UsageScanner*, Failover*);
 template asio::awaitable<void> forward_buffered(Proxy::Impl&, Client&, RequestContext&,
                                                 http::request<http::empty_body>&, Clock::time_point,
-                                                UsageScanner*);
+                                                UsageScanner*, Failover*);
 
 }  // namespace sluice::net

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <boost/beast/http/message.hpp>
+#include <functional>
+#include <string_view>
 
 #include "request_context.hpp"
 #include "upstream_pool.hpp"
@@ -24,26 +26,52 @@ struct UpstreamFraming {
 void prepare_upstream_request(http::request_header<>& header, std::string_view target,
                               const RequestContext& ctx, UpstreamFraming framing);
 
-enum class RelayResult { finished, retry };
+enum class RelayResult {
+  finished,       ///< answered (or the client is gone)
+  retry,          ///< a stale pooled connection: nothing sent, try a fresh one
+  failed_unsent,  ///< the upstream reset or went silent before any response head; nothing
+                  ///< sent to the client; the failure is in `*unanswered`
+};
 
 /// Reads the upstream response and relays it to the client: headers as soon as they arrive,
 /// each body piece as it arrives. `connection` goes back to the pool when the exchange ended
 /// cleanly. Returns retry (nothing sent to the client) when `may_retry` and a reused
-/// connection turned out to be closed by the upstream before answering.
+/// connection turned out to be closed by the upstream before answering. With `unanswered`, a
+/// reset or a header timeout before the response head (the client still there, the request's
+/// own deadline not passed) is not answered but returned as failed_unsent, so the caller may
+/// send the request elsewhere.
 asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
                                             std::unique_ptr<UpstreamConnection>& connection,
                                             Clock::time_point deadline, UsageScanner* scanner,
-                                            bool may_retry);
+                                            bool may_retry, Failure* unanswered = nullptr);
 
 /// Answers (502) an upstream connection that could not be made.
 asio::awaitable<void> answer_connect_failure(Client& client, RequestContext& ctx,
                                              const AcquireResult& acquired, bool close);
 
+/// How a request moves to another backend when its own fails before answering: built by
+/// serve_scheduled.cpp for scheduled requests of a configured fleet (their body is in memory);
+/// other requests have none and answer such failures as they always did.
+struct Failover {
+  /// Re-aims the request at another backend (ctx.backend, ctx.upstream, the request head);
+  /// returns false, changing nothing, when no other backend may take it now. `why`: what
+  /// failed, for the log.
+  std::function<bool(std::string_view why)> reaim;
+  /// Moves allowed after connect failures.
+  int connect_moves = 0;
+  /// Moves allowed after a reset or header timeout before the response head
+  /// (fleet.retry_before_headers: 1, else 0).
+  int unsent_moves = 0;
+};
+
 /// Sends a request whose body is in memory (or empty) and relays the answer. A reused
-/// connection that the upstream had closed is retried once on a fresh one.
+/// connection that the upstream had closed is retried once on a fresh one. With `failover`,
+/// a backend that cannot be reached, or that resets or stays silent before the response head,
+/// counts toward its ejection and the request moves to another backend (within the budgets
+/// of `failover`); the request head is serialized again after each move.
 template <class Body>
 asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
                                        http::request<Body>& request, Clock::time_point deadline,
-                                       UsageScanner* scanner);
+                                       UsageScanner* scanner, Failover* failover = nullptr);
 
 }  // namespace sluice::net

@@ -1,9 +1,13 @@
 // Scheduled routes: label headers and body planned (admission_plan.hpp), the request admitted by
 // the gate, then relayed, all raced against the client leaving (see routes.hpp).
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <optional>
 
 #include "admission_plan.hpp"
 #include "client_watch.hpp"
@@ -13,6 +17,10 @@
 namespace sluice::net {
 
 namespace {
+
+/// The most backends a request moves to after connect failures (each attempt on a refused
+/// port takes a millisecond; one that times out takes connect_timeout).
+constexpr int kMaxConnectMoves = 3;
 
 /// Admission, then the upstream exchange, for one scheduled request.
 asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
@@ -76,16 +84,49 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
   }
 
   Slot slot = std::move(admission.slot);
-  // Aimed at the backend the scheduler chose: its address, Host and path prefix.
-  ctx.backend = proxy.backend_at(slot.backend());
-  ctx.upstream = &upstream_of(*ctx.config, ctx.backend->name);
-  prepare_upstream_request(upstream_request.base(), target, ctx,
-                           {.content_length = upstream_request.body().size()});
+  // Aimed at the backend the scheduler chose: its address, Host and path prefix (`target` is
+  // the client's, so a move never stacks two backends' prefixes).
+  auto aim = [&] {
+    ctx.backend = proxy.backend_at(slot.backend());
+    ctx.upstream = &upstream_of(*ctx.config, ctx.backend->name);
+    prepare_upstream_request(upstream_request.base(), target, ctx,
+                             {.content_length = upstream_request.body().size()});
+  };
+  aim();
+  // A configured fleet moves a request whose backend failed before answering (see relay.hpp):
+  // after connect failures to at most kMaxConnectMoves other backends and never more than the
+  // fleet has, so a fleet-wide outage (sluice's own network) costs a few fast attempts, not a
+  // walk through every backend while the client waits; after a reset or header timeout once
+  // (fleet.retry_before_headers), since the request may have been what broke the backend.
+  // A single upstream.url has none: its failures are answered 502/504 as they always were.
+  std::optional<Failover> failover;
+  if (ctx.config->fleet) {
+    const auto others = static_cast<int>(ctx.config->backends.size()) - 1;
+    failover.emplace(
+        Failover{.reaim =
+                     [&](std::string_view why) {
+                       const std::string from = ctx.backend->name;
+                       if (!slot.reroute()) {
+                         spdlog::warn(
+                             "request {}: backend {} failed ({}); no other backend has room, "
+                             "answering the failure",
+                             ctx.request_id, from, why);
+                         return false;
+                       }
+                       aim();
+                       spdlog::warn("request {}: failover from backend {} to {}: {}",
+                                    ctx.request_id, from, ctx.backend->name, why);
+                       return true;
+                     },
+                 .connect_moves = std::clamp(others, 0, kMaxConnectMoves),
+                 .unsent_moves = ctx.config->fleet_settings.retry_before_headers ? 1 : 0});
+  }
   const Clock::time_point deadline =
       Clock::now() +
       std::chrono::duration_cast<Clock::duration>(ctx.config->scheduler.max_inflight_duration);
   UsageScanner scanner;
-  co_await forward_buffered(proxy, client, ctx, upstream_request, deadline, &scanner);
+  Failover* failing_over = failover ? &*failover : nullptr;
+  co_await forward_buffered(proxy, client, ctx, upstream_request, deadline, &scanner, failing_over);
 
   slot.set_timings(scanner.timings());
   ctx.prompt_tokens = scanner.prompt_tokens();

@@ -184,6 +184,53 @@ TEST_CASE("classify_failure: every phase, one row each") {
   }
 }
 
+TEST_CASE("retried_elsewhere: resets and header timeouts before any response byte, nothing else") {
+  config::Config config;
+  config.scheduler.max_inflight_duration = seconds(600);
+  const auto timeout = beast::error::timeout;
+  const auto reset = asio::error::connection_reset;
+  struct Row {
+    const char* name;
+    FailureFacts facts;
+    bool retried;
+  };
+  const Row rows[] = {
+      {"reset before the head", {.phase = Phase::response_head, .error = reset}, true},
+      {"closed before the head",
+       {.phase = Phase::response_head, .error = http::error::end_of_stream},
+       true},
+      {"header timeout", {.phase = Phase::response_head, .error = timeout}, true},
+      {"reset while sending the request", {.phase = Phase::send_request, .error = reset}, true},
+      {"timeout while sending the request", {.phase = Phase::send_request, .error = timeout}, true},
+      {"invalid response head",
+       {.phase = Phase::response_head, .error = http::error::bad_version},
+       false},
+      {"101 without an upgrade",
+       {.phase = Phase::response_head, .error = make_error_code(UpstreamProtocol::unexpected_101)},
+       false},
+      {"the request's own deadline",
+       {.phase = Phase::response_head, .error = timeout, .deadline_passed = true},
+       false},
+      {"the client left",
+       {.phase = Phase::response_head, .error = reset, .client_left = true},
+       false},
+      {"cut by close_all", {.phase = Phase::response_head, .error = reset, .cut = true}, false},
+      {"streamed body (not in memory)", {.phase = Phase::send_body, .error = reset}, false},
+      {"mid-response: a byte reached the client",
+       {.phase = Phase::response_body, .error = reset},
+       false},
+      {"mid-response silence", {.phase = Phase::response_body, .error = timeout}, false},
+      {"connect refused (moved separately)",
+       {.phase = Phase::connect, .error = asio::error::connection_refused},
+       false},
+  };
+  for (const Row& row : rows) {
+    INFO(row.name);
+    CHECK(retried_elsewhere(row.facts.phase,
+                            classify_failure(row.facts, config, config.upstream)) == row.retried);
+  }
+}
+
 TEST_CASE("UpstreamProtocol codes have their own category and messages") {
   const auto ec = make_error_code(UpstreamProtocol::unexpected_101);
   CHECK(ec.category() == upstream_protocol_category());
