@@ -28,7 +28,7 @@ std::string fleet_config(const std::vector<const Simulator*>& sims) {
     text += kNames[i];
     text += R"(", "url": ")" + sims[i]->url() + R"(", "max_concurrency": 2})";
   }
-  text += R"(], "fleet": {"health_interval": "100ms", "health_timeout": "100ms"},
+  text += R"(], "fleet": {"health_interval": "250ms", "health_timeout": "250ms"},
              "scheduler": {"max_queue": 100}})";
   return text;
 }
