@@ -59,6 +59,13 @@ std::optional<std::vector<std::string>> model_names(std::string_view body, std::
   return names;
 }
 
+std::string catalog_problem(CatalogRoute route, std::string_view body) {
+  const json doc = json::parse(body, nullptr, false);
+  if (doc.is_discarded()) return "not JSON";
+  if (!entries(doc, route)) return std::string("no \"") + list_key(route) + "\" array";
+  return "";
+}
+
 std::string merge_catalogs(CatalogRoute route, std::span<const std::string> bodies) {
   json merged = json::array();
   std::unordered_map<std::string, std::size_t> index;  // name -> position in merged

@@ -30,6 +30,10 @@ inline constexpr std::size_t kMaxCatalogEntries = 4096;
 /// nullopt (with `error` set) when the body is not that shape.
 std::optional<std::vector<std::string>> model_names(std::string_view body, std::string* error);
 
+/// "" when `body` is a list of `route`'s shape (its array present), else why not ("not JSON",
+/// "no \"data\" array").
+std::string catalog_problem(CatalogRoute route, std::string_view body);
+
 /// One list from every backend's answer (bodies of the backends that answered, in fleet
 /// order): entries deduplicated by name ("name" for tags/ps, "id" for /v1/models), the first
 /// backend's entry kept; for /api/ps the latest "expires_at" of the copies. Bodies that are not

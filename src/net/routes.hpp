@@ -1,6 +1,6 @@
 // The two ways a request is served once its head was read and checked (session.cpp routes it):
 // scheduled (planned, admitted by the gate, relayed; serve_scheduled.cpp) or passed straight
-// through (serve_passthrough.cpp). Internal to src/net.
+// through (serve_passthrough.cpp; in a fleet first serve_fleet.cpp). Internal to src/net.
 #pragma once
 
 #include <boost/beast/http/empty_body.hpp>
@@ -19,5 +19,13 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
 asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
                                         http::request_parser<http::empty_body>& head,
                                         RequestContext& ctx);
+
+/// In a configured fleet, the pass-through requests whose backend is not simply the first one
+/// up (serve_fleet.cpp, rules in passthrough_route.hpp): merged lists answered, /api/show and
+/// management calls aimed at their backend. Returns true when it served the request; false when
+/// the caller passes it through to ctx.backend (which it may have re-aimed).
+asio::awaitable<bool> serve_in_fleet(Proxy::Impl& proxy, Client& client,
+                                     http::request_parser<http::empty_body>& head,
+                                     RequestContext& ctx);
 
 }  // namespace sluice::net

@@ -1,6 +1,8 @@
 // Pass-through routes: never queued; a request without a body is forwarded from memory (and
 // retried on a stale pooled connection), one with a body (a blob upload, a model creation) is
-// streamed to the upstream as it arrives (see routes.hpp).
+// streamed to the upstream as it arrives (see routes.hpp). In a configured fleet,
+// serve_in_fleet() (serve_fleet.cpp) first answers the merged lists itself and aims /api/show and
+// management calls at their backend; a single upstream is passed through as it always was.
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/read.hpp>
@@ -20,6 +22,10 @@ asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
   const config::Config& config = *ctx.config;
   ctx.workload_name = std::string(config::kPassthroughWorkload);
   ctx.metrics_workload = proxy.metrics.passthrough();
+  if (config.fleet) {
+    const bool served = co_await serve_in_fleet(proxy, client, head, ctx);
+    if (served) co_return;
+  }
   const std::string target(head.get().target());
 
   if (head.is_done()) {

@@ -579,4 +579,19 @@ std::variant<std::string, ApiError> parse_show_request(std::string_view body,
   return *resolved;
 }
 
+std::variant<PullRequest, ApiError> parse_pull_request(std::string_view body,
+                                                       const Catalog& catalog) {
+  const json obj = json::parse(body, nullptr, false);
+  if (obj.is_discarded()) return bad("invalid JSON in request body");
+  if (!obj.is_object()) return bad("request body must be a JSON object");
+  PullRequest pull;
+  if (auto e = want_string(obj, "model", pull.name)) return *e;
+  if (pull.name.empty())
+    if (auto e = want_string(obj, "name", pull.name)) return *e;
+  if (pull.name.empty()) return bad("model is required");
+  if (auto e = want_bool(obj, "stream", pull.stream)) return *e;
+  pull.resolved = catalog.resolve(pull.name);
+  return pull;
+}
+
 }  // namespace sluice::sim

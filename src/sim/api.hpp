@@ -132,6 +132,17 @@ std::string show_body(std::string_view canonical);
 std::string openai_models_body(const Catalog& catalog);
 std::string openai_model_body(std::string_view name);
 /// Parses /api/show's body ({"model":...} or the older {"name":...}).
+/// POST /api/pull: the model it names ("model", or "name") and "stream" (default true). The
+/// simulator cannot download anything: a pull of a model it serves succeeds at once, any other
+/// fails as a registry miss does in Ollama.
+struct PullRequest {
+  std::string name;
+  std::optional<std::string> resolved;  ///< the catalog's name, when it serves the model
+  bool stream = true;
+};
+std::variant<PullRequest, ApiError> parse_pull_request(std::string_view body,
+                                                       const Catalog& catalog);
+
 std::variant<std::string, ApiError> parse_show_request(std::string_view body,
                                                        const Catalog& catalog);
 

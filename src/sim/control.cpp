@@ -87,7 +87,13 @@ std::string SimServer::Impl::stats_json(std::string_view query) const {
   }
   head["models"] = per_model;
   std::string out = head.dump();
-  out.pop_back();  // reopen the object to append the records array
+  out.pop_back();  // reopen the object to append the calls and records arrays
+  out += ",\"calls\":[";
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    if (i > 0) out += ',';
+    out += call_json(calls[i]);
+  }
+  out += ']';
   out += ",\"records\":[";
   const auto& records = log.records();
   std::vector<const Record*> picked;
@@ -102,7 +108,16 @@ std::string SimServer::Impl::stats_json(std::string_view query) const {
   return out;
 }
 
+void SimServer::Impl::note_call(const Request& req, std::string model) {
+  if (calls.size() >= kMaxCalls) calls.pop_front();
+  calls.push_back(CallRecord{.method = std::string(req.method_string()),
+                             .path = std::string(req.target().substr(0, req.target().find('?'))),
+                             .model = std::move(model),
+                             .headers = recorded_headers(req)});
+}
+
 void SimServer::Impl::reset_stats() {
+  calls.clear();
   log.reset();
   gpu.reset_peaks();
   for (auto& [name, pool] : pools)

@@ -239,15 +239,21 @@ Record SimServer::Impl::new_record(const Request& req, const Job& job) {
   r.planned_tokens = is_embedding(job.route) ? 0 : job.planned_tokens;
   r.fault = job.faults.text();
   r.host = std::string(req[http::field::host]);
+  r.headers = recorded_headers(req);
+  return r;
+}
+
+std::vector<std::pair<std::string, std::string>> recorded_headers(const Request& req) {
+  std::vector<std::pair<std::string, std::string>> headers;
   for (const auto& field : req) {
-    if (r.headers.size() >= kMaxRecordedHeaders) break;
+    if (headers.size() >= kMaxRecordedHeaders) break;
     std::string name(field.name_string());
     for (auto& ch : name)
       ch = char(std::tolower(static_cast<unsigned char>(ch)));
     std::string value(field.value().substr(0, kMaxRecordedHeaderValue));
-    r.headers.emplace_back(std::move(name), std::move(value));
+    headers.emplace_back(std::move(name), std::move(value));
   }
-  return r;
+  return headers;
 }
 
 asio::awaitable<After> SimServer::Impl::handle_gpu(Conn& c, const Request& req, Route route) {

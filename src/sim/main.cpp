@@ -40,8 +40,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "sluice-sim: an Ollama-compatible simulator of one GPU serving a 7B model.\n"
       "Speaks /api/generate, /api/chat, /api/embed, /api/embeddings, /v1/chat/completions,\n"
-      "/v1/completions, /v1/embeddings, /api/tags, /api/ps, /api/show, /api/version, /,\n"
-      "/v1/models; plus GET /sim/stats, POST /sim/reset and GET/POST /sim/config (live\n"
+      "/v1/completions, /v1/embeddings, /api/tags, /api/ps, /api/show, /api/pull, /api/version,\n"
+      "/, /v1/models; plus GET /sim/stats, POST /sim/reset and GET/POST /sim/config (live\n"
       "changes). Per-request faults via the\n"
       "X-Sim-Fault header. Prints 'listening on http://HOST:PORT' once bound.",
       "sluice-sim"};

@@ -122,7 +122,7 @@ asio::awaitable<After> SimServer::Impl::dispatch(Conn& c, Request& req) {
     co_return After::keep_alive;
   }
 
-  if (path == "/api/show" || path == "/sim/reset") {
+  if (path == "/api/show" || path == "/api/pull" || path == "/sim/reset") {
     if (!post) {
       co_await write_body(c, req, http::status::method_not_allowed, "text/plain",
                           "405 method not allowed", kPost);
@@ -133,7 +133,9 @@ asio::awaitable<After> SimServer::Impl::dispatch(Conn& c, Request& req) {
       co_await write_body(c, req, http::status::ok, "application/json", R"({"reset":true})");
       co_return After::keep_alive;
     }
+    if (path == "/api/pull") co_return co_await handle_pull(c, req);
     auto shown = parse_show_request(req.body(), catalog);
+    note_call(req, shown.index() == 0 ? std::get<std::string>(shown) : std::string());
     if (auto* err = std::get_if<ApiError>(&shown)) {
       co_await write_body(c, req, http::status(err->status), kJsonNative,
                           native_error_body(err->message));
@@ -167,6 +169,33 @@ asio::awaitable<After> SimServer::Impl::dispatch(Conn& c, Request& req) {
   }
 
   co_await write_body(c, req, http::status::not_found, "text/plain", "404 page not found");
+  co_return After::keep_alive;
+}
+
+asio::awaitable<After> SimServer::Impl::handle_pull(Conn& c, const Request& req) {
+  auto parsed = parse_pull_request(req.body(), catalog);
+  if (auto* err = std::get_if<ApiError>(&parsed)) {
+    std::string body = native_error_body(err->message);
+    co_await write_body(c, req, http::status(err->status), kJsonNative, std::move(body));
+    co_return After::keep_alive;
+  }
+  const PullRequest& pull = std::get<PullRequest>(parsed);
+  note_call(req, pull.name);
+  constexpr std::string_view kMiss = "pull model manifest: file does not exist";
+  // (Bodies named before each co_await: GCC 12 and temporaries in co_await expressions.)
+  if (!pull.stream) {
+    const http::status status =
+        pull.resolved ? http::status::ok : http::status::internal_server_error;
+    std::string body =
+        pull.resolved ? std::string(R"({"status":"success"})") : native_error_body(kMiss);
+    co_await write_body(c, req, status, kJsonNative, std::move(body));
+    co_return After::keep_alive;
+  }
+  std::string body = R"({"status":"pulling manifest"})";
+  body.push_back('\n');
+  body.append(pull.resolved ? std::string(R"({"status":"success"})") : native_error_body(kMiss));
+  body.push_back('\n');
+  co_await write_body(c, req, http::status::ok, "application/x-ndjson", std::move(body));
   co_return After::keep_alive;
 }
 

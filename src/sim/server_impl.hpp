@@ -28,6 +28,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -174,11 +175,17 @@ struct SimServer::Impl : std::enable_shared_from_this<Impl> {
   asio::awaitable<After> run_gpu(Conn& c, const Request& req, Job& job);
   Record new_record(const Request& req, const Job& job);
   asio::awaitable<After> handle_gpu(Conn& c, const Request& req, Route route);
+  /// POST /api/pull (server.cpp): see parse_pull_request().
+  asio::awaitable<After> handle_pull(Conn& c, const Request& req);
 
   // ---- introspection and control (control.cpp) ----
   std::string ps_json() const;
   std::string stats_json(std::string_view query) const;
   void reset_stats();
+  /// Remembers a request to /api/show or /api/pull for /sim/stats "calls" (the last kMaxCalls).
+  void note_call(const Request& req, std::string model);
+  static constexpr std::size_t kMaxCalls = 64;
+  std::deque<CallRecord> calls;
   LiveSettings live_settings() const;
   void apply(const LiveSettings& settings);
 
@@ -187,5 +194,8 @@ struct SimServer::Impl : std::enable_shared_from_this<Impl> {
   asio::awaitable<void> session(tcp::socket socket);
   asio::awaitable<void> accept_loop();
 };
+
+/// The request's headers as /sim/stats shows them: lowercased names, bounded (gpu_request.cpp).
+std::vector<std::pair<std::string, std::string>> recorded_headers(const Request& req);
 
 }  // namespace sluice::sim

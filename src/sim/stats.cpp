@@ -68,4 +68,16 @@ std::string record_json(const Record& r) {
   return j.dump();
 }
 
+std::string call_json(const CallRecord& call) {
+  nlohmann::ordered_json j;
+  j["method"] = call.method;
+  j["path"] = call.path;
+  j["model"] = call.model;
+  nlohmann::ordered_json headers = nlohmann::ordered_json::object();
+  for (const auto& [name, value] : call.headers)
+    headers[name] = value;
+  j["headers"] = headers;
+  return j.dump();
+}
+
 }  // namespace sluice::sim

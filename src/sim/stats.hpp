@@ -70,6 +70,18 @@ class RecordLog {
   Counters counters_;
 };
 
+/// A request to /api/show or /api/pull (not a GPU request): what a fleet test checks reached
+/// this backend.
+struct CallRecord {
+  std::string method;
+  std::string path;
+  std::string model;                                         ///< as the body named it
+  std::vector<std::pair<std::string, std::string>> headers;  ///< lowercased names, bounded
+};
+
+/// JSON of one call record (for /sim/stats "calls").
+std::string call_json(const CallRecord& call);
+
 /// JSON of one record (for /sim/stats).
 std::string record_json(const Record& record);
 

@@ -6,6 +6,7 @@
 #include "catalog.hpp"
 
 using nlohmann::json;
+using sluice::net::catalog_problem;
 using sluice::net::catalog_route;
 using sluice::net::CatalogRoute;
 using sluice::net::merge_catalogs;
@@ -70,4 +71,13 @@ TEST_CASE("catalog: /v1/models in the OpenAI list shape, by id") {
   REQUIRE(merged["data"].size() == 2);
   CHECK(merged["data"][0]["owned_by"] == "library");
   CHECK(merged["data"][1]["id"] == "b:latest");
+}
+
+TEST_CASE("catalog: a backend's answer checked for the route's shape") {
+  CHECK(catalog_problem(CatalogRoute::tags, R"({"models":[]})").empty());
+  CHECK(catalog_problem(CatalogRoute::ps, R"({"models":[{"name":"a"}]})").empty());
+  CHECK(catalog_problem(CatalogRoute::openai, R"({"object":"list","data":[]})").empty());
+  CHECK(catalog_problem(CatalogRoute::openai, R"({"models":[]})") == "no \"data\" array");
+  CHECK(catalog_problem(CatalogRoute::tags, R"({"data":[]})") == "no \"models\" array");
+  CHECK(catalog_problem(CatalogRoute::tags, "<html>") == "not JSON");
 }

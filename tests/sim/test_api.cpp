@@ -213,3 +213,22 @@ TEST_CASE("the record log is bounded, finishes once and resets only finished rec
   CHECK(j["outcome"] == "completed");
   CHECK(j["start_ns"].is_null());
 }
+
+TEST_CASE("api: /api/pull names a model, served or not") {
+  const Catalog c = catalog();
+  auto served = parse_pull_request(R"({"model":"mistral","stream":false})", c);
+  REQUIRE(std::holds_alternative<PullRequest>(served));
+  CHECK(std::get<PullRequest>(served).name == "mistral");
+  CHECK(std::get<PullRequest>(served).resolved == "mistral:latest");
+  CHECK_FALSE(std::get<PullRequest>(served).stream);
+
+  auto other = parse_pull_request(R"({"name":"phi3"})", c);
+  REQUIRE(std::holds_alternative<PullRequest>(other));
+  CHECK_FALSE(std::get<PullRequest>(other).resolved);
+  CHECK(std::get<PullRequest>(other).stream);  // Ollama streams by default
+
+  CHECK(std::get<ApiError>(parse_pull_request("{}", c)).message == "model is required");
+  CHECK(std::get<ApiError>(parse_pull_request("nope", c)).status == 400);
+  CHECK(std::get<ApiError>(parse_pull_request(R"({"model":"m","stream":"yes"})", c)).message ==
+        "field \"stream\" must be a boolean");
+}
