@@ -368,7 +368,7 @@ bool Fleet::release(BackendId b, ModelId m, const Timings& timings, Time now) {
     backend.speed_known = true;
   }
   bool loaded = false;
-  if (m != kUnlistedModel && timings.load_duration && *timings.load_duration >= kLoadSeen) {
+  if (m != kUnlistedModel && loaded_model(timings)) {
     loaded = true;
     auto [it, inserted] = backend.load_time.try_emplace(m, *timings.load_duration);
     if (!inserted) it->second = blend(it->second, *timings.load_duration, kLoadTimeWeight);
@@ -471,6 +471,11 @@ BackendView Fleet::view(BackendId b) const {
     v.loaded.push_back({.model = model_names_[r.model], .in_flight = r.in_flight});
   v.resident_capacity = backend.resident_capacity;
   v.tokens_per_second = backend.tokens_per_second;
+  v.speed_known = backend.speed_known;
+  for (const auto& [model, time] : backend.load_time)
+    v.load_times.push_back({.model = model_names_[model], .load_time = time});
+  std::sort(v.load_times.begin(), v.load_times.end(),
+            [](const LoadTimeView& x, const LoadTimeView& y) { return x.model < y.model; });
   return v;
 }
 

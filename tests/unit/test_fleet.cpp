@@ -233,6 +233,31 @@ TEST_CASE("fleet: learns load times per model and the speed of each backend") {
   CHECK(place(speed, m1) == 0);
 }
 
+TEST_CASE("fleet: loaded_model() is the load rule, and view() shows what was learned") {
+  using sluice::core::kLoadSeen;
+  using sluice::core::loaded_model;
+  CHECK_FALSE(loaded_model({}));
+  CHECK_FALSE(loaded_model(loaded(kLoadSeen - 1ns)));
+  CHECK(loaded_model(loaded(kLoadSeen)));
+
+  Fleet fleet = up_fleet(three());
+  const ModelId m1 = fleet.model("m1"), m3 = fleet.model("m3");
+  CHECK(fleet.view(0).load_times.empty());
+  CHECK_FALSE(fleet.view(0).speed_known);
+  fleet.admit(0, m3, at(0s));
+  fleet.release(0, m3, loaded(3s), at(4s));
+  fleet.admit(0, m1, at(5s));
+  fleet.release(0, m1, loaded(2s), at(8s));
+  const sluice::core::BackendView v = fleet.view(0);
+  REQUIRE(v.load_times.size() == 2);
+  CHECK(v.load_times[0].model == "m1:latest");  // by name
+  CHECK(v.load_times[0].load_time == 2s);
+  CHECK(v.load_times[1].model == "m3:latest");
+  CHECK(v.load_times[1].load_time == 3s);
+  CHECK(v.speed_known);
+  CHECK(fleet.view(1).load_times.empty());
+}
+
 TEST_CASE("fleet: /api/ps is the truth, except for models with requests running") {
   Fleet fleet = up_fleet(three());
   const ModelId m1 = fleet.model("m1");

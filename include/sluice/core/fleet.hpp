@@ -49,6 +49,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "sluice/core/health.hpp"
 #include "sluice/core/time.hpp"
 
 namespace sluice::core {
@@ -93,6 +94,12 @@ struct Timings {
   std::optional<Duration> eval_duration;
 };
 
+/// Whether a finished request loaded its model (its load_duration is at least kLoadSeen): the
+/// one rule the fleet learns load times by and sluice_backend_model_loads_total counts.
+inline bool loaded_model(const Timings& timings) {
+  return timings.load_duration && *timings.load_duration >= kLoadSeen;
+}
+
 struct Placement {
   enum class Kind : std::uint8_t {
     place,      ///< run on `backend` now
@@ -111,6 +118,12 @@ struct ResidentView {
   std::int64_t in_flight = 0;
 };
 
+/// A load time the fleet learned for a model on a backend (from load_duration).
+struct LoadTimeView {
+  std::string model;
+  Duration load_time{};
+};
+
 struct BackendView {
   BackendId id = 0;
   std::string name;
@@ -122,7 +135,13 @@ struct BackendView {
   std::vector<std::string> models;   ///< its catalog (static or discovered)
   std::vector<ResidentView> loaded;  ///< resident now, most recently used first
   std::size_t resident_capacity = 0;
-  double tokens_per_second = 0;  ///< per stream, smoothed
+  double tokens_per_second = 0;          ///< per stream, smoothed
+  bool speed_known = false;              ///< false: tokens_per_second is kDefaultTokensPerSecond
+  std::vector<LoadTimeView> load_times;  ///< learned ones only, by model name
+
+  // Filled in by the network layer (net::Proxy::snapshot()), not by the Fleet:
+  std::optional<HealthView> health;  ///< a configured fleet's health checks; nullopt otherwise
+  std::uint64_t requests = 0;        ///< requests sent to it since it was added
 };
 
 class Fleet {
