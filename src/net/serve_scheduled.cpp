@@ -88,6 +88,8 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
   co_await forward_buffered(proxy, client, ctx, upstream_request, deadline, &scanner);
 
   slot.set_timings(scanner.timings());
+  ctx.model = plan.body.model;  // for sluice_backend_model_loads_total (session.cpp)
+  ctx.loaded_model = core::loaded_model(scanner.timings());
   ctx.prompt_tokens = scanner.prompt_tokens();
   ctx.output_tokens = scanner.output_tokens();
   if (ctx.prompt_tokens >= 0 || ctx.output_tokens >= 0) {
