@@ -188,3 +188,23 @@ TEST_CASE("fleet admin: per-backend metrics and /admin/state backends follow rea
   CHECK_FALSE(down["reason"].get<std::string>().empty());
   CHECK(down["failed_checks"].get<int>() >= 1);
 }
+
+TEST_CASE("fleet admin: a single upstream is a fleet of one named by its host and port") {
+  Simulator sim({"--time-scale", "50"});
+  ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1})"));
+  HttpResponse r = http_request(proxy.port(), generate("mistral"));
+  CHECK(r.status == 200);
+  const std::string name = "127.0.0.1:" + std::to_string(sim.port());
+  CHECK(r.header("X-Sluice-Backend") == name);
+  CHECK(scrape_reaches(
+      proxy, R"(sluice_backend_requests_total{backend=")" + name + R"(",outcome="ok"})", 1));
+  CHECK(sample(proxy.scrape(), R"(sluice_backend_up{backend=")" + name + R"("})") == 1);
+  const nlohmann::json doc = state(proxy);
+  CHECK(doc["upstream"] == sim.url());
+  CHECK(doc["fleet"] == false);
+  REQUIRE(doc["backends"].size() == 1);
+  CHECK(doc["backends"][0]["name"] == name);
+  CHECK(doc["backends"][0]["url"] == sim.url());
+  CHECK(doc["backends"][0]["health"].is_null());
+  CHECK(doc["backends"][0]["requests"] == 1);
+}
