@@ -110,6 +110,6 @@ TEST_CASE("health: view() shows the state, the ejection left and the failure cou
   CHECK(sluice::core::name(v.state) == "ejected");
   CHECK(v.ejected_for == 7s);
   CHECK(v.ejections == 1);
-  CHECK(v.failed_requests == 0);  // the ejection starts the count again
+  CHECK(v.failed_requests == 0);             // the ejection starts the count again
   CHECK(h.view(at(20s)).ejected_for == 0s);  // served; waits for a check
 }
