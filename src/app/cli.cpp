@@ -20,6 +20,22 @@
 
 namespace sluice::app {
 
+std::string upstreams_summary(const config::Config& config) {
+  if (!config.fleet) {
+    std::string text = "proxying to ";
+    text.append(config.upstream.url);
+    return text;
+  }
+  std::string text = "fleet of ";
+  text.append(std::to_string(config.backends.size()));
+  text.append(config.backends.size() == 1 ? " backend: " : " backends: ");
+  for (std::size_t i = 0; i < config.backends.size(); ++i) {
+    if (i > 0) text.append(", ");
+    text.append(config.backends[i].name).append("=").append(config.backends[i].upstream.url);
+  }
+  return text;
+}
+
 std::string version_string() {
   return std::string("sluice ") + SLUICE_VERSION;
 }

@@ -195,7 +195,7 @@ int Server::Impl::run() {
 
   const std::string url = http_url(bound.address().to_string(), bound.port());
   std::printf("listening on %s\n", url.c_str());
-  spdlog::info("listening on {} (proxying to {})", url, c.upstream.url);
+  spdlog::info("listening on {} ({})", url, upstreams_summary(c));
   if (admin_bound) {
     const std::string admin_url = http_url(admin_bound->address().to_string(), admin_bound->port());
     std::printf("admin listening on %s\n", admin_url.c_str());

@@ -23,6 +23,69 @@ const core::WorkloadSpec* find_spec(const core::SchedulerConfig& config, const s
   return nullptr;
 }
 
+template <class T>
+T capped(T list, std::size_t max) {
+  if (list.size() > max) list.resize(max);
+  return list;
+}
+
+json health_json(const std::optional<core::HealthView>& health) {
+  if (!health) return nullptr;
+  return {{"state", std::string(core::name(health->state))},
+          {"reason", health->reason},
+          {"ejected_for_ms", to_ms(health->ejected_for)},
+          {"ejections", health->ejections},
+          {"failed_checks", health->failed_checks},
+          {"failed_requests", health->failed_requests}};
+}
+
+json backends_json(const core::Snapshot& snapshot, const config::Config& config) {
+  json list = json::array();
+  for (const core::BackendView& b : snapshot.backends) {
+    if (list.size() >= kMaxStateBackends) break;
+    const config::BackendConfig* configured = nullptr;
+    for (const config::BackendConfig& c : config.backends) {
+      if (c.name == b.name) configured = &c;
+    }
+    if (b.retired) configured = nullptr;  // a re-added backend of the same name is another
+    json models = nullptr;                // unknown yet: it serves every model
+    if (b.catalog_known) {
+      models = json::array();
+      for (const std::string& m : capped(b.models, kMaxStateModels))
+        models.push_back(m);
+    }
+    // Without `upstreams` sluice does not ask /api/ps: what it placed is not worth showing.
+    json loaded = nullptr;
+    if (config.fleet) {
+      loaded = json::array();
+      for (const core::ResidentView& r : capped(b.loaded, kMaxStateModels)) {
+        if (!r.model.empty()) loaded.push_back({{"model", r.model}, {"in_flight", r.in_flight}});
+      }
+    }
+    json load_times = json::object();
+    for (const core::LoadTimeView& l : capped(b.load_times, kMaxStateModels)) {
+      if (!l.model.empty()) load_times[l.model] = to_ms(l.load_time);
+    }
+    list.push_back({
+        {"name", b.name},
+        {"url", configured ? json(configured->upstream.url) : json(nullptr)},
+        {"up", b.up},
+        {"health", health_json(b.health)},
+        {"retired", b.retired},
+        {"in_flight", b.in_flight},
+        {"max_concurrency", b.max_concurrency},
+        {"requests", b.requests},
+        {"models", std::move(models)},
+        {"models_total", b.catalog_known ? json(b.models.size()) : json(nullptr)},
+        {"loaded", std::move(loaded)},
+        {"resident_capacity", b.resident_capacity},
+        {"load_time_ms", std::move(load_times)},
+        {"tokens_per_second", b.speed_known ? json(b.tokens_per_second) : json(nullptr)},
+    });
+  }
+  return list;
+}
+
 }  // namespace
 
 std::string state_json(const core::Snapshot& snapshot, const config::Config& config,
@@ -80,7 +143,9 @@ std::string state_json(const core::Snapshot& snapshot, const config::Config& con
       {"version", version_string()},
       {"uptime_seconds", context.uptime_seconds},
       {"draining", context.draining},
-      {"upstream", config.upstream.url},
+      // A fleet has no single upstream: null there (each backend's url is in "backends").
+      {"upstream", config.fleet ? json(nullptr) : json(config.upstream.url)},
+      {"fleet", config.fleet},
       {"limits",
        {{"max_concurrency", snapshot.max_concurrency},
         {"max_inflight_tokens", sched.max_inflight_tokens},
@@ -96,6 +161,7 @@ std::string state_json(const core::Snapshot& snapshot, const config::Config& con
       {"keys", std::move(key_list)},
       {"keys_total", snapshot.keys.size()},
       {"keys_truncated", shown < snapshot.keys.size()},
+      {"backends", backends_json(snapshot, config)},
   };
   return doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }

@@ -471,6 +471,11 @@ BackendView Fleet::view(BackendId b) const {
     v.loaded.push_back({.model = model_names_[r.model], .in_flight = r.in_flight});
   v.resident_capacity = backend.resident_capacity;
   v.tokens_per_second = backend.tokens_per_second;
+  v.speed_known = backend.speed_known;
+  for (const auto& [model, time] : backend.load_time)
+    v.load_times.push_back({.model = model_names_[model], .load_time = time});
+  std::sort(v.load_times.begin(), v.load_times.end(),
+            [](const LoadTimeView& x, const LoadTimeView& y) { return x.model < y.model; });
   return v;
 }
 

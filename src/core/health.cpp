@@ -13,6 +13,31 @@ std::string validate(const HealthPolicy& policy) {
   return "";
 }
 
+std::string_view name(Health::State state) {
+  switch (state) {
+    case Health::State::unknown:
+      return "unknown";
+    case Health::State::up:
+      return "up";
+    case Health::State::down:
+      return "down";
+    case Health::State::ejected:
+      return "ejected";
+  }
+  return "unknown";
+}
+
+HealthView Health::view(Time now) const {
+  HealthView v;
+  v.state = state_;
+  v.reason = reason_;
+  if (state_ == State::ejected && ejected_until_ > now) v.ejected_for = ejected_until_ - now;
+  v.ejections = multiplier_;
+  v.failed_checks = failed_checks_;
+  v.failed_requests = failed_requests_;
+  return v;
+}
+
 bool Health::set(State next, std::string why) {
   const bool was_up = up();
   state_ = next;

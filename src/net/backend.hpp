@@ -10,6 +10,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "sluice/config/config.hpp"
@@ -27,7 +28,8 @@ struct Backend {
   std::string name;
   core::BackendId id = 0;  ///< its id in the scheduler's fleet
   UpstreamPool pool;
-  core::Health health;  ///< used for a configured fleet only (Config::fleet)
+  core::Health health;         ///< used for a configured fleet only (Config::fleet)
+  std::uint64_t requests = 0;  ///< requests sent to it that have ended (/admin/state)
 };
 
 /// The settings of backend `name` in `config` (the first backend's when none has that name).

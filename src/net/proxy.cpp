@@ -27,6 +27,13 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
+std::vector<std::string> backend_names(const config::Config& config) {
+  std::vector<std::string> names;
+  for (const config::BackendConfig& b : config.backends)
+    names.push_back(b.name);
+  return names;
+}
+
 }  // namespace
 
 Proxy::Impl::Impl(asio::io_context& io_context, std::shared_ptr<const config::Config> initial,
@@ -59,6 +66,7 @@ Proxy::Impl::Impl(asio::io_context& io_context, std::shared_ptr<const config::Co
   // The one place metrics learn the workloads and the limit: here and on reconfigure().
   metrics.add_workloads(config->workload_names());
   metrics.set_concurrency_limit(config->scheduler.core.max_concurrency);
+  metrics.set_backends(backend_names(*config));
 }
 
 void Proxy::Impl::sync_backends() {
@@ -215,6 +223,7 @@ std::string Proxy::reconfigure(std::shared_ptr<const config::Config> next) {
   impl_->sync_backends();
   impl_->metrics.add_workloads(impl_->config->workload_names());
   impl_->metrics.set_concurrency_limit(impl_->config->scheduler.core.max_concurrency);
+  impl_->metrics.set_backends(backend_names(*impl_->config));
   impl_->accept_wakeup.cancel();  // max_connections may have grown
   return {};
 }
@@ -277,7 +286,19 @@ void Proxy::close_all() {
 }
 
 core::Snapshot Proxy::snapshot() const {
-  return impl_->gate.snapshot();
+  const Impl& impl = *impl_;
+  core::Snapshot snapshot = impl.gate.snapshot();
+  const core::Time now = impl.gate.now();
+  for (core::BackendView& view : snapshot.backends) {
+    if (view.id >= impl.backends.size() || !impl.backends[view.id]) continue;  // retired
+    const Backend& backend = *impl.backends[view.id];
+    // The name the config, the access log and X-Sluice-Backend use (a single upstream is the
+    // scheduler's implicit backend, named differently there).
+    view.name = backend.name;
+    view.requests = backend.requests;
+    if (impl.config->fleet) view.health = backend.health.view(now);
+  }
+  return snapshot;
 }
 
 std::int64_t Proxy::retry_after_seconds() const {

@@ -81,6 +81,10 @@ struct RequestContext {
   std::optional<core::Duration> ttfb;
   std::int64_t prompt_tokens = -1;
   std::int64_t output_tokens = -1;
+  /// A scheduled request's model (as the client named it), and whether its backend reported
+  /// loading it (core::Fleet::counts_as_load() of the final object's load_duration).
+  std::string model;
+  bool loaded_model = false;
   bool client_reusable = true;  ///< the connection may carry another request
   bool linger = false;          ///< request body left unread: linger before closing
 };

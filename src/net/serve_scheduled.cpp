@@ -129,6 +129,8 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
   co_await forward_buffered(proxy, client, ctx, upstream_request, deadline, &scanner, failing_over);
 
   slot.set_timings(scanner.timings());
+  ctx.model = plan.body.model;  // for sluice_backend_model_loads_total (session.cpp)
+  ctx.loaded_model = proxy.gate.scheduler().fleet().counts_as_load(scanner.timings());
   ctx.prompt_tokens = scanner.prompt_tokens();
   ctx.output_tokens = scanner.output_tokens();
   if (ctx.prompt_tokens >= 0 || ctx.output_tokens >= 0) {

@@ -62,6 +62,17 @@ void record_request(Proxy::Impl& proxy, const RequestContext& ctx) {
   metrics.add_tokens(ctx.metrics_workload, obs::TokenKind::prompt, ctx.prompt_tokens);
   metrics.add_tokens(ctx.metrics_workload, obs::TokenKind::output, ctx.output_tokens);
   if (ctx.upstream_error) metrics.count_upstream_error(*ctx.upstream_error);
+  if (!ctx.backend_name.empty()) {
+    metrics.count_backend_request(ctx.backend_name, ctx.outcome);
+    if (ctx.backend) ++ctx.backend->requests;
+    if (ctx.loaded_model) {
+      // Only names the fleet knows become label values; any other counts as "other".
+      const core::Fleet& fleet = proxy.gate.scheduler().fleet();
+      const core::ModelId model = fleet.model(ctx.model);
+      metrics.count_model_load(ctx.backend_name,
+                               model == core::kUnlistedModel ? "" : fleet.model_name(model));
+    }
+  }
   if (!obs::access_log_enabled()) return;
   obs::AccessRecord record;
   record.time = std::chrono::system_clock::now();

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <unordered_map>
 #include <utility>
 
@@ -97,6 +98,19 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Counter>& tokens;
   prometheus::Family<prometheus::Counter>& upstream_errors;
   prometheus::Family<prometheus::Gauge>& concurrency_limit;
+  prometheus::Family<prometheus::Gauge>& backend_up;
+  prometheus::Family<prometheus::Gauge>& backend_inflight;
+  prometheus::Family<prometheus::Counter>& backend_requests;
+  prometheus::Family<prometheus::Counter>& backend_model_loads;
+};
+
+struct Metrics::BackendSeries {
+  std::string name;
+  prometheus::Gauge* up = nullptr;
+  prometheus::Gauge* inflight = nullptr;
+  std::array<prometheus::Counter*, kOutcomeCount> requests{};
+  /// By model label, created with the first load; at most kMaxModelLoadSeries + "other".
+  std::vector<std::pair<std::string, prometheus::Counter*>> loads;
 };
 
 namespace {
@@ -186,6 +200,23 @@ Metrics::Metrics(std::span<const std::string> workload_names)
       prometheus::BuildGauge()
           .Name("sluice_concurrency_limit")
           .Help("The configured scheduler.max_concurrency")
+          .Register(r),
+      prometheus::BuildGauge()
+          .Name("sluice_backend_up")
+          .Help("1 when the backend may take requests (health checks pass, not ejected), else 0")
+          .Register(r),
+      prometheus::BuildGauge()
+          .Name("sluice_backend_inflight")
+          .Help("Requests running on the backend")
+          .Register(r),
+      prometheus::BuildCounter()
+          .Name("sluice_backend_requests_total")
+          .Help("Requests sent to the backend (scheduled and pass-through), by how they ended")
+          .Register(r),
+      prometheus::BuildCounter()
+          .Name("sluice_backend_model_loads_total")
+          .Help("Model loads the backend reported (a load_duration of at least 250 ms), by model; "
+                "models the fleet does not know count as \"other\"")
           .Register(r),
   });
   for (UpstreamError e : kUpstreamErrors) {
@@ -287,6 +318,93 @@ void Metrics::update_from(const core::Snapshot& snapshot) {
     s->inflight->Set(static_cast<double>(in_flight));
   }
   concurrency_limit_->Set(static_cast<double>(snapshot.max_concurrency));
+  for (const auto& b : backends_) {
+    // Retired backends (removed by a reload, still finishing) have no series; a name can
+    // appear once live.
+    auto it =
+        std::find_if(snapshot.backends.begin(), snapshot.backends.end(),
+                     [&](const core::BackendView& v) { return v.name == b->name && !v.retired; });
+    const bool found = it != snapshot.backends.end();
+    b->up->Set(found && it->up ? 1 : 0);
+    b->inflight->Set(found ? static_cast<double>(it->in_flight) : 0);
+  }
+}
+
+Metrics::BackendSeries* Metrics::backend_series(std::string_view name) const {
+  for (const auto& b : backends_) {
+    if (b->name == name) return b.get();
+  }
+  return nullptr;
+}
+
+void Metrics::remove_backend(BackendSeries& series) {
+  families_->backend_up.Remove(series.up);
+  families_->backend_inflight.Remove(series.inflight);
+  for (prometheus::Counter* c : series.requests)
+    families_->backend_requests.Remove(c);
+  for (const auto& [model, counter] : series.loads)
+    families_->backend_model_loads.Remove(counter);
+}
+
+void Metrics::set_backends(std::span<const std::string> names) {
+  std::lock_guard lock(mutex_);
+  std::vector<std::unique_ptr<BackendSeries>> next;
+  for (const std::string& n : names) {
+    if (next.size() >= kMaxBackendSeries) break;
+    if (std::any_of(next.begin(), next.end(), [&](const auto& b) { return b->name == n; }))
+      continue;
+    auto kept = std::find_if(backends_.begin(), backends_.end(),
+                             [&](const auto& b) { return b && b->name == n; });
+    if (kept != backends_.end()) {
+      next.push_back(std::move(*kept));
+      continue;
+    }
+    auto b = std::make_unique<BackendSeries>();
+    b->name = n;
+    b->up = &families_->backend_up.Add({{"backend", n}});
+    b->inflight = &families_->backend_inflight.Add({{"backend", n}});
+    for (Outcome o : kOutcomes) {
+      b->requests[static_cast<std::size_t>(o)] =
+          &families_->backend_requests.Add({{"backend", n}, {"outcome", std::string(name(o))}});
+    }
+    next.push_back(std::move(b));
+  }
+  for (const auto& old : backends_) {
+    if (old) remove_backend(*old);  // not moved into `next`: no longer configured
+  }
+  backends_ = std::move(next);
+}
+
+void Metrics::count_backend_request(std::string_view backend, Outcome outcome) {
+  std::lock_guard lock(mutex_);
+  if (BackendSeries* b = backend_series(backend))
+    b->requests[static_cast<std::size_t>(outcome)]->Increment();
+}
+
+void Metrics::count_model_load(std::string_view backend, std::string_view model) {
+  std::lock_guard lock(mutex_);
+  BackendSeries* b = backend_series(backend);
+  if (b == nullptr) return;
+  auto find = [b](std::string_view label) {
+    return std::find_if(b->loads.begin(), b->loads.end(),
+                        [label](const auto& entry) { return entry.first == label; });
+  };
+  std::string_view label = model.empty() ? kOtherModel : model;
+  auto it = find(label);
+  if (it == b->loads.end() && label != kOtherModel) {
+    const std::size_t named = b->loads.size() - (find(kOtherModel) != b->loads.end() ? 1 : 0);
+    if (named >= kMaxModelLoadSeries) {
+      label = kOtherModel;
+      it = find(label);
+    }
+  }
+  if (it == b->loads.end()) {
+    prometheus::Counter* counter =
+        &families_->backend_model_loads.Add({{"backend", b->name}, {"model", std::string(label)}});
+    b->loads.emplace_back(std::string(label), counter);
+    it = std::prev(b->loads.end());
+  }
+  it->second->Increment();
 }
 
 std::string Metrics::serialize() const {

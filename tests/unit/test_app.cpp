@@ -453,6 +453,113 @@ TEST_CASE("state_json: shape, workload details, keys busiest first and bounded")
   CHECK(doc["keys_truncated"] == true);
 }
 
+TEST_CASE("state_json: backends of a fleet, with health, residency and what was learned") {
+  Config config = parse_ok(R"({"upstreams": [
+      {"name": "gpu-a", "url": "http://10.0.0.5:11434", "max_concurrency": 2},
+      {"name": "gpu-b", "url": "http://10.0.0.6:11434", "max_concurrency": 4,
+       "models": ["llama3.1:8b"]}]})");
+  sluice::core::Snapshot s;
+  sluice::core::BackendView a{.id = 0,
+                              .name = "gpu-a",
+                              .up = true,
+                              .in_flight = 1,
+                              .max_concurrency = 2,
+                              .catalog_known = true,
+                              .models = {"mistral:latest", "qwen2:7b"},
+                              .loaded = {{"qwen2:7b", 1}, {"mistral:latest", 0}},
+                              .resident_capacity = 2,
+                              .tokens_per_second = 41.5,
+                              .speed_known = true,
+                              .load_times = {{"qwen2:7b", 3200ms}},
+                              .requests = 17};
+  a.health = sluice::core::HealthView{.state = sluice::core::Health::State::up};
+  sluice::core::BackendView b{.id = 1, .name = "gpu-b", .max_concurrency = 4};
+  b.health = sluice::core::HealthView{.state = sluice::core::Health::State::ejected,
+                                      .reason = "3 requests in a row failed (connect: refused)",
+                                      .ejected_for = 7500ms,
+                                      .ejections = 1,
+                                      .failed_requests = 3};
+  sluice::core::BackendView gone{.id = 2, .name = "gpu-c", .retired = true, .in_flight = 1};
+  s.backends = {a, b, gone};
+
+  nlohmann::json doc = nlohmann::json::parse(state_json(s, config, {}));
+  CHECK(doc["upstream"].is_null());  // no single upstream in a fleet
+  CHECK(doc["fleet"] == true);
+  REQUIRE(doc["backends"].size() == 3);
+  const nlohmann::json& ja = doc["backends"][0];
+  CHECK(ja["name"] == "gpu-a");
+  CHECK(ja["url"] == "http://10.0.0.5:11434");
+  CHECK(ja["up"] == true);
+  CHECK(ja["health"]["state"] == "up");
+  CHECK(ja["in_flight"] == 1);
+  CHECK(ja["max_concurrency"] == 2);
+  CHECK(ja["requests"] == 17);
+  CHECK(ja["models"] == nlohmann::json::array({"mistral:latest", "qwen2:7b"}));
+  CHECK(ja["models_total"] == 2);
+  REQUIRE(ja["loaded"].size() == 2);
+  CHECK(ja["loaded"][0]["model"] == "qwen2:7b");
+  CHECK(ja["loaded"][0]["in_flight"] == 1);
+  CHECK(ja["resident_capacity"] == 2);
+  CHECK(ja["load_time_ms"]["qwen2:7b"] == 3200.0);
+  CHECK(ja["tokens_per_second"] == 41.5);
+  const nlohmann::json& jb = doc["backends"][1];
+  CHECK(jb["up"] == false);
+  CHECK(jb["health"]["state"] == "ejected");
+  CHECK(jb["health"]["ejected_for_ms"] == 7500.0);
+  CHECK(jb["health"]["failed_requests"] == 3);
+  CHECK(contains(jb["health"]["reason"].get<std::string>(), "connect: refused"));
+  CHECK(jb["models"].is_null());  // catalog not known yet: serves every model
+  CHECK(jb["loaded"] == nlohmann::json::array());
+  CHECK(jb["tokens_per_second"].is_null());
+  CHECK(jb["load_time_ms"] == nlohmann::json::object());
+  CHECK(doc["backends"][2]["retired"] == true);
+  CHECK(doc["backends"][2]["url"].is_null());  // removed from the config
+}
+
+TEST_CASE("state_json: a single upstream keeps \"upstream\", its backend has no health") {
+  Config config = parse_ok(R"({"upstream": {"url": "http://127.0.0.1:11434"}})");
+  sluice::core::Snapshot s;
+  s.backends.push_back({.id = 0,
+                        .name = config.backends.at(0).name,
+                        .up = true,
+                        .max_concurrency = 2,
+                        .loaded = {{"", 0}}});
+  nlohmann::json doc = nlohmann::json::parse(state_json(s, config, {}));
+  CHECK(doc["upstream"] == "http://127.0.0.1:11434");
+  CHECK(doc["fleet"] == false);
+  REQUIRE(doc["backends"].size() == 1);
+  CHECK(doc["backends"][0]["url"] == "http://127.0.0.1:11434");
+  CHECK(doc["backends"][0]["health"].is_null());
+  CHECK(doc["backends"][0]["loaded"].is_null());  // sluice does not ask /api/ps here
+}
+
+TEST_CASE("state_json: model lists are capped") {
+  Config config = parse_ok(R"({"upstreams": [
+      {"name": "gpu-a", "url": "http://10.0.0.5:11434", "max_concurrency": 2}]})");
+  sluice::core::BackendView a{.id = 0, .name = "gpu-a", .catalog_known = true};
+  for (std::size_t i = 0; i < kMaxStateModels + 10; ++i) {
+    std::string name = "m";
+    name += std::to_string(i);
+    a.models.push_back(name);
+    a.loaded.push_back({name, 0});
+  }
+  sluice::core::Snapshot s;
+  s.backends = {a};
+  nlohmann::json doc = nlohmann::json::parse(state_json(s, config, {}));
+  CHECK(doc["backends"][0]["models"].size() == kMaxStateModels);
+  CHECK(doc["backends"][0]["models_total"] == kMaxStateModels + 10);
+  CHECK(doc["backends"][0]["loaded"].size() == kMaxStateModels);
+}
+
+TEST_CASE("upstreams_summary: the single URL, or every backend of a fleet by name") {
+  CHECK(upstreams_summary(parse_ok(R"({"upstream": {"url": "http://127.0.0.1:11434"}})")) ==
+        "proxying to http://127.0.0.1:11434");
+  CHECK(upstreams_summary(parse_ok(R"({"upstreams": [
+      {"name": "gpu-a", "url": "http://10.0.0.5:11434", "max_concurrency": 2},
+      {"name": "gpu-b", "url": "http://10.0.0.6:11434", "max_concurrency": 4}]})")) ==
+        "fleet of 2 backends: gpu-a=http://10.0.0.5:11434, gpu-b=http://10.0.0.6:11434");
+}
+
 TEST_CASE("route_admin: endpoints, 404 and 405 with Allow") {
   CHECK(route_admin("GET", "/metrics").endpoint == AdminEndpoint::metrics);
   CHECK(route_admin("HEAD", "/healthz").endpoint == AdminEndpoint::healthz);

@@ -251,6 +251,30 @@ TEST_CASE("fleet: the assumed load time and the load threshold are the operator'
   CHECK(fleet.load_time(1, m2) == 30ms);
 }
 
+TEST_CASE("fleet: counts_as_load() is the load rule, and view() shows what was learned") {
+  using sluice::core::kLoadSeen;
+  Fleet fleet = up_fleet(three());
+  CHECK_FALSE(fleet.counts_as_load({}));
+  CHECK_FALSE(fleet.counts_as_load(loaded(kLoadSeen - 1ns)));
+  CHECK(fleet.counts_as_load(loaded(kLoadSeen)));
+
+  const ModelId m1 = fleet.model("m1"), m3 = fleet.model("m3");
+  CHECK(fleet.view(0).load_times.empty());
+  CHECK_FALSE(fleet.view(0).speed_known);
+  fleet.admit(0, m3, at(0s));
+  fleet.release(0, m3, loaded(3s), at(4s));
+  fleet.admit(0, m1, at(5s));
+  fleet.release(0, m1, loaded(2s), at(8s));
+  const sluice::core::BackendView v = fleet.view(0);
+  REQUIRE(v.load_times.size() == 2);
+  CHECK(v.load_times[0].model == "m1:latest");  // by name
+  CHECK(v.load_times[0].load_time == 2s);
+  CHECK(v.load_times[1].model == "m3:latest");
+  CHECK(v.load_times[1].load_time == 3s);
+  CHECK(v.speed_known);
+  CHECK(fleet.view(1).load_times.empty());
+}
+
 TEST_CASE("fleet: /api/ps is the truth, except for models with requests running") {
   Fleet fleet = up_fleet(three());
   const ModelId m1 = fleet.model("m1");

@@ -91,3 +91,25 @@ TEST_CASE("health: policy validation") {
   CHECK(validate(HealthPolicy{.base_ejection = 10s, .max_ejection = 5s}) ==
         "max_ejection must be >= base_ejection");
 }
+
+TEST_CASE("health: view() shows the state, the ejection left and the failure counts") {
+  Health h(HealthPolicy{.unhealthy_after = 2, .eject_after = 2, .base_ejection = 10s});
+  sluice::core::HealthView v = h.view(at(0s));
+  CHECK(v.state == State::unknown);
+  CHECK(sluice::core::name(v.state) == "unknown");
+  CHECK(v.reason == "not checked yet");
+  h.check_passed(at(0s));
+  h.check_failed(at(1s), "timeout");
+  v = h.view(at(1s));
+  CHECK(sluice::core::name(v.state) == "up");
+  CHECK(v.failed_checks == 1);
+  h.request_failed(at(2s), "connect: refused");
+  CHECK(h.view(at(2s)).failed_requests == 1);
+  h.request_failed(at(2s), "connect: refused");
+  v = h.view(at(5s));
+  CHECK(sluice::core::name(v.state) == "ejected");
+  CHECK(v.ejected_for == 7s);
+  CHECK(v.ejections == 1);
+  CHECK(v.failed_requests == 0);             // the ejection starts the count again
+  CHECK(h.view(at(20s)).ejected_for == 0s);  // served; waits for a check
+}

@@ -202,3 +202,104 @@ TEST_CASE("metrics: gauges follow a scheduler snapshot") {
   CHECK(sample(text, "sluice_concurrency_limit") == 3);
   CHECK_FALSE(contains(text, "unknown-to-metrics"));
 }
+
+namespace {
+
+const std::vector<std::string> kBackends = {"gpu-a", "gpu-b"};
+
+// "m7" (appended: GCC 12 warns falsely about "m" + std::to_string(7)).
+std::string model_name(int n) {
+  std::string out = "m";
+  out += std::to_string(n);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("metrics: per-backend families, series at 0, recorded by backend name") {
+  Metrics m(kNames);
+  m.set_backends(kBackends);
+  std::string text = m.serialize();
+  for (const char* family :
+       {"# TYPE sluice_backend_up gauge", "# TYPE sluice_backend_inflight gauge",
+        "# TYPE sluice_backend_requests_total counter", "# HELP sluice_backend_up ",
+        "# HELP sluice_backend_requests_total "}) {
+    CAPTURE(family);
+    CHECK(contains(text, family));
+  }
+  CHECK(sample(text, "sluice_backend_up{backend=\"gpu-a\"}") == 0);
+  CHECK(sample(text, "sluice_backend_inflight{backend=\"gpu-b\"}") == 0);
+  CHECK(sample(text, "sluice_backend_requests_total{backend=\"gpu-b\",outcome=\"ok\"}") == 0);
+  CHECK(sample(text,
+               "sluice_backend_requests_total{backend=\"gpu-a\",outcome=\"upstream_error\"}") == 0);
+
+  m.count_backend_request("gpu-a", Outcome::ok);
+  m.count_backend_request("gpu-a", Outcome::ok);
+  m.count_backend_request("gpu-b", Outcome::upstream_5xx);
+  m.count_backend_request("not-configured", Outcome::ok);  // ignored
+  m.count_model_load("gpu-a", "llama3.1:8b");
+  m.count_model_load("gpu-a", "llama3.1:8b");
+  m.count_model_load("gpu-b", "");  // a name the fleet does not know
+  m.count_model_load("not-configured", "llama3.1:8b");
+
+  sluice::core::Snapshot snapshot;
+  snapshot.backends.push_back({.id = 0, .name = "gpu-a", .up = true, .in_flight = 2});
+  snapshot.backends.push_back({.id = 1, .name = "gpu-b", .up = false, .in_flight = 0});
+  snapshot.backends.push_back(
+      {.id = 2, .name = "gpu-a", .up = false, .retired = true, .in_flight = 7});  // gone
+  m.update_from(snapshot);
+  text = m.serialize();
+  CHECK(contains(text, "# TYPE sluice_backend_model_loads_total counter"));
+  CHECK(sample(text, "sluice_backend_up{backend=\"gpu-a\"}") == 1);
+  CHECK(sample(text, "sluice_backend_up{backend=\"gpu-b\"}") == 0);
+  CHECK(sample(text, "sluice_backend_inflight{backend=\"gpu-a\"}") == 2);
+  CHECK(sample(text, "sluice_backend_requests_total{backend=\"gpu-a\",outcome=\"ok\"}") == 2);
+  CHECK(sample(text, "sluice_backend_requests_total{backend=\"gpu-b\",outcome=\"upstream_5xx\"}") ==
+        1);
+  CHECK(sample(text, "sluice_backend_model_loads_total{backend=\"gpu-a\",model=\"llama3.1:8b\"}") ==
+        2);
+  CHECK(sample(text, "sluice_backend_model_loads_total{backend=\"gpu-b\",model=\"other\"}") == 1);
+  CHECK_FALSE(contains(text, "not-configured"));
+}
+
+TEST_CASE("metrics: model-load labels are bounded per backend; the rest count as other") {
+  Metrics m(kNames);
+  m.set_backends(kBackends);
+  const int names = static_cast<int>(sluice::obs::kMaxModelLoadSeries) + 8;
+  m.count_model_load("gpu-a", "");  // "other" first: it does not take a named place
+  for (int i = 0; i < names; ++i)
+    m.count_model_load("gpu-a", model_name(i));
+  m.count_model_load("gpu-a", model_name(0));  // an early name keeps its series
+  const std::string text = m.serialize();
+  std::size_t series = 0;
+  for (std::size_t at = text.find("sluice_backend_model_loads_total{"); at != std::string::npos;
+       at = text.find("sluice_backend_model_loads_total{", at + 1))
+    ++series;
+  CHECK(series == sluice::obs::kMaxModelLoadSeries + 1);
+  CHECK(sample(text, "sluice_backend_model_loads_total{backend=\"gpu-a\",model=\"m0\"}") == 2);
+  CHECK(sample(text, "sluice_backend_model_loads_total{backend=\"gpu-a\",model=\"m31\"}") == 1);
+  CHECK_FALSE(sample(text, "sluice_backend_model_loads_total{backend=\"gpu-a\",model=\"m32\"}")
+                  .has_value());
+  CHECK(sample(text, "sluice_backend_model_loads_total{backend=\"gpu-a\",model=\"other\"}") == 9);
+}
+
+TEST_CASE("metrics: a backend removed by a reload loses its series; kept ones keep counting") {
+  Metrics m(kNames);
+  m.set_backends(kBackends);
+  m.count_backend_request("gpu-a", Outcome::ok);
+  m.count_backend_request("gpu-b", Outcome::ok);
+  m.count_model_load("gpu-b", "m1");
+  const std::vector<std::string> next = {"gpu-a", "gpu-c"};
+  m.set_backends(next);
+  m.count_backend_request("gpu-b", Outcome::ok);  // still finishing there: not counted
+  m.count_backend_request("gpu-a", Outcome::ok);
+  std::string text = m.serialize();
+  CHECK_FALSE(contains(text, "backend=\"gpu-b\""));
+  CHECK(sample(text, "sluice_backend_requests_total{backend=\"gpu-a\",outcome=\"ok\"}") == 2);
+  CHECK(sample(text, "sluice_backend_requests_total{backend=\"gpu-c\",outcome=\"ok\"}") == 0);
+  // Re-added later: a new series from 0 (Prometheus sees a counter reset).
+  m.set_backends(kBackends);
+  text = m.serialize();
+  CHECK(sample(text, "sluice_backend_requests_total{backend=\"gpu-b\",outcome=\"ok\"}") == 0);
+  CHECK_FALSE(contains(text, "backend=\"gpu-c\""));
+}

@@ -90,4 +90,8 @@ std::optional<std::string> hash_key_output(bool generate, std::string_view input
 /// "sluice 0.1.0".
 std::string version_string();
 
+/// Where requests go, for the start-up log line: "proxying to URL" for a single upstream,
+/// "fleet of N backends: NAME=URL, ..." with `upstreams`.
+std::string upstreams_summary(const config::Config& config);
+
 }  // namespace sluice::app

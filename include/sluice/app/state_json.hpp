@@ -4,7 +4,8 @@
 //
 // Bounds: the per-key list is capped (`max_keys`, busiest keys first: parked + in flight); the
 // total number of keys and whether the list was cut are reported, so a flood of users cannot
-// make the answer unbounded.
+// make the answer unbounded. The backends are at most kMaxStateBackends (the config allows no
+// more), each with at most kMaxStateModels names in each of its model lists.
 #pragma once
 
 #include <cstddef>
@@ -15,6 +16,9 @@
 
 namespace sluice::app {
 
+inline constexpr std::size_t kMaxStateBackends = 64;
+inline constexpr std::size_t kMaxStateModels = 256;
+
 struct StateContext {
   bool draining = false;        ///< shutdown has begun
   double uptime_seconds = 0;    ///< since start
@@ -22,7 +26,8 @@ struct StateContext {
 };
 
 /// Shape (durations in milliseconds, as numbers):
-/// { "version", "uptime_seconds", "draining", "upstream",
+/// { "version", "uptime_seconds", "draining",
+///   "upstream" (the single upstream's URL; null with `upstreams`), "fleet" (`upstreams` used),
 ///   "limits": {max_concurrency, max_inflight_tokens, max_queue, queue_timeout_cap_ms,
 ///              max_inflight_duration_ms, per_key: [{label, max_concurrency, max_tokens,
 ///              max_queue}]},
@@ -30,7 +35,14 @@ struct StateContext {
 ///   "workloads": [{name, priority, band, parked, in_flight, in_flight_tokens, oldest_wait_ms
 ///                  (null when nothing is parked), queue_timeout_ms, max_queue, fairness_key,
 ///                  retired}],
-///   "keys": [{label, value, parked, in_flight}], "keys_total", "keys_truncated" }
+///   "keys": [{label, value, parked, in_flight}], "keys_total", "keys_truncated",
+///   "backends": [{name, url (null once removed by a reload), up, health ({state, reason,
+///                 ejected_for_ms, ejections, failed_checks, failed_requests}; null without
+///                 `upstreams`), retired, in_flight, max_concurrency, requests (ended so far),
+///                 models (its catalog; null while unknown: it serves every model),
+///                 models_total, loaded ([{model, in_flight}], most recently used first; null
+///                 without `upstreams`), resident_capacity, load_time_ms ({model: learned ms}),
+///                 tokens_per_second (learned decode speed; null until seen)}] }
 std::string state_json(const core::Snapshot& snapshot, const config::Config& config,
                        const StateContext& context);
 

@@ -49,6 +49,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "sluice/core/health.hpp"
 #include "sluice/core/time.hpp"
 
 namespace sluice::core {
@@ -112,6 +113,12 @@ struct ResidentView {
   std::int64_t in_flight = 0;
 };
 
+/// A load time the fleet learned for a model on a backend (from load_duration).
+struct LoadTimeView {
+  std::string model;
+  Duration load_time{};
+};
+
 struct BackendView {
   BackendId id = 0;
   std::string name;
@@ -123,7 +130,13 @@ struct BackendView {
   std::vector<std::string> models;   ///< its catalog (static or discovered)
   std::vector<ResidentView> loaded;  ///< resident now, most recently used first
   std::size_t resident_capacity = 0;
-  double tokens_per_second = 0;  ///< per stream, smoothed
+  double tokens_per_second = 0;          ///< per stream, smoothed
+  bool speed_known = false;              ///< false: tokens_per_second is kDefaultTokensPerSecond
+  std::vector<LoadTimeView> load_times;  ///< learned ones only, by model name
+
+  // Filled in by the network layer (net::Proxy::snapshot()), not by the Fleet:
+  std::optional<HealthView> health;  ///< a configured fleet's health checks; nullopt otherwise
+  std::uint64_t requests = 0;        ///< requests sent to it since it was added
 };
 
 class Fleet {
@@ -156,7 +169,9 @@ class Fleet {
     assumed_load_time_ = assumed;
     load_threshold_ = threshold;
   }
-  /// Whether a finished request's timings say it loaded its model.
+  /// Whether a finished request's timings say it loaded its model (load_duration at least the
+  /// threshold): the one rule the fleet learns load times by and
+  /// sluice_backend_model_loads_total counts.
   bool counts_as_load(const Timings& timings) const {
     return timings.load_duration && *timings.load_duration >= load_threshold_;
   }

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "sluice/core/time.hpp"
 
@@ -29,6 +30,8 @@ struct HealthPolicy {
 };
 
 std::string validate(const HealthPolicy& policy);
+
+struct HealthView;
 
 class Health {
  public:
@@ -44,6 +47,10 @@ class Health {
   /// While ejected: when a successful check may return it.
   Time ejected_until() const { return ejected_until_; }
   int ejections() const { return multiplier_; }
+  int failed_checks() const { return failed_checks_; }      ///< active checks failed in a row
+  int failed_requests() const { return failed_requests_; }  ///< requests failed in a row
+  /// Everything above at `now`, for /admin/state.
+  HealthView view(Time now) const;
 
   // Each returns true when up() changed.
   bool check_passed(Time now);
@@ -61,6 +68,19 @@ class Health {
   int failed_requests_ = 0;
   int multiplier_ = 0;  ///< ejections not yet forgiven
   Time ejected_until_{};
+};
+
+/// "unknown", "up", "down", "ejected".
+std::string_view name(Health::State state);
+
+/// A backend's health as an operator sees it (Health::view()).
+struct HealthView {
+  Health::State state = Health::State::unknown;
+  std::string reason;       ///< "" when up
+  Duration ejected_for{};   ///< while ejected: time left before a check may return it, else 0
+  int ejections = 0;        ///< ejections not yet forgiven (each doubles the next one)
+  int failed_checks = 0;    ///< active checks failed in a row
+  int failed_requests = 0;  ///< requests that could not reach it, in a row
 };
 
 }  // namespace sluice::core

@@ -10,6 +10,10 @@
 //   sluice_tokens_total{workload,kind}                 counter  kind = prompt | output
 //   sluice_upstream_errors_total{kind}                 counter
 //   sluice_concurrency_limit                           gauge
+//   sluice_backend_up{backend}                         gauge    1 when placement may use it
+//   sluice_backend_inflight{backend}                   gauge    requests running on it
+//   sluice_backend_requests_total{backend,outcome}     counter  requests sent to it, ended
+//   sluice_backend_model_loads_total{backend,model}    counter  loads seen in load_duration
 //
 // Bounded cardinality, by construction: a `workload` label value is either a name registered from
 // the config (constructor, add_workloads) or one of the two pseudo-workloads "passthrough"
@@ -18,6 +22,14 @@
 // an unknown name yields the "unclassified" handle, so no client-supplied string ever becomes a
 // label value. `outcome` and `kind` come from the enums in events.hpp. At most
 // kMaxWorkloadSeries names are registered over the process lifetime (reloads included).
+//
+// A `backend` label value is a configured backend's name (set_backends(), from the config: at
+// most kMaxBackendSeries); a backend a reload removes loses its series (Family::Remove), and a
+// request still finishing on it afterwards is not counted. A `model` label value is a name the
+// fleet knows (a catalog or /api/ps listed it; the caller maps any other name to ""), at most
+// kMaxModelLoadSeries per backend; "" and names beyond the cap count as "other". Model-load
+// series appear with the first load on a backend, so the whole is bounded by
+// kMaxBackendSeries x (kMaxModelLoadSeries + 1) + the outcome and gauge series.
 //
 // All series exist from registration on, at 0, so dashboards see every workload and outcome
 // before the first request. Recording (count_*, observe_*, add_*, set_*) is lock-free and safe
@@ -52,6 +64,12 @@ struct Snapshot;
 namespace sluice::obs {
 
 inline constexpr std::size_t kMaxWorkloadSeries = 1024;
+/// Backends with series at once (the config allows no more: core::kMaxBackends).
+inline constexpr std::size_t kMaxBackendSeries = 64;
+/// Model names with their own sluice_backend_model_loads_total series, per backend.
+inline constexpr std::size_t kMaxModelLoadSeries = 32;
+/// The `model` label of loads of a model the fleet does not know, or beyond the cap.
+inline constexpr std::string_view kOtherModel = "other";
 
 /// Histogram bucket upper bounds in seconds, shared by the three latency histograms: from 1 ms
 /// (a passthrough /api/tags, an immediate admission) to 10 minutes (a long generation).
@@ -59,8 +77,9 @@ const std::vector<double>& latency_buckets();
 
 class Metrics {
  public:
-  struct Series;    // one workload's metric children; defined in metrics.cpp
-  struct Families;  // the metric families; defined in metrics.cpp
+  struct Series;         // one workload's metric children; defined in metrics.cpp
+  struct Families;       // the metric families; defined in metrics.cpp
+  struct BackendSeries;  // one backend's children; defined in metrics.cpp
 
   /// A workload's series. Cheap to copy; valid as long as the Metrics that made it. A
   /// default-constructed handle records under "unclassified".
@@ -107,8 +126,22 @@ class Metrics {
   void set_queue_length(Workload workload, std::int64_t parked);
   void set_inflight(Workload workload, std::int64_t in_flight);
   void set_concurrency_limit(std::int64_t limit);
-  /// Sets every queue_length / inflight gauge and the concurrency limit from a scheduler
-  /// snapshot (registered workloads absent from it read 0). Call right before serialize().
+
+  // ---- backends ----
+  /// Makes the per-backend series match `names` (the config's backends, in order): new names
+  /// get series at 0, names no longer listed lose theirs. Names beyond kMaxBackendSeries are
+  /// ignored.
+  void set_backends(std::span<const std::string> names);
+  /// A request sent to `backend` ended with `outcome`. No effect for an unknown backend.
+  void count_backend_request(std::string_view backend, Outcome outcome);
+  /// `backend` reported loading `model` (core::Fleet::counts_as_load()): a name the fleet knows, or ""
+  /// for any other (counted as kOtherModel). No effect for an unknown backend.
+  void count_model_load(std::string_view backend, std::string_view model);
+
+  /// Sets every queue_length / inflight gauge, the concurrency limit and the backend gauges
+  /// (up, inflight) from a scheduler snapshot (registered workloads absent from it read 0; a
+  /// registered backend absent from it reads down with nothing in flight). Call right before
+  /// serialize().
   void update_from(const core::Snapshot& snapshot);
 
   /// Prometheus text exposition format (version 0.0.4) of every metric.
@@ -121,6 +154,8 @@ class Metrics {
   const Series* series_for(std::string_view name) const;  // requires lock held
   void insert_series(std::unique_ptr<Series> series);     // requires lock held (or ctor)
   const Series& resolve(Workload workload) const;
+  BackendSeries* backend_series(std::string_view name) const;  // requires lock held
+  void remove_backend(BackendSeries& series);                  // requires lock held
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<Families> families_;
@@ -129,6 +164,7 @@ class Metrics {
   std::unordered_map<std::string_view, const Series*> by_name_;  // views into Series::name
   const Series* passthrough_ = nullptr;
   const Series* unclassified_ = nullptr;
+  std::vector<std::unique_ptr<BackendSeries>> backends_;  // guarded by mutex_
   std::array<prometheus::Counter*, kUpstreamErrorCount> upstream_errors_{};
   prometheus::Gauge* concurrency_limit_ = nullptr;
 };
