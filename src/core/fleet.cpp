@@ -145,6 +145,12 @@ ModelId Fleet::model(std::string_view name) const {
   return (served_by_[it->second] != 0) ? it->second : kUnlistedModel;
 }
 
+ModelId Fleet::request_model(std::string_view name) {
+  const ModelId listed = model(name);
+  if (listed != kUnlistedModel || any_model_ == 0 || name.empty()) return listed;
+  return intern(name);
+}
+
 const std::string& Fleet::model_name(ModelId m) const {
   return model_names_.at(m);
 }

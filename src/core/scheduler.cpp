@@ -142,7 +142,10 @@ EnqueueResult Scheduler::enqueue(const Request& request, Time now,
   }
   const WorkloadId w = state.valid_workload(request.workload);
   const WorkloadSpec& spec = state.workloads[w].spec;
-  const ModelId model = state.fleet.model(request.model);
+  // (The implicit backend of a single upstream never learns a catalog: one subqueue per
+  // account, whatever the model, as before fleets.)
+  const ModelId model = config_.backends.empty() ? state.fleet.model(request.model)
+                                                 : state.fleet.request_model(request.model);
   if (state.fleet.choose(model, 1, now, now).kind == Placement::Kind::unserved) {
     result.reason = RejectReason::model_not_found;
     return result;

@@ -66,6 +66,24 @@ TEST_CASE("fleet scheduler: a model nobody serves is refused; an unknown catalog
   CHECK(open.last.reason == RejectReason::model_not_found);
 }
 
+TEST_CASE("fleet scheduler: a request parked before any catalog was known follows its model") {
+  // At start no backend was checked yet: nobody lists "m2" yet but both may serve it. The
+  // request waits under its own model, and runs where the catalogs say m2 is, not nowhere.
+  Harness h(fleet_config({{.name = "a", .max_concurrency = 1}, {.name = "b", .max_concurrency = 1}}));
+  int x = h.submit({.user = "x", .timeout = 10s, .model = "m2"});
+  CHECK(h.is_parked(x));
+  h.set_catalog(0, {"m1"});
+  h.set_catalog(1, {"m2"});
+  CHECK(h.is_parked(x));
+  h.set_up(0, true);
+  CHECK(h.is_parked(x));  // a does not serve m2
+  h.set_up(1, true);
+  REQUIRE(h.is_running(x));
+  CHECK(h.backend_of.at(x) == 1);
+  // Names nobody lists, once every catalog is known, still share one id.
+  CHECK(h.sched.fleet().model("m9") == sluice::core::kUnlistedModel);
+}
+
 TEST_CASE("fleet scheduler: no backend up = a waiting room until one comes up or time runs out") {
   Harness h(fleet_config({{.name = "a", .max_concurrency = 2, .models = {"m1"}}}));
   int x = h.submit({.user = "x", .timeout = 10s, .model = "m1"});

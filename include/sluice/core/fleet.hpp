@@ -152,6 +152,11 @@ class Fleet {
   /// The id of a model name; kUnlistedModel when no backend lists it.
   ModelId model(std::string_view name) const;
   const std::string& model_name(ModelId m) const;
+  /// The id a request for `name` waits and runs under: its model's when a catalog lists it;
+  /// while some backend's catalog is not known yet (it may serve the name), the name's own
+  /// (interned, within kMaxModels), so the request follows the catalogs when they arrive; else
+  /// (and for "", no model named) kUnlistedModel.
+  ModelId request_model(std::string_view name);
 
   /// Where a request for `m` should go now (see the header comment). `cost` in tokens;
   /// `waiting_since` is when it arrived; backends in `exclude` are not considered (a retry
