@@ -61,6 +61,8 @@ void prepare_upstream_request(http::request_header<>& header, std::string_view t
   header.erase(http::field::expect);
   header.set(http::field::host, upstream.host_header);
   header.set(ctx.config->headers.request_id, ctx.request_id);
+  // sluice's own request header (it picks a fleet's backend) never reaches a backend.
+  if (ctx.config->fleet) header.erase(kBackendHeader);
   if (ctx.authenticator->enabled()) {
     // sluice's own credentials never reach the upstream.
     header.erase(http::field::authorization);

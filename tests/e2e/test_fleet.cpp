@@ -56,6 +56,17 @@ TEST_CASE("fleet: requests go where their model is served; unknown models get Ol
     CHECK(rb.status == 200);
     CHECK(rb.header("X-Sluice-Backend") == "gpu-b");
   }
+  // The scheduler places scheduled requests: a client's X-Sluice-Backend does not steer them,
+  // and sluice's header never reaches the backend.
+  HttpResponse steered =
+      http_request(proxy.port(), generate("alpha", {{"X-Sluice-Backend", "gpu-b"}}));
+  CHECK(steered.status == 200);
+  CHECK(steered.header("X-Sluice-Backend") == "gpu-a");
+  const nlohmann::json records = a->stats()["records"];
+  REQUIRE_FALSE(records.empty());
+  CHECK_FALSE(records.back()["headers"].contains("x-sluice-backend"));
+  CHECK(records.back()["headers"].contains("x-request-id"));
+
   HttpResponse missing = http_request(proxy.port(), generate("gamma"));
   CHECK(missing.status == 404);
   CHECK(missing.header("X-Sluice-Reason") == "model_not_found");
