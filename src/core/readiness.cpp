@@ -104,6 +104,13 @@ void Scheduler::State::unblock_every_key() {
 
 Placement Scheduler::State::placement(const SubQueue& sq, Time now) const {
   const Entry& head = entries[sq.head];
+  // A requeued head avoids the backends that failed it while another is up and serves its
+  // model; without one it is placed as if it avoided nothing (see Scheduler::requeue).
+  if (head.avoid != 0) {
+    const Placement avoiding = fleet.choose(sq.model, head.cost, head.enqueued, now, head.avoid);
+    if (avoiding.kind != Placement::Kind::down && avoiding.kind != Placement::Kind::unserved)
+      return avoiding;
+  }
   return fleet.choose(sq.model, head.cost, head.enqueued, now);
 }
 

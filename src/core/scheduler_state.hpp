@@ -83,6 +83,7 @@ struct Entry {
   Time deadline{};
   std::uint64_t seq = 0;
   BackendId backend = 0;  // while in flight: where it runs
+  BackendSet avoid = 0;   // backends that failed it (Scheduler::requeue); steers placement
 };
 
 struct SubQueue {
@@ -440,6 +441,20 @@ struct Scheduler::State {
       sq.head = e;
     }
     sq.tail = e;
+  }
+
+  // A requeued entry goes back to the front: it was its subqueue's head when admitted, so the
+  // list stays in arrival (seq) order.
+  void link_head(SubQueueId s, EntryId e) {
+    SubQueue& sq = subqueues[s];
+    entries[e].prev = EntryId::nil();
+    entries[e].next = sq.head;
+    if (!sq.head.is_nil()) {
+      entries[sq.head].prev = e;
+    } else {
+      sq.tail = e;
+    }
+    sq.head = e;
   }
 
   void unlink(EntryId e) {

@@ -169,6 +169,25 @@ struct Harness {
     return moved;
   }
 
+  // No backend had room for the move: back into the queue (Scheduler::requeue).
+  std::optional<core::RequeueResult> requeue(int id) {
+    std::vector<Admission> admissions;
+    auto result = sched.requeue(running.at(id), now, admissions);
+    if (result) {
+      running.erase(id);
+      if (result->kind == core::RequeueResult::Kind::admitted) {
+        running[id] = result->permit;
+        backend_of[id] = result->backend;
+        admitted_order.push_back(id);
+      } else if (result->kind == core::RequeueResult::Kind::parked) {
+        ticket_to_id[result->ticket.value] = id;
+      }
+    }
+    absorb(admissions);
+    check();
+    return result;
+  }
+
   bool is_running(int id) const { return running.count(id) > 0; }
   bool is_parked(int id) const {
     for (auto& [_, tid] : ticket_to_id) {

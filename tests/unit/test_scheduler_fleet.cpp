@@ -69,7 +69,8 @@ TEST_CASE("fleet scheduler: a model nobody serves is refused; an unknown catalog
 TEST_CASE("fleet scheduler: a request parked before any catalog was known follows its model") {
   // At start no backend was checked yet: nobody lists "m2" yet but both may serve it. The
   // request waits under its own model, and runs where the catalogs say m2 is, not nowhere.
-  Harness h(fleet_config({{.name = "a", .max_concurrency = 1}, {.name = "b", .max_concurrency = 1}}));
+  Harness h(
+      fleet_config({{.name = "a", .max_concurrency = 1}, {.name = "b", .max_concurrency = 1}}));
   int x = h.submit({.user = "x", .timeout = 10s, .model = "m2"});
   CHECK(h.is_parked(x));
   h.set_catalog(0, {"m1"});
@@ -199,6 +200,154 @@ TEST_CASE("fleet scheduler: a failed backend's request moves elsewhere, keeping 
   CHECK(h.sched.in_flight() == 0);
 }
 
+namespace {
+
+// Two backends serving m1 with one slot each.
+SchedulerConfig pair_config() {
+  return fleet_config({{.name = "a", .max_concurrency = 1, .models = {"m1"}},
+                       {.name = "b", .max_concurrency = 1, .models = {"m1"}}});
+}
+
+// Both up, m1 warm on both (nobody waits for a warm slot).
+void warm_pair(Harness& h) {
+  h.set_up(0, true);
+  h.set_up(1, true);
+  h.set_resident(0, {"m1"});
+  h.set_resident(1, {"m1"});
+}
+
+using Requeued = sluice::core::RequeueResult::Kind;
+
+}  // namespace
+
+TEST_CASE("fleet scheduler: a requeued request keeps its place in fair order") {
+  Harness h(pair_config());
+  warm_pair(h);
+  int x1 = h.submit({.user = "x", .model = "m1"});
+  int y1 = h.submit({.user = "y", .model = "m1"});
+  int x2 = h.submit({.user = "x", .model = "m1"});  // behind x1 in x's own FIFO
+  int z1 = h.submit({.user = "z", .model = "m1"});
+  const auto failed = h.backend_of.at(x1);
+  const Permit old_permit = h.running.at(x1);
+  CHECK_FALSE(h.reroute(x1));  // the other backend is busy
+  auto requeued = h.requeue(x1);
+  REQUIRE(requeued);
+  CHECK(requeued->kind == Requeued::parked);
+  // The failed backend's slot is free and what it lets run runs; x1 avoids that backend, and
+  // x2 waits behind x1.
+  CHECK(h.is_running(z1));
+  CHECK(h.backend_of.at(z1) == failed);
+  CHECK(h.is_parked(x2));
+  int w1 = h.submit({.user = "w", .model = "m1"});  // arrives after x1
+  h.finish(y1);
+  CHECK(h.is_running(x1));  // first when a slot frees: before w1 and before its own x2
+  CHECK(h.backend_of.at(x1) != failed);
+  CHECK(h.is_parked(x2));
+  CHECK(h.is_parked(w1));
+  // The old permit is stale: it neither releases nor moves the request.
+  std::vector<Admission> none;
+  CHECK_FALSE(h.sched.release(old_permit, -1, h.now, none));
+  CHECK_FALSE(h.sched.reroute(old_permit, h.now, none));
+  CHECK_FALSE(h.sched.requeue(old_permit, h.now, none));
+  CHECK(none.empty());
+  h.check();
+}
+
+TEST_CASE("fleet scheduler: a requeued request is refunded, so it is charged once") {
+  // x1 costs 200, everything else 100. Charged twice, x would stand at 400 against y's 200 and
+  // y3 would run before x2; charged once, both stand at 200 and x2, which arrived first, runs.
+  Harness h(pair_config());
+  warm_pair(h);
+  int x1 = h.submit({.user = "x", .cost = 200, .model = "m1"});
+  int y1 = h.submit({.user = "y", .cost = 100, .model = "m1"});
+  int y2 = h.submit({.user = "y", .cost = 100, .model = "m1"});
+  int x2 = h.submit({.user = "x", .cost = 100, .model = "m1"});
+  REQUIRE(h.requeue(x1)->kind == Requeued::parked);
+  CHECK(h.is_running(y2));  // on x1's failed backend
+  int y3 = h.submit({.user = "y", .cost = 100, .model = "m1"});
+  h.finish(y1);
+  CHECK(h.is_running(x1));
+  h.finish(y2);
+  CHECK(h.is_running(x2));
+  CHECK(h.is_parked(y3));
+}
+
+TEST_CASE("fleet scheduler: a requeued request keeps its original queue deadline") {
+  Harness h(pair_config());
+  warm_pair(h);
+  int x1 = h.submit({.user = "x", .timeout = 10s, .model = "m1"});
+  int y1 = h.submit({.user = "y", .model = "m1"});
+  h.now = at(4s);
+  auto requeued = h.requeue(x1);
+  REQUIRE(requeued);
+  REQUIRE(requeued->kind == Requeued::parked);
+  CHECK(requeued->deadline == at(10s));
+  CHECK(h.sched.next_deadline() == at(10s));
+  CHECK(h.advance_to(at(9s)).empty());
+  CHECK(h.advance_to(at(10s)) == std::vector<int>{x1});
+  CHECK(h.sched.parked() == 0);
+  h.finish(y1);
+  CHECK(h.sched.in_flight() == 0);
+
+  // Requeued after its deadline has passed: it ends at once, its slot freed.
+  int x2 = h.submit({.user = "x", .timeout = 1s, .model = "m1"});
+  h.now = at(12s);
+  auto late = h.requeue(x2);
+  REQUIRE(late);
+  CHECK(late->kind == Requeued::timed_out);
+  CHECK(h.sched.in_flight() == 0);
+  CHECK(h.sched.parked() == 0);
+}
+
+TEST_CASE("fleet scheduler: a requeued request whose client leaves is cancelled once") {
+  Harness h(pair_config());
+  warm_pair(h);
+  int x1 = h.submit({.user = "x", .model = "m1"});
+  int y1 = h.submit({.user = "y", .model = "m1"});
+  auto requeued = h.requeue(x1);
+  REQUIRE(requeued);
+  REQUIRE(requeued->kind == Requeued::parked);
+  std::vector<Admission> none;
+  CHECK(h.sched.cancel(requeued->ticket, h.now, none));
+  CHECK_FALSE(h.sched.cancel(requeued->ticket, h.now, none));  // idempotent
+  h.ticket_to_id.erase(requeued->ticket.value);
+  h.check();
+  CHECK(h.sched.parked() == 0);
+  h.finish(y1);
+  CHECK(h.sched.in_flight() == 0);
+  CHECK(none.empty());
+}
+
+TEST_CASE("fleet scheduler: requeued with no other backend up, a request waits or goes back") {
+  Harness h(fleet_config({{.name = "a", .max_concurrency = 2, .models = {"m1"}}}));
+  h.set_up(0, true);
+  int x1 = h.submit({.user = "x", .timeout = 10s, .model = "m1"});
+  // Its backend is still up and has room: avoiding it would strand the request, so it goes back
+  // there at once (the caller's move budget bounds such bounces).
+  auto again = h.requeue(x1);
+  REQUIRE(again);
+  CHECK(again->kind == Requeued::admitted);
+  CHECK(h.backend_of.at(x1) == 0);
+  // Its backend was ejected: it waits in the waiting room, then times out...
+  h.set_up(0, false);
+  auto parked = h.requeue(x1);
+  REQUIRE(parked);
+  CHECK(parked->kind == Requeued::parked);
+  CHECK(h.advance_to(at(9s)).empty());
+  CHECK(h.advance_to(at(10s)) == std::vector<int>{x1});
+  // ...or runs there again when the backend comes back in time.
+  int x2 = h.submit({.user = "x", .timeout = 10s, .model = "m1"});
+  REQUIRE(h.is_parked(x2));
+  h.set_up(0, true);
+  REQUIRE(h.is_running(x2));
+  h.set_up(0, false);
+  REQUIRE(h.requeue(x2)->kind == Requeued::parked);
+  h.now = at(15s);
+  h.set_up(0, true);
+  CHECK(h.is_running(x2));
+  CHECK(h.backend_of.at(x2) == 0);
+}
+
 TEST_CASE("fleet scheduler: the global cap still bounds the fleet as a whole") {
   Harness h(
       fleet_config({{.name = "a", .max_concurrency = 2}, {.name = "b", .max_concurrency = 2}}, 3));
@@ -293,7 +442,8 @@ TEST_CASE("fleet scheduler: model check") {
           if (!h.running.empty()) {
             auto it = h.running.begin();
             std::advance(it, static_cast<std::ptrdiff_t>(rng() % h.running.size()));
-            h.reroute(it->first);
+            const int id = it->first;
+            if (!h.reroute(id) && rng() % 2) h.requeue(id);  // no room elsewhere: wait again
           }
           break;
         case 5:

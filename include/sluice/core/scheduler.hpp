@@ -163,6 +163,21 @@ struct EnqueueResult {
   RejectReason reason = RejectReason::queue_full;  ///< when rejected
 };
 
+/// What became of a request put back into the queue (Scheduler::requeue).
+struct RequeueResult {
+  enum class Kind : std::uint8_t {
+    admitted,       ///< runs again at once, on `backend`, under the new `permit`
+    parked,         ///< waits under `ticket` until `deadline` (its original queue deadline)
+    timed_out,      ///< its queue deadline had passed: it ended (answer as a queue timeout)
+    shutting_down,  ///< drain() was called: it ended
+  };
+  Kind kind = Kind::timed_out;
+  Permit permit;          ///< when admitted
+  BackendId backend = 0;  ///< when admitted
+  Ticket ticket;          ///< when parked
+  Time deadline{};        ///< when parked
+};
+
 struct WorkloadStats {
   std::string name;
   WorkloadId id = 0;
@@ -242,6 +257,27 @@ class Scheduler {
   /// its permit. Returns that backend, or nullopt (nothing changed) when none has room. The
   /// failed backend's slot is freed (appending what that lets run to `admitted`).
   std::optional<BackendId> reroute(Permit permit, Time now, std::vector<Admission>& admitted);
+
+  /// The fallback of reroute() when no other backend has room now: the request leaves its
+  /// backend and goes back into the queue at the place it had, to run when an eligible backend
+  /// frees a slot, or to expire at its original queue deadline.
+  ///  * Place: the front of its subqueue (it was that subqueue's head when admitted), and its
+  ///    key and class are refunded what its admission charged them, so it is charged once when
+  ///    it finally runs. If its account had nothing else parked, the account re-enters the
+  ///    queue at max(refunded tag, the class's virtual time) with the request's original
+  ///    arrival as tie-break: ahead of anything that arrived after it, with no banked credit.
+  ///  * Avoidance: the request avoids the backends that failed it (a per-request set, which
+  ///    placement, decided per subqueue head, passes to Fleet::choose as `exclude`). The set
+  ///    only steers: when no backend outside it is up and serves the model, the request is
+  ///    placed as if it had none (on a single backend it goes back to that backend when the
+  ///    backend has room, or waits while it is down), so a request is never stranded by a
+  ///    backend that came back. The caller bounds the moves of one request.
+  ///  * The permit ends (a stale handle from then on); the failed backend's slot and the
+  ///    request's key capacity are freed, and what that lets run is appended to `admitted`.
+  ///    The request itself may run at once (kind admitted, not in `admitted`); else it is
+  ///    parked under a new ticket, cancellable and expiring like any parked request.
+  /// Returns nullopt (nothing changed) for an unknown or already released permit.
+  std::optional<RequeueResult> requeue(Permit permit, Time now, std::vector<Admission>& admitted);
 
   /// What the network layer learns about a backend. Each may let parked requests run.
   void observe_up(BackendId backend, bool up, Time now, std::vector<Admission>& admitted);
