@@ -293,25 +293,29 @@ asio::awaitable<void> answer_connect_failure(Client& client, RequestContext& ctx
 /// Sends a request whose body is in memory (or empty) and relays the answer (see relay.hpp).
 ///
 /// Attempts are bounded: one stale-connection retry per backend (which does not count against
-/// the backend), and the moves `failover` allows. A failure that no move is left for (or that
-/// no other backend has room for) is answered as without a fleet: 502, or 504 for a header
-/// timeout.
+/// the backend), and the moves `failover` allows (a move may wait in the queue again for a slot
+/// elsewhere). A failure that no move is left for is answered as without a fleet: 502, or 504
+/// for a header timeout; a request that ended while waiting again was answered by `failover`.
 template <class Body>
 asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
                                        http::request<Body>& request, Clock::time_point deadline,
                                        UsageScanner* scanner, Failover* failover) {
   std::string head = serialize_head(request.base());
   ctx.backend_name = ctx.backend->name;
-  // Counts the failure against the backend and moves the request; false when it stays.
-  auto move_on = [&](const Failure& failure, std::string_view why, int& budget) {
+  // Counts the failure against the backend and moves the request (maybe after waiting in the
+  // queue again; see Failover).
+  auto move_on = [&](const Failure& failure, std::string_view why,
+                     int& budget) -> asio::awaitable<Reaimed> {
     proxy.note_unreachable(*ctx.backend, std::string(why));
-    if (!failover || budget <= 0 || client.record.client_left || client.record.cut) return false;
-    if (!failover->reaim(why)) return false;
+    if (!failover || budget <= 0 || client.record.client_left || client.record.cut)
+      co_return Reaimed::stays;
+    const Reaimed reaimed = co_await failover->reaim(why);
+    if (reaimed != Reaimed::moved) co_return reaimed;
     --budget;
     if (failure.upstream_error) proxy.metrics.count_upstream_error(*failure.upstream_error);
     head = serialize_head(request.base());
     ctx.backend_name = ctx.backend->name;
-    return true;
+    co_return Reaimed::moved;
   };
   int connect_moves = failover ? failover->connect_moves : 0;
   int unsent_moves = failover ? failover->unsent_moves : 0;
@@ -328,11 +332,12 @@ asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, Reque
       const Failure failure = connect_failure(client, ctx, acquired);
       const std::string why =
           acquired.timed_out ? std::string("connect timeout") : acquired.error.message();
-      if (move_on(failure, why, connect_moves)) {
+      const Reaimed reaimed = co_await move_on(failure, why, connect_moves);
+      if (reaimed == Reaimed::moved) {
         fresh_backend = true;
         continue;
       }
-      co_await answer_connect_failure(client, ctx, acquired, false);
+      if (reaimed == Reaimed::stays) co_await answer_connect_failure(client, ctx, acquired, false);
       co_return;
     }
     std::unique_ptr<UpstreamConnection> connection = std::move(acquired.connection);
@@ -344,12 +349,17 @@ asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, Reque
     if (write_error) {
       if (may_retry && !client.record.client_left && !client.record.cut) continue;
       Failure failure = failure_of(Phase::send_request, write_error, client, ctx, deadline);
-      if (failover && retried_elsewhere(Phase::send_request, failure) &&
-          move_on(failure, failure.message, unsent_moves)) {
+      Reaimed reaimed = Reaimed::stays;
+      if (failover && retried_elsewhere(Phase::send_request, failure)) {
+        const std::string why = failure.message;
+        reaimed = co_await move_on(failure, why, unsent_moves);
+      }
+      if (reaimed == Reaimed::moved) {
         fresh_backend = true;
         continue;
       }
-      co_await answer_failure(client, ctx, std::move(failure), false);
+      if (reaimed == Reaimed::stays)
+        co_await answer_failure(client, ctx, std::move(failure), false);
       co_return;
     }
     Failure unanswered;
@@ -358,11 +368,14 @@ asio::awaitable<void> forward_buffered(Proxy::Impl& proxy, Client& client, Reque
     if (result == RelayResult::retry) continue;
     if (result == RelayResult::failed_unsent) {
       // (`connection` is not given back: it closes at the end of this attempt.)
-      if (move_on(unanswered, unanswered.message, unsent_moves)) {
+      const std::string why = unanswered.message;
+      const Reaimed reaimed = co_await move_on(unanswered, why, unsent_moves);
+      if (reaimed == Reaimed::moved) {
         fresh_backend = true;
         continue;
       }
-      co_await answer_failure(client, ctx, std::move(unanswered), false);
+      if (reaimed == Reaimed::stays)
+        co_await answer_failure(client, ctx, std::move(unanswered), false);
     }
     co_return;
   }

@@ -5,6 +5,7 @@
 // src/net.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/message.hpp>
 #include <functional>
 #include <string_view>
@@ -49,14 +50,21 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
 asio::awaitable<void> answer_connect_failure(Client& client, RequestContext& ctx,
                                              const AcquireResult& acquired, bool close);
 
+/// What became of a request whose backend failed before answering (Failover::reaim).
+enum class Reaimed {
+  moved,     ///< aimed at another backend (ctx.backend, ctx.upstream, the request head)
+  stays,     ///< no move: answer the failure (502/504) as without a fleet
+  answered,  ///< the request is over (answered while it waited again, or the client left)
+};
+
 /// How a request moves to another backend when its own fails before answering: built by
 /// serve_scheduled.cpp for scheduled requests of a configured fleet (their body is in memory);
 /// other requests have none and answer such failures as they always did.
 struct Failover {
-  /// Re-aims the request at another backend (ctx.backend, ctx.upstream, the request head);
-  /// returns false, changing nothing, when no other backend may take it now. `why`: what
-  /// failed, for the log.
-  std::function<bool(std::string_view why)> reaim;
+  /// Re-aims the request at another backend: one with room now, else after waiting in the
+  /// queue again at its place for a slot on another (which may end it, answered, e.g. when its
+  /// queue deadline passes). `why`: what failed, for the log.
+  std::function<asio::awaitable<Reaimed>(std::string_view why)> reaim;
   /// Moves allowed after connect failures.
   int connect_moves = 0;
   /// Moves allowed after a reset or header timeout before the response head

@@ -22,6 +22,24 @@ namespace {
 /// port takes a millisecond; one that times out takes connect_timeout).
 constexpr int kMaxConnectMoves = 3;
 
+/// Answers a request whose queue deadline passed while it waited (503 queue_timeout, or
+/// no_backend when no backend serving its model is up).
+asio::awaitable<void> answer_queue_timeout(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
+                                           const AdmissionPlan& plan, core::Duration waited) {
+  ctx.outcome = obs::Outcome::queue_timeout;
+  const core::Fleet& fleet = proxy.gate.scheduler().fleet();
+  const bool no_backend = fleet.eligible(fleet.model(plan.body.model)) == 0;
+  LocalResponse response{
+      .status = http::status::service_unavailable,
+      .message = no_backend
+                     ? "no backend serving model \"" + plan.body.model + "\" was up within " +
+                           queue_ms_text(waited) + " ms"
+                     : "timed out waiting in the queue after " + queue_ms_text(waited) + " ms",
+      .reason = no_backend ? "no_backend" : "queue_timeout",
+      .retry_after = proxy.gate.retry_after_seconds()};
+  co_await send_local(client, ctx, std::move(response));
+}
+
 /// Admission, then the upstream exchange, for one scheduled request.
 asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
                                         const AdmissionPlan& plan,
@@ -62,21 +80,9 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
       co_await send_local(client, ctx, std::move(response));
       co_return;
     }
-    case AdmitResult::Kind::timed_out: {
-      ctx.outcome = obs::Outcome::queue_timeout;
-      const core::Fleet& fleet = proxy.gate.scheduler().fleet();
-      const bool no_backend = fleet.eligible(fleet.model(plan.body.model)) == 0;
-      LocalResponse response{.status = http::status::service_unavailable,
-                             .message = no_backend ? "no backend serving model \"" +
-                                                         plan.body.model + "\" was up within " +
-                                                         queue_ms_text(admission.waited) + " ms"
-                                                   : "timed out waiting in the queue after " +
-                                                         queue_ms_text(admission.waited) + " ms",
-                             .reason = no_backend ? "no_backend" : "queue_timeout",
-                             .retry_after = proxy.gate.retry_after_seconds()};
-      co_await send_local(client, ctx, std::move(response));
+    case AdmitResult::Kind::timed_out:
+      co_await answer_queue_timeout(proxy, client, ctx, plan, admission.waited);
       co_return;
-    }
     case AdmitResult::Kind::cancelled:
       ctx.outcome = obs::Outcome::client_gone;
       ctx.client_reusable = false;
@@ -98,26 +104,49 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
   // fleet has, so a fleet-wide outage (sluice's own network) costs a few fast attempts, not a
   // walk through every backend while the client waits; after a reset or header timeout once
   // (fleet.retry_before_headers), since the request may have been what broke the backend.
+  // A move goes to a backend with room now, else the request waits in the queue again at its
+  // place (the gate's requeue, raced like the first wait against the client leaving) and goes
+  // where it is admitted; its original queue deadline still holds (then 503 as for any queue
+  // timeout: nothing was sent yet).
   // A single upstream.url has none: its failures are answered 502/504 as they always were.
   std::optional<Failover> failover;
   if (ctx.config->fleet) {
     const auto others = static_cast<int>(ctx.config->backends.size()) - 1;
+    auto reaim = [&](std::string_view why) -> asio::awaitable<Reaimed> {
+      const std::string from = ctx.backend->name;
+      if (slot.reroute()) {
+        aim();
+        spdlog::warn("request {}: failover from backend {} to {}: {}", ctx.request_id, from,
+                     ctx.backend->name, why);
+        co_return Reaimed::moved;
+      }
+      spdlog::warn(
+          "request {}: backend {} failed ({}); no other backend has room, back in the "
+          "queue",
+          ctx.request_id, from, why);
+      AdmitResult again = co_await proxy.gate.requeue(slot);
+      ctx.queue_wait = ctx.queue_wait.value_or(core::Duration{}) + again.waited;
+      switch (again.kind) {
+        case AdmitResult::Kind::admitted:
+          slot = std::move(again.slot);
+          aim();
+          spdlog::warn("request {}: failover from backend {} to {} after waiting in the queue",
+                       ctx.request_id, from, ctx.backend->name);
+          co_return Reaimed::moved;
+        case AdmitResult::Kind::timed_out:
+          co_await answer_queue_timeout(proxy, client, ctx, plan, *ctx.queue_wait);
+          co_return Reaimed::answered;
+        case AdmitResult::Kind::cancelled:
+          ctx.outcome = obs::Outcome::client_gone;
+          ctx.client_reusable = false;
+          co_return Reaimed::answered;
+        case AdmitResult::Kind::rejected:
+          break;  // shutting down: answer the failure
+      }
+      co_return Reaimed::stays;
+    };
     failover.emplace(
-        Failover{.reaim =
-                     [&](std::string_view why) {
-                       const std::string from = ctx.backend->name;
-                       if (!slot.reroute()) {
-                         spdlog::warn(
-                             "request {}: backend {} failed ({}); no other backend has room, "
-                             "answering the failure",
-                             ctx.request_id, from, why);
-                         return false;
-                       }
-                       aim();
-                       spdlog::warn("request {}: failover from backend {} to {}: {}",
-                                    ctx.request_id, from, ctx.backend->name, why);
-                       return true;
-                     },
+        Failover{.reaim = std::move(reaim),
                  .connect_moves = std::clamp(others, 0, kMaxConnectMoves),
                  .unsent_moves = ctx.config->fleet_settings.retry_before_headers ? 1 : 0});
   }

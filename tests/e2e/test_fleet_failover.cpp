@@ -6,6 +6,7 @@
 // answered 502 (the silence 504) as before. A backend
 // killed mid-stream ends its client's stream with the documented error line, the next requests
 // go to the other backend, and a simulator restarted on the same port brings the backend back.
+// A request refused while the other backend is busy waits in the queue for it (not 502).
 #include <doctest/doctest.h>
 
 #include <csignal>
@@ -157,6 +158,37 @@ TEST_CASE("failover: a backend that refuses connections is invisible to the clie
   const std::string metrics = proxy.scrape();
   CHECK(metric_sum(metrics, "sluice_upstream_errors_total", "kind=\"connect_failed\"") >= 1);
   CHECK(proxy.snapshot().in_flight == 0);
+}
+
+TEST_CASE("failover: with the other backend busy, a refused request waits for it, not 502") {
+  std::optional<SimProcess> a(std::in_place);
+  SimProcess b;
+  // gpu-a's port is closed before any health check notices, and two failures stay below
+  // eject_after: the scheduler still sees gpu-a up with a free slot, so the second request is
+  // placed there while gpu-b is busy with a slow one.
+  LogCapture logs;
+  ProxyUnderTest proxy(
+      two_backends(a->url(), b.url(), R"("health_interval": "30s", "eject_after": 3)"));
+  REQUIRE(proxy.wait_for(all_up));
+  a->kill();
+  a.reset();
+
+  // ~1 s on gpu-b (50 tokens/s at --time-scale 10); it moves there after gpu-a refuses it.
+  auto slow = std::async(std::launch::async,
+                         [&proxy] { return http_request(proxy.port(), generate("slow", 500)); });
+  REQUIRE(proxy.wait_for([](const sluice::core::Snapshot& snap) {
+    return snap.backends.size() == 2 && snap.backends[1].in_flight == 1 && up(snap, 0);
+  }));
+  HttpResponse r = http_request(proxy.port(), generate("waits"));
+  INFO(r.status << " " << r.body);
+  CHECK(r.status == 200);
+  CHECK(r.header("X-Sluice-Backend") == "gpu-b");
+  HttpResponse first = slow.get();
+  CHECK(first.status == 200);
+  CHECK(first.header("X-Sluice-Backend") == "gpu-b");
+  CHECK(logs.text().find("request waits: backend gpu-a failed (") != std::string::npos);
+  CHECK(logs.text().find("no other backend has room, back in the queue") != std::string::npos);
+  expect_idle(proxy);
 }
 
 TEST_CASE("failover: a reset before response headers is retried once on the other backend") {

@@ -334,3 +334,139 @@ TEST_CASE("gate: on_change fires on every queue change; a slot outliving the gat
   survivor->release();  // the gate is gone: nothing to return it to, and no crash
   CHECK_FALSE(*survivor);
 }
+
+namespace {
+
+// A requeued request's wait, racing a "disconnect" timer the test cancels.
+asio::awaitable<void> run_requeue(Gate& gate, sluice::net::Slot& slot,
+                                  std::optional<AdmitResult>& again, bool& gone,
+                                  Gate::timer_type& disconnect) {
+  auto watch = [&]() -> asio::awaitable<void> {
+    co_await disconnect.async_wait(asio::as_tuple(asio::use_awaitable));
+  };
+  auto outcome = co_await (gate.requeue(slot) || watch());
+  if (outcome.index() == 0) {
+    again = std::move(std::get<0>(outcome));
+  } else {
+    gone = true;
+  }
+}
+
+SchedulerConfig two_backends() {
+  SchedulerConfig c = config(2);
+  c.backends = {{.name = "a", .max_concurrency = 1}, {.name = "b", .max_concurrency = 1}};
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("gate: a requeued request waits at its place and runs where a slot frees") {
+  asio::io_context io;
+  Gate gate{io.get_executor(), two_backends()};
+  gate.observe_up(0, true);
+  gate.observe_up(1, true);
+  auto step = [&] {
+    io.restart();
+    io.poll();
+  };
+  Client first{"x"}, second{"y"}, later{"z"};
+  asio::co_spawn(io, run_client(gate, first, 0), asio::detached);
+  asio::co_spawn(io, run_client(gate, second, 0), asio::detached);
+  step();
+  REQUIRE(first.result->kind == Kind::admitted);
+  REQUIRE(second.result->kind == Kind::admitted);
+  const auto failed = first.result->slot.backend();
+  CHECK_FALSE(first.result->slot.reroute());  // the other backend is busy
+
+  std::optional<AdmitResult> again;
+  bool gone = false;
+  Gate::timer_type disconnect(io, Gate::timer_type::time_point::max());
+  asio::co_spawn(io, run_requeue(gate, first.result->slot, again, gone, disconnect),
+                 asio::detached);
+  step();
+  CHECK_FALSE(again);
+  CHECK(gate.waiting() == 1);
+  CHECK(gate.scheduler().in_flight() == 1);  // the failed backend's slot is free
+  asio::co_spawn(io, run_client(gate, later, 0), asio::detached);  // takes that slot
+  step();
+  REQUIRE(later.result->kind == Kind::admitted);
+  CHECK(later.result->slot.backend() == failed);
+  CHECK_FALSE(first.result->slot);  // its permit went back with the request
+
+  second.result->slot.release();
+  step();
+  REQUIRE(again);
+  REQUIRE(again->kind == Kind::admitted);
+  CHECK(again->slot.backend() != failed);
+  CHECK(gate.scheduler().in_flight() == 2);
+  again->slot.release();
+  later.result->slot.release();
+  CHECK(gate.scheduler().in_flight() == 0);
+  CHECK_FALSE(gone);
+}
+
+TEST_CASE("gate: a client that leaves while requeued leaves the queue, once") {
+  asio::io_context io;
+  Gate gate{io.get_executor(), two_backends()};
+  gate.observe_up(0, true);
+  gate.observe_up(1, true);
+  auto step = [&] {
+    io.restart();
+    io.poll();
+  };
+  Client first{"x"}, second{"y"};
+  asio::co_spawn(io, run_client(gate, first, 0), asio::detached);
+  asio::co_spawn(io, run_client(gate, second, 0), asio::detached);
+  step();
+  REQUIRE(first.result->kind == Kind::admitted);
+  std::optional<AdmitResult> again;
+  bool gone = false;
+  Gate::timer_type disconnect(io, Gate::timer_type::time_point::max());
+  asio::co_spawn(io, run_requeue(gate, first.result->slot, again, gone, disconnect),
+                 asio::detached);
+  step();
+  REQUIRE(gate.waiting() == 1);
+  disconnect.cancel();
+  step();
+  CHECK(gone);
+  CHECK_FALSE(again);
+  CHECK(gate.waiting() == 0);
+  CHECK(gate.scheduler().parked() == 0);
+  first.result->slot.release();  // empty: a no-op
+  CHECK(gate.scheduler().in_flight() == 1);
+  second.result->slot.release();
+  CHECK(gate.scheduler().in_flight() == 0);
+  CHECK(gate.scheduler().check_invariants() == "");
+}
+
+TEST_CASE("gate: a requeued request times out at its original deadline") {
+  asio::io_context io;
+  Gate gate{io.get_executor(), two_backends()};
+  gate.observe_up(0, true);
+  gate.observe_up(1, true);
+  auto step = [&] {
+    io.restart();
+    io.poll();
+  };
+  Client first{"x"}, second{"y"};
+  asio::co_spawn(io, run_client(gate, first, 0, 5s), asio::detached);
+  asio::co_spawn(io, run_client(gate, second, 0), asio::detached);
+  step();
+  REQUIRE(first.result->kind == Kind::admitted);
+  ManualClock::current += 3s;
+  std::optional<AdmitResult> again;
+  bool gone = false;
+  Gate::timer_type disconnect(io, Gate::timer_type::time_point::max());
+  asio::co_spawn(io, run_requeue(gate, first.result->slot, again, gone, disconnect),
+                 asio::detached);
+  step();
+  ManualClock::current += 2s - 1ns;
+  step();
+  CHECK_FALSE(again);
+  ManualClock::current += 1ns;
+  step();
+  REQUIRE(again);
+  CHECK(again->kind == Kind::timed_out);
+  CHECK(again->waited == 2s);
+  CHECK(gate.waiting() == 0);
+}

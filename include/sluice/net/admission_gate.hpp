@@ -19,6 +19,10 @@
 // (its place is given to nobody and no slot is taken) and returns Kind::cancelled. If the
 // request had been admitted in the same instant, the slot is released at once.
 //
+// Requeue: when a slot's backend failed and no other backend has room (Slot::reroute() said
+// no), requeue(slot) puts the request back into the queue at its place (Scheduler::requeue) and
+// waits for its new admission exactly as admit() waits, with the same cancellation.
+//
 // Slots: an admitted request holds a Slot, an RAII permit. Destroying or releasing it returns the
 // slot exactly once and wakes the next parked requests immediately. The gate must outlive every
 // Slot it handed out.
@@ -105,6 +109,12 @@ class Slot {
     return moved.has_value();
   }
 
+  /// Gives the permit up without releasing it: the owner took the request back (requeue).
+  core::Permit surrender() {
+    owner_ = nullptr;
+    return permit_;
+  }
+
   /// Returns the slot now (idempotent).
   void release() {
     SlotOwner* owner = std::exchange(owner_, nullptr);
@@ -150,6 +160,13 @@ class BasicAdmissionGate final : public SlotOwner {
   /// Waits for a slot. See the file comment for cancellation.
   boost::asio::awaitable<AdmitResult> admit(core::Request request);
 
+  /// The backend of `slot` failed and no other has room (precondition: `slot` holds a live
+  /// permit of this gate, and slot.reroute() returned false). Puts the request back into the
+  /// queue at the place it had, avoiding the failed backend, and waits for its new admission as
+  /// admit() does (same cancellation). `slot` is empty afterwards; a new one is in the result
+  /// when admitted. timed_out: its original queue deadline passed; rejected: shutting down.
+  boost::asio::awaitable<AdmitResult> requeue(Slot& slot);
+
   /// Applies a new scheduler config (see Scheduler::reconfigure); "" on success, else why
   /// nothing changed. Parked requests keep their place; newly admissible ones wake at once.
   std::string reconfigure(core::SchedulerConfig config);
@@ -184,6 +201,9 @@ class BasicAdmissionGate final : public SlotOwner {
 
  private:
   struct Waiter;
+  boost::asio::awaitable<AdmitResult> wait_parked(core::Ticket ticket, core::Time start,
+                                                  core::WorkloadId workload, std::int64_t cost,
+                                                  const std::vector<core::Admission>& others);
   void wake(const std::vector<core::Admission>& admitted);
   void settle(std::vector<core::Admission>& admitted);
   void arm_deadline_timer();

@@ -97,7 +97,51 @@ boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::admit(core::Reque
       break;
   }
 
-  Waiter waiter(this, queued.ticket);
+  co_return co_await wait_parked(queued.ticket, start, request.workload, request.cost, others);
+}
+
+template <class Clock>
+boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::requeue(Slot& slot) {
+  namespace asio = boost::asio;
+  co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+  const core::Time start = now();
+  const core::WorkloadId workload = slot.workload();
+  const std::int64_t cost = slot.estimated_cost();
+  const core::Permit permit = slot.surrender();
+  std::vector<core::Admission> others;
+  std::optional<core::RequeueResult> requeued = scheduler_.requeue(permit, start, others);
+  AdmitResult result;
+  result.workload = workload;
+  result.kind = AdmitResult::Kind::rejected;
+  result.reason = core::RejectReason::shutting_down;
+  if (!requeued) co_return result;  // not a live permit (a precondition broken): nothing to do
+  switch (requeued->kind) {
+    case core::RequeueResult::Kind::admitted:
+      result.kind = AdmitResult::Kind::admitted;
+      result.slot = Slot(this, alive_, requeued->permit, workload, cost, requeued->backend);
+      break;
+    case core::RequeueResult::Kind::timed_out:
+      result.kind = AdmitResult::Kind::timed_out;
+      break;
+    case core::RequeueResult::Kind::shutting_down:
+      break;
+    case core::RequeueResult::Kind::parked:
+      co_return co_await wait_parked(requeued->ticket, start, workload, cost, others);
+  }
+  settle(others);
+  co_return result;
+}
+
+// Parks the caller under `ticket` until the gate records an outcome or the caller cancels.
+// `others`: admissions of the same event, woken once the Waiter is registered.
+template <class Clock>
+boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::wait_parked(
+    core::Ticket ticket, core::Time start, core::WorkloadId workload, std::int64_t cost,
+    const std::vector<core::Admission>& others) {
+  namespace asio = boost::asio;
+  AdmitResult result;
+  result.workload = workload;
+  Waiter waiter(this, ticket);
   wake(others);
   arm_deadline_timer();
   changed();
@@ -107,9 +151,9 @@ boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::admit(core::Reque
   if (!waiter.outcome) {
     // Cancelled by the caller while parked: leave the queue; nobody takes the place.
     waiter.collected = true;
-    waiters_.erase(queued.ticket.value);
+    waiters_.erase(ticket.value);
     std::vector<core::Admission> admitted;
-    scheduler_.cancel(queued.ticket, now(), admitted);
+    scheduler_.cancel(ticket, now(), admitted);
     wake(admitted);
     arm_deadline_timer();
     changed();
@@ -120,9 +164,9 @@ boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::admit(core::Reque
   result.kind = *waiter.outcome;
   result.reason = waiter.reason;
   if (result.kind == AdmitResult::Kind::admitted) {
-    result.workload = scheduler_.permit_workload(waiter.permit).value_or(request.workload);
+    result.workload = scheduler_.permit_workload(waiter.permit).value_or(workload);
     result.slot = Slot(this, alive_, waiter.permit, result.workload,
-                       scheduler_.permit_cost(waiter.permit).value_or(request.cost),
+                       scheduler_.permit_cost(waiter.permit).value_or(cost),
                        scheduler_.permit_backend(waiter.permit).value_or(0));
   }
   co_return result;
