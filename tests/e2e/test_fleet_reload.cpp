@@ -163,7 +163,9 @@ TEST_CASE("fleet reload: a backend added by a reload takes the parked requests, 
   // At once: long before the blocker could have freed gpu-a (before the fix in aim_at(), they
   // were sent to gpu-a's address and waited there behind it).
   CHECK(elapsed_ms(reloaded_at) < 5000);
-  CHECK(proxy.snapshot().in_flight == 1);  // the blocker, still on gpu-a
+  // The blocker, still on gpu-a (the last slot on gpu-b is released just after its client got
+  // the last byte).
+  CHECK(proxy.wait_for([](const core::Snapshot& snap) { return snap.in_flight == 1; }));
   CHECK(started_ids(b) == std::vector<std::string>{"paid-0", "free-0", "free-1", "free-2"});
   CHECK(started_ids(c).empty());
 
