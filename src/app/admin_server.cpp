@@ -150,10 +150,16 @@ asio::awaitable<AdminResponse> AdminServer::State::handle(
         Readiness r{true, ""};
         if (handlers.readiness) r = co_await handlers.readiness();
         response.status = r.ready ? 200 : 503;
-        response.body =
-            nlohmann::json{{"status", r.ready ? "ready" : "not ready"}, {"detail", r.detail}}.dump(
-                -1, ' ', false, nlohmann::json::error_handler_t::replace) +
-            "\n";
+        nlohmann::json body{{"status", r.ready ? "ready" : "not ready"}, {"detail", r.detail}};
+        if (!r.backends.empty()) {
+          nlohmann::json& list = body["backends"] = nlohmann::json::array();
+          for (const BackendReadiness& b : r.backends) {
+            list.push_back(
+                {{"name", b.name}, {"up", b.up}, {"state", b.state}, {"reason", b.reason}});
+          }
+        }
+        response.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        response.body.push_back('\n');
         break;
       }
       case AdminEndpoint::reload:

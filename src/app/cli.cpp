@@ -100,8 +100,9 @@ CliParse parse_command_line(int argc, const char* const* argv) {
       "0.0.0.0 and :: are probed on loopback); with admin_listen \"\", check that the client "
       "listener accepts a connection instead. Exit 0 when healthy, else 1");
   health->add_flag("--ready", o.health_ready,
-                   "GET /readyz instead: also unhealthy while the upstream is unreachable or "
-                   "sluice is shutting down (needs the admin listener)");
+                   "GET /readyz instead: also unhealthy while the upstream is unreachable (in a "
+                   "fleet: while no backend is up) or sluice is shutting down (needs the admin "
+                   "listener)");
   std::string health_timeout = "3s";
   health
       ->add_option("--timeout", health_timeout,

@@ -22,6 +22,7 @@
 #include <cstdlib>
 
 #include "sluice/app/admin_server.hpp"
+#include "sluice/app/readiness.hpp"
 #include "sluice/app/reload.hpp"
 #include "sluice/app/state_json.hpp"
 #include "sluice/auth/auth.hpp"
@@ -376,6 +377,9 @@ AdminResponse Server::Impl::reload_response() {
 
 asio::awaitable<Readiness> Server::Impl::readiness() {
   if (proxy.shutting_down()) co_return Readiness{false, "shutting down"};
+  // A fleet: the backends' health as the monitor sees it (it checks each one every
+  // fleet.health_interval), not a probe of its own.
+  if (proxy.config()->fleet) co_return fleet_readiness(proxy.snapshot());
   const auto now = Clock::now();
   if (!probed_at || now - *probed_at >= kProbeCacheTtl) {
     std::string result = co_await proxy.probe_upstream();

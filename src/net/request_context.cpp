@@ -1,6 +1,7 @@
 // Helpers shared by the session's steps (see request_context.hpp).
 #include "request_context.hpp"
 
+#include <algorithm>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -165,6 +166,20 @@ asio::awaitable<void> answer_body_error(Client& client, RequestContext& ctx, con
     co_return;
   }
   record_failure(ctx, failure_of(Phase::client, ec, client, ctx, Clock::time_point::max()));
+}
+
+void aim_at(RequestContext& ctx, std::shared_ptr<Backend> backend,
+            const std::shared_ptr<const config::Config>& current) {
+  const config::Config* where = ctx.config.get();
+  const bool known =
+      std::any_of(where->backends.begin(), where->backends.end(),
+                  [&](const config::BackendConfig& b) { return b.name == backend->name; });
+  if (!known && current && current != ctx.config) {
+    ctx.backend_config = current;
+    where = current.get();
+  }
+  ctx.upstream = &upstream_of(*where, backend->name);
+  ctx.backend = std::move(backend);
 }
 
 }  // namespace sluice::net

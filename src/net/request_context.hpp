@@ -53,9 +53,11 @@ struct Client {
 /// What one request did, for the response headers, the metrics and the access log.
 struct RequestContext {
   std::shared_ptr<const config::Config> config;
-  /// The backend the request goes to, and its settings (inside `config`).
+  /// The backend the request goes to, and its settings (inside `config`, or inside
+  /// `backend_config` for a backend added by a reload after the request started: aim_at()).
   std::shared_ptr<Backend> backend;
   const config::UpstreamConfig* upstream = nullptr;
+  std::shared_ptr<const config::Config> backend_config;
   /// The backend's name once the request was sent to it (X-Sluice-Backend, the access log).
   std::string backend_name;
   std::shared_ptr<const auth::Authenticator> authenticator;
@@ -210,6 +212,13 @@ FailureFacts facts_of(Phase phase, const error_code& error, const Client& client
 Failure failure_of(Phase phase, const boost::system::error_code& error, const Client& client,
                    const RequestContext& ctx, Clock::time_point deadline,
                    std::chrono::nanoseconds silence = {});
+
+/// Aims `ctx` at `backend`: its settings from the config the request started with, or — a
+/// backend a reload added while the request was parked, which that config does not know —
+/// from `current`, the config that added it (kept alive in ctx.backend_config). Without this a
+/// parked request placed on a new backend went to the first backend's address.
+void aim_at(RequestContext& ctx, std::shared_ptr<Backend> backend,
+            const std::shared_ptr<const config::Config>& current);
 
 /// Records a failure's outcome and upstream-error kind in `ctx`.
 void record_failure(RequestContext& ctx, const Failure& failure);

@@ -93,8 +93,7 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
   // Aimed at the backend the scheduler chose: its address, Host and path prefix (`target` is
   // the client's, so a move never stacks two backends' prefixes).
   auto aim = [&] {
-    ctx.backend = proxy.backend_at(slot.backend());
-    ctx.upstream = &upstream_of(*ctx.config, ctx.backend->name);
+    aim_at(ctx, proxy.backend_at(slot.backend()), proxy.config);
     prepare_upstream_request(upstream_request.base(), target, ctx,
                              {.content_length = upstream_request.body().size()});
   };

@@ -257,6 +257,9 @@ TEST_CASE("admin: healthz, readyz (live and dead upstream), metrics, state, 404,
   HttpResponse ready = sluice.admin("GET", "/readyz");
   CHECK(ready.status == 200);
   CHECK(json::parse(ready.body)["status"] == "ready");
+  // A single upstream: the message names its url, and there is no backends list.
+  CHECK(json::parse(ready.body)["detail"] == "upstream " + sim->url() + " answered");
+  CHECK_FALSE(json::parse(ready.body).contains("backends"));
 
   // One request through the proxy so counters move.
   HttpResponse r = http_request(sluice.port, generate("alice", 3, "paid"));
@@ -305,6 +308,58 @@ TEST_CASE("admin: healthz, readyz (live and dead upstream), metrics, state, 404,
   HttpResponse down = sluice.admin("GET", "/readyz");
   CHECK(down.status == 503);
   CHECK(contains(json::parse(down.body)["detail"].get<std::string>(), "unreachable"));
+  CHECK(sluice.admin("GET", "/healthz").status == 200);
+}
+
+TEST_CASE("readyz in a fleet: ready while one backend is up, each backend listed") {
+  auto a = std::make_unique<Sim>(std::vector<std::string>{"--time-scale", "50"});
+  auto b = std::make_unique<Sim>(std::vector<std::string>{"--time-scale", "50"});
+  const std::string url_a = a->url();
+  ConfigFile file(R"({"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0",
+    "upstreams": [{"name": "gpu-a", "url": ")" +
+                  url_a + R"(", "max_concurrency": 1},
+                  {"name": "gpu-b", "url": ")" +
+                  b->url() + R"(", "max_concurrency": 1}],
+    "fleet": {"health_interval": "100ms", "health_timeout": "100ms"},
+    "log": {"level": "info", "access_log": false}})");
+  Sluice sluice = Sluice::with_config(file);
+  // Polls /readyz until its detail is `detail` (the health checks run every 100 ms).
+  auto readyz_until = [&](const std::string& detail) {
+    HttpResponse r;
+    for (int i = 0; i < 100; ++i) {
+      r = sluice.admin("GET", "/readyz");
+      if (json::parse(r.body)["detail"].get<std::string>().starts_with(detail)) break;
+      std::this_thread::sleep_for(50ms);
+    }
+    return r;
+  };
+
+  HttpResponse both = readyz_until("2 of 2 backends up");
+  CHECK(both.status == 200);
+  json body = json::parse(both.body);
+  CHECK(body["status"] == "ready");
+  CHECK(body["detail"] == "2 of 2 backends up");
+  REQUIRE(body["backends"].size() == 2);
+  CHECK(body["backends"][0] ==
+        json{{"name", "gpu-a"}, {"up", true}, {"state", "up"}, {"reason", ""}});
+  CHECK(body["backends"][1]["name"] == "gpu-b");
+  CHECK_FALSE(contains(both.body, url_a));  // no single upstream.url to name
+
+  b.reset();  // one backend left: still ready, and the body says which one is not
+  HttpResponse one = readyz_until("1 of 2 backends up");
+  CHECK(one.status == 200);
+  body = json::parse(one.body);
+  CHECK(contains(body["detail"].get<std::string>(), "not up: gpu-b (down: "));
+  CHECK(body["backends"][1]["up"] == false);
+  CHECK(body["backends"][1]["state"] == "down");
+  CHECK_FALSE(body["backends"][1]["reason"].get<std::string>().empty());
+
+  a.reset();  // none left: not ready
+  HttpResponse none = readyz_until("none of 2 backends up");
+  CHECK(none.status == 503);
+  body = json::parse(none.body);
+  CHECK(body["status"] == "not ready");
+  CHECK(contains(body["detail"].get<std::string>(), "not up: gpu-a (down: "));
   CHECK(sluice.admin("GET", "/healthz").status == 200);
 }
 
@@ -651,10 +706,9 @@ TEST_CASE("scripts/run.sh: no Ollama -> starts the simulator, serves, cleans up 
 }
 
 TEST_CASE("scripts/run.sh --fleet 3: three simulators behind one sluice, placed by model") {
-  ChildProcess run("/bin/bash",
-                   {std::string(SLUICE_SOURCE_DIR) + "/scripts/run.sh", "--no-build", "--build-dir",
-                    SLUICE_BUILD_DIR, "--fleet", "3", "--", "--listen", "127.0.0.1:0",
-                    "--admin-listen", "127.0.0.1:0"});
+  ChildProcess run("/bin/bash", {std::string(SLUICE_SOURCE_DIR) + "/scripts/run.sh", "--no-build",
+                                 "--build-dir", SLUICE_BUILD_DIR, "--fleet", "3", "--", "--listen",
+                                 "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"});
   const std::uint16_t port = run.wait_for_port("listening on http://127.0.0.1:", 20000ms);
   std::vector<std::uint16_t> sims;
   const std::regex started(R"(started gpu-(\d) at http://127\.0\.0\.1:(\d+))");

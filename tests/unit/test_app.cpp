@@ -11,6 +11,7 @@
 #include "sluice/app/admin_server.hpp"
 #include "sluice/app/cli.hpp"
 #include "sluice/app/healthcheck.hpp"
+#include "sluice/app/readiness.hpp"
 #include "sluice/app/reload.hpp"
 #include "sluice/app/state_json.hpp"
 
@@ -514,6 +515,60 @@ TEST_CASE("state_json: backends of a fleet, with health, residency and what was 
   CHECK(jb["load_time_ms"] == nlohmann::json::object());
   CHECK(doc["backends"][2]["retired"] == true);
   CHECK(doc["backends"][2]["url"].is_null());  // removed from the config
+}
+
+TEST_CASE("fleet_readiness: ready while one backend is up; lists each backend, bounded") {
+  using sluice::core::BackendView;
+  using sluice::core::Health;
+  using sluice::core::HealthView;
+  auto backend = [](std::string name, Health::State state, std::string reason) {
+    BackendView b{.name = std::move(name), .up = state == Health::State::up};
+    b.health = HealthView{.state = state, .reason = std::move(reason)};
+    return b;
+  };
+  sluice::core::Snapshot s;
+  s.backends = {backend("gpu-a", Health::State::up, ""),
+                backend("gpu-b", Health::State::down, "connect: Connection refused"),
+                backend("gpu-c", Health::State::unknown, "not checked yet")};
+  BackendView leaving = backend("gpu-old", Health::State::up, "");
+  leaving.retired = true;  // removed by a reload, finishing its requests: not counted
+  s.backends.push_back(leaving);
+
+  sluice::app::Readiness one = sluice::app::fleet_readiness(s);
+  CHECK(one.ready);
+  CHECK(one.detail ==
+        "1 of 3 backends up; not up: gpu-b (down: connect: Connection refused), gpu-c (unknown: "
+        "not checked yet)");
+  REQUIRE(one.backends.size() == 3);
+  CHECK(one.backends[0].name == "gpu-a");
+  CHECK(one.backends[0].up);
+  CHECK(one.backends[0].state == "up");
+  CHECK(one.backends[0].reason.empty());
+  CHECK(one.backends[1].state == "down");
+  CHECK(one.backends[1].reason == "connect: Connection refused");
+  CHECK(one.backends[2].state == "unknown");
+
+  s.backends[0] = backend("gpu-a", Health::State::ejected, std::string(1000, 'x'));
+  sluice::app::Readiness none = sluice::app::fleet_readiness(s);
+  CHECK_FALSE(none.ready);  // the retired gpu-old being up does not make sluice ready
+  CHECK(contains(none.detail, "none of 3 backends up; not up: gpu-a (ejected: xxx"));
+  CHECK(none.backends[0].reason.size() == sluice::app::kReadinessReasonBytes + 3);
+
+  s.backends = {backend("gpu-a", Health::State::up, ""), backend("gpu-b", Health::State::up, "")};
+  CHECK(sluice::app::fleet_readiness(s).detail == "2 of 2 backends up");
+
+  // Many backends down: the detail names the first few, the list has them all.
+  s.backends.clear();
+  for (int i = 0; i < 20; ++i) {
+    std::string name = "gpu-";
+    name.append(std::to_string(i));
+    s.backends.push_back(backend(name, Health::State::down, "status 500"));
+  }
+  sluice::app::Readiness many = sluice::app::fleet_readiness(s);
+  CHECK_FALSE(many.ready);
+  CHECK(many.backends.size() == 20);
+  CHECK(contains(many.detail, "gpu-7 (down: status 500), and 12 more"));
+  CHECK_FALSE(contains(many.detail, "gpu-8"));
 }
 
 TEST_CASE("state_json: a single upstream keeps \"upstream\", its backend has no health") {

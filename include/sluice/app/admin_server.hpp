@@ -2,7 +2,8 @@
 // their tools. Endpoints:
 //   GET  /metrics        Prometheus text exposition (handlers.metrics)
 //   GET  /healthz        200 while the process runs (answered here, no handler)
-//   GET  /readyz         200 when handlers.readiness says ready, else 503
+//   GET  /readyz         200 when handlers.readiness says ready, else 503; body {status,
+//                        detail} and, in a fleet, backends: [{name, up, state, reason}]
 //   GET  /admin/state    JSON snapshot of the scheduler (handlers.state)
 //   POST /admin/reload   re-read the config file (handlers.reload)
 // HEAD is accepted wherever GET is. When handlers.authorize is set, /metrics and /admin/* need
@@ -29,6 +30,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sluice/config/config.hpp"
 
@@ -42,9 +44,20 @@ struct AdminResponse {
   std::string www_authenticate;  ///< the WWW-Authenticate header of a 401
 };
 
+/// One backend of a fleet as /readyz lists it.
+struct BackendReadiness {
+  std::string name;
+  bool up = false;
+  std::string state;   ///< "up", "down", "ejected", "unknown" (core::name(Health::State))
+  std::string reason;  ///< why it is not up ("" when up)
+};
+
 struct Readiness {
   bool ready = false;
   std::string detail;  ///< why not ready, or what was checked
+  /// A fleet's backends: the body's "backends" array. Empty with a single upstream, whose body
+  /// has no such member.
+  std::vector<BackendReadiness> backends;
 };
 
 struct AdminHandlers {
