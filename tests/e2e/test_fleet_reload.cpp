@@ -77,6 +77,7 @@ std::future<HttpResponse> send_async(std::uint16_t port, HttpRequest request) {
                     [port, request] { return http_request(port, request, 15000ms); });
 }
 
+const core::BackendView* find_backend(const core::Snapshot&&, const std::string&) = delete;
 const core::BackendView* find_backend(const core::Snapshot& snap, const std::string& name) {
   for (const core::BackendView& b : snap.backends) {
     if (b.name == name) return &b;
@@ -256,7 +257,8 @@ TEST_CASE("fleet reload: resizing a backend from 1 to 3 slots admits its parked 
     CHECK(r.header("X-Sluice-Backend") == "gpu-a");
   }
   CHECK(elapsed_ms(reloaded_at) < 5000);
-  const core::BackendView* resized = find_backend(proxy.snapshot(), "gpu-a");
+  const core::Snapshot after = proxy.snapshot();  // (find_backend points into it)
+  const core::BackendView* resized = find_backend(after, "gpu-a");
   REQUIRE(resized != nullptr);
   CHECK(resized->max_concurrency == 3);
   blocker.abort();
