@@ -5,9 +5,8 @@
 // diagnostic on an overridden field is reported under the flag's name.
 #include "sluice/app/cli.hpp"
 
-#include <charconv>
-
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -226,9 +225,8 @@ config::ConfigResult apply_overrides(const config::Config& base, const Overrides
     for (const std::string& spec : overrides.backends) {
       std::string why;
       if (auto backend = parse_backend_flag(spec, &why)) {
-        list.push_back({{"name", backend->name},
-                        {"url", backend->url},
-                        {"max_concurrency", backend->slots}});
+        list.push_back(
+            {{"name", backend->name}, {"url", backend->url}, {"max_concurrency", backend->slots}});
       } else {
         backend_errors.push_back(std::move(why));
       }

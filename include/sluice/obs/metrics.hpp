@@ -134,8 +134,8 @@ class Metrics {
   void set_backends(std::span<const std::string> names);
   /// A request sent to `backend` ended with `outcome`. No effect for an unknown backend.
   void count_backend_request(std::string_view backend, Outcome outcome);
-  /// `backend` reported loading `model` (core::Fleet::counts_as_load()): a name the fleet knows, or ""
-  /// for any other (counted as kOtherModel). No effect for an unknown backend.
+  /// `backend` reported loading `model` (core::Fleet::counts_as_load()): a name the fleet knows, or
+  /// "" for any other (counted as kOtherModel). No effect for an unknown backend.
   void count_model_load(std::string_view backend, std::string_view model);
 
   /// Sets every queue_length / inflight gauge, the concurrency limit and the backend gauges
