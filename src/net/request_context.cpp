@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <boost/asio/write.hpp>
+#include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
@@ -120,6 +121,26 @@ asio::awaitable<bool> send_continue(Client& client, RequestContext& ctx) {
   ctx.outcome = client.record.cut ? obs::Outcome::shutting_down : obs::Outcome::client_gone;
   ctx.client_reusable = false;
   co_return false;
+}
+
+asio::awaitable<bool> read_body_in_memory(Client& client, RequestContext& ctx,
+                                          http::request_parser<http::string_body>& parser,
+                                          bool send_100, std::string_view limit,
+                                          std::uint64_t max_body) {
+  parser.body_limit(max_body);
+  if (send_100 && !parser.is_done()) {
+    const bool sent = co_await send_continue(client, ctx);  // (no co_await in a condition: GCC 12)
+    if (!sent) co_return false;
+  }
+  while (!parser.is_done()) {
+    client.stream.expires_after(ctx.config->limits.header_read_timeout);
+    auto [ec, n] = co_await http::async_read_some(client.stream, client.buffer, parser, use_tuple);
+    if (ec) {
+      co_await answer_body_error(client, ctx, ec, limit, max_body);
+      co_return false;
+    }
+  }
+  co_return true;
 }
 
 FailureFacts facts_of(Phase phase, const error_code& error, const Client& client,

@@ -11,7 +11,9 @@
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/status.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <boost/optional/optional.hpp>
 #include <chrono>
 #include <cstdint>
@@ -185,6 +187,15 @@ asio::awaitable<void> linger_and_close(Client& client);
 /// Writes "100 Continue" to a client that asked for it (Expect: 100-continue). Returns false,
 /// with the request marked client_gone, when the client is no longer there.
 asio::awaitable<bool> send_continue(Client& client, RequestContext& ctx);
+
+/// Reads the rest of a request body into `parser` (in memory, at most `max_body` bytes, the
+/// limit named `limit` in errors): 100 Continue first when the client asked (`send_100`), each
+/// read bounded by limits.header_read_timeout. Returns false when the request is over: the
+/// body was too large or malformed (answered, answer_body_error) or the client left.
+asio::awaitable<bool> read_body_in_memory(Client& client, RequestContext& ctx,
+                                          http::request_parser<http::string_body>& parser,
+                                          bool send_100, std::string_view limit,
+                                          std::uint64_t max_body);
 
 /// Parses what `buffer` already holds into `parser`, without I/O. Beast's async reads post
 /// their completion when the buffer alone satisfies them (a scheduler round trip), which is the

@@ -209,19 +209,9 @@ asio::awaitable<void> serve_show(Proxy::Impl& proxy, Client& client,
   }
   const bool send_100 = expects_continue(head.get());
   http::request_parser<http::string_body> parser(std::move(head));
-  parser.body_limit(max_body);
-  if (send_100 && !parser.is_done()) {
-    const bool sent = co_await send_continue(client, ctx);  // (no co_await in a condition: GCC 12)
-    if (!sent) co_return;
-  }
-  while (!parser.is_done()) {
-    client.stream.expires_after(config.limits.header_read_timeout);
-    auto [ec, n] = co_await http::async_read_some(client.stream, client.buffer, parser, use_tuple);
-    if (ec) {
-      co_await answer_body_error(client, ctx, ec, "limits.max_scheduled_body_bytes", max_body);
-      co_return;
-    }
-  }
+  const bool read = co_await read_body_in_memory(client, ctx, parser, send_100,
+                                                 "limits.max_scheduled_body_bytes", max_body);
+  if (!read) co_return;
   http::request<http::string_body> request = parser.release();
   const std::string target(request.target());
   if (!aimed) {
