@@ -5,6 +5,7 @@
 //   readiness.cpp           which subqueues may compete now; per-key limits that hold heads back
 //   fair_queue.cpp          fair order: selection, admission, charging, removal
 //   scheduler.cpp           the public API
+//   scheduler_fleet.cpp     the public API across a fleet (reroute, requeue, observe_*)
 //   scheduler_invariants.cpp  check_invariants()
 //
 // Structure (outermost first):
