@@ -3,10 +3,10 @@
 //
 // Steps: bound the size; scan the text into a SourceMap (positions, nesting depth, duplicate
 // keys); parse with nlohmann::json (comments ignored; its syntax errors carry the byte offset);
-// then walk the tree section by section (sections.cpp, sections_fleet.cpp, parse_scheduler.cpp). Every object is
-// described once, by a table of its fields (fields.hpp), which drives reading, the unknown-key
-// check, the dump and the description, so they cannot drift apart. A bad value records a
-// diagnostic at its JSON pointer (turned into a line by the SourceMap) and leaves the default in
+// then walk the tree section by section (sections.cpp, sections_fleet.cpp, parse_scheduler.cpp).
+// Every object is described once, by a table of its fields (fields.hpp), which drives reading, the
+// unknown-key check, the dump and the description, so they cannot drift apart. A bad value records
+// a diagnostic at its JSON pointer (turned into a line by the SourceMap) and leaves the default in
 // place, so one run reports every independent problem; the Config is only returned when there is
 // none. Where one field bounds another, the default of the one the file leaves out follows the one
 // it sets; only two set values can contradict each other (docs/configuration.md, "Derived
