@@ -5,12 +5,18 @@
 #include <bit>
 #include <cmath>
 
+#include "sluice/core/congestion.hpp"
+
 namespace sluice::core {
 namespace {
 
 // Smoothing of the learned values: load times are few and matter at once, speeds are many.
 constexpr double kLoadTimeWeight = 0.5;
 constexpr double kSpeedWeight = 0.2;
+// A load that the demand does not ask for is not worth it: loading M on a busy backend must lower
+// the fleet's congestion by at least this fraction (hysteresis against moving models back and
+// forth as the queue's mix wobbles).
+constexpr double kLoadGain = 0.2;
 
 constexpr BackendSet bit(BackendId b) {
   return BackendSet{1} << b;
@@ -322,14 +328,86 @@ Placement Fleet::choose(ModelId m, std::int64_t cost, Time waiting_since, Time n
       best_utilisation = utilisation;
     }
   }
-  if (judged != kUnlistedModel && !resident_on(best, m)) {
-    bool warm_but_full = false;
-    for (BackendSet rest = candidates & ~open; rest != 0 && !warm_but_full; rest &= rest - 1)
-      warm_but_full = resident_on(static_cast<BackendId>(std::countr_zero(rest)), m);
-    const Time spill = waiting_since + load_time(best, m);
-    if (warm_but_full && now < spill) return {.kind = Placement::Kind::wait_warm, .until = spill};
+  if (judged == kUnlistedModel || resident_on(best, m))
+    return {.kind = Placement::Kind::place, .backend = best};
+  bool warm_but_full = false;
+  for (BackendSet rest = candidates & ~open; rest != 0 && !warm_but_full; rest &= rest - 1)
+    warm_but_full = resident_on(static_cast<BackendId>(std::countr_zero(rest)), m);
+  if (!warm_but_full) return {.kind = Placement::Kind::place, .backend = best};
+  const Time spill = waiting_since + load_time(best, m);
+  if (now < spill) return {.kind = Placement::Kind::wait_warm, .until = spill};
+  // It has waited a load time: it goes cold where that is worth a load (the soonest such).
+  std::optional<BackendId> chosen;
+  Duration chosen_finish = Duration::max();
+  for (BackendSet rest = open; rest != 0; rest &= rest - 1) {
+    const auto b = static_cast<BackendId>(std::countr_zero(rest));
+    const Duration finish = expected_finish(b, m, cost);
+    if (finish < chosen_finish && worth_loading(b, m)) {
+      chosen = b;
+      chosen_finish = finish;
+    }
   }
-  return {.kind = Placement::Kind::place, .backend = best};
+  if (chosen) return {.kind = Placement::Kind::place, .backend = *chosen};
+  return {.kind = Placement::Kind::wait_warm, .until = now + load_time(best, m)};
+}
+
+bool Fleet::worth_loading(BackendId b, ModelId m) const {
+  const Backend& backend = backends_[b];
+  // Nothing parked is warm on b: it would stay idle.
+  std::int64_t warm_parked = 0;
+  for (const Resident& r : backend.resident)
+    warm_parked += parked_[r.model];
+  if (warm_parked == 0) return true;
+  const bool full = backend.resident.size() >= backend.resident_capacity;
+  const Resident* victim = full ? eviction_victim(backend) : nullptr;
+  if (full && !victim) return false;  // the load would wait for a busy model to go idle
+
+  // The demand on the fleet: per model, requests parked or running, and who holds it.
+  std::vector<ModelId> ids;
+  std::vector<ModelDemand> demand;
+  auto entry = [&](ModelId x) -> ModelDemand& {
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] == x) return demand[i];
+    }
+    ids.push_back(x);
+    demand.push_back({});
+    return demand.back();
+  };
+  std::vector<std::int64_t> slots(backends_.size(), 0);
+  for (BackendId other = 0; other < backends_.size(); ++other) {
+    if (!usable(other)) continue;
+    slots[other] = backends_[other].spec.max_concurrency;
+    for (const Resident& r : backends_[other].resident) {
+      ModelDemand& d = entry(r.model);
+      d.demand += static_cast<double>(r.in_flight);
+      d.holders |= bit(other);
+    }
+  }
+  for (ModelId x = 1; x < parked_.size(); ++x) {
+    if (parked_[x] > 0) entry(x).demand += static_cast<double>(parked_[x]);
+  }
+  entry(m);
+  if (victim) entry(victim->model);
+  // The most demanded models, with m and the victim always among them.
+  std::vector<std::size_t> order(ids.size());
+  for (std::size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  auto must = [&](std::size_t i) { return ids[i] == m || (victim && ids[i] == victim->model); };
+  std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+    if (must(x) != must(y)) return must(x);
+    return demand[x].demand > demand[y].demand;
+  });
+  std::vector<ModelDemand> before;
+  std::vector<ModelDemand> after;
+  for (std::size_t i : order) {
+    if (before.size() == kMaxCongestionModels) break;
+    if (demand[i].demand <= 0) continue;
+    before.push_back(demand[i]);
+    after.push_back(demand[i]);
+    if (ids[i] == m) after.back().holders |= bit(b);
+    if (victim && ids[i] == victim->model) after.back().holders &= ~bit(b);
+  }
+  return congestion(after, slots) < (1 - kLoadGain) * congestion(before, slots);
 }
 
 void Fleet::make_resident(Backend& backend, ModelId m, Time now) {
@@ -339,11 +417,14 @@ void Fleet::make_resident(Backend& backend, ModelId m, Time now) {
       return;
     }
   }
+  // At capacity, the least recently used idle model makes room. When every resident model is
+  // busy, Ollama makes the load wait until one goes idle and evicts that one (release()): m is
+  // resident (loading) meanwhile, and the backend holds one model too many until then. The
+  // capacity is what the backend was seen holding, never what sluice asked of it.
   if (const Resident* victim = eviction_victim(backend)) {
     backend.resident.erase(backend.resident.begin() + (victim - backend.resident.data()));
   }
   backend.resident.push_back({.model = m, .in_flight = 0, .last_used = now});
-  backend.resident_capacity = std::max(backend.resident_capacity, backend.resident.size());
 }
 
 void Fleet::admit(BackendId b, ModelId m, Time now) {
@@ -359,11 +440,14 @@ void Fleet::admit(BackendId b, ModelId m, Time now) {
 bool Fleet::release(BackendId b, ModelId m, const Timings& timings, Time now) {
   Backend& backend = backends_.at(b);
   --backend.in_flight;
-  for (Resident& r : backend.resident) {
-    if (r.model == m && r.in_flight > 0) {
-      --r.in_flight;
-      r.last_used = now;
-    }
+  for (auto r = backend.resident.begin(); r != backend.resident.end(); ++r) {
+    if (r->model != m || r->in_flight == 0) continue;
+    --r->in_flight;
+    r->last_used = now;
+    // A load was waiting for a busy model to go idle (make_resident): this one goes.
+    if (r->in_flight == 0 && backend.resident.size() > backend.resident_capacity)
+      backend.resident.erase(r);
+    break;
   }
   if (timings.eval_count > 0 && timings.eval_duration && timings.eval_duration->count() > 0) {
     const double rate = static_cast<double>(timings.eval_count) * 1e9 /
@@ -438,8 +522,19 @@ bool Fleet::set_resident(BackendId b, std::span<const std::string> models, Time 
                      [&](const Resident& r) { return r.model == old.model; }))
       next.push_back(old);
   }
+  // The capacity grows with what the backend reports holding, not with the loads sluice sent
+  // that wait for a busy model to go idle (kept in `next` above while they run).
   const std::size_t reported = std::min(models.size(), kMaxModels);
-  backend.resident_capacity = std::max({backend.resident_capacity, next.size(), reported});
+  backend.resident_capacity = std::max(backend.resident_capacity, reported);
+  // Beyond the capacity, an idle model goes (least recently used first), as in make_resident().
+  while (next.size() > backend.resident_capacity) {
+    auto idle = next.end();
+    for (auto r = next.begin(); r != next.end(); ++r) {
+      if (r->in_flight == 0 && (idle == next.end() || r->last_used < idle->last_used)) idle = r;
+    }
+    if (idle == next.end()) break;
+    next.erase(idle);
+  }
   auto key = [](const Resident& r) { return r.model; };
   auto same = [&](const std::vector<Resident>& x, const std::vector<Resident>& y) {
     if (x.size() != y.size()) return false;
@@ -500,8 +595,11 @@ std::string Fleet::check_invariants() const {
       by_model += r.in_flight;
     }
     if (by_model > backend.in_flight) return name + ": model in_flight exceeds the backend's";
-    if (backend.resident.size() > backend.resident_capacity)
-      return name + ": more resident than its capacity";
+    // Beyond its capacity only while loads wait for a busy model to go idle.
+    if (backend.resident.size() > backend.resident_capacity &&
+        std::any_of(backend.resident.begin(), backend.resident.end(),
+                    [](const Resident& r) { return r.in_flight == 0; }))
+      return name + ": more resident than its capacity with an idle model to evict";
     if (backend.retired && backend.in_flight == 0) return name + ": retired and idle, not freed";
   }
   for (ModelId m = 0; m < parked_.size(); ++m) {

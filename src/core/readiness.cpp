@@ -5,8 +5,10 @@
 // (Fleet::choose says full, down, unserved or wait_warm) puts its subqueue on its model's held
 // list. The list is released when a backend that may serve the model frees a slot (a release
 // or a reroute on it), when anything about the fleet changes (health, catalogs, residency,
-// reconfigure), when a cold placement makes the model resident somewhere new, and at the
-// earliest time one of them may stop waiting for a warm slot (expire(), next_deadline()).
+// reconfigure), when a cold placement makes the model resident somewhere new, at the earliest
+// time one of them may stop waiting for a warm slot (expire(), next_deadline()), and — for the
+// models with a request waiting for a warm slot — whenever the demand changes (a request
+// parked, admitted, ended or removed), since whether a load is worth it depends on it.
 //
 // A subqueue is ready iff it has parked entries and no limit key holds its head back.
 // An account is in its class heap iff it has a ready subqueue; a class is in its band heap iff
@@ -174,6 +176,17 @@ void Scheduler::State::release_holds_due(Time now) {
     if (i >= held_models.size()) continue;
     const ModelId m = held_models[i];
     if (holds[m].wake <= now) release_holds(m);
+  }
+}
+
+// Whether a request that waited a load time may go cold depends on the demand on the fleet
+// (Fleet::choose, worth_loading()): requests parked and running per model. Every change of it
+// judges the warm waits again (only they depend on it; a model's list is released whole).
+void Scheduler::State::release_warm_waits() {
+  for (std::size_t i = held_models.size(); i-- > 0;) {
+    if (i >= held_models.size()) continue;
+    const ModelId m = held_models[i];
+    if (holds[m].wake != never()) release_holds(m);
   }
 }
 

@@ -429,6 +429,7 @@ struct Scheduler::State {
   void release_holds_for(BackendId b);  // b freed a slot: the models it may serve
   void release_every_hold();            // the fleet changed
   void release_holds_due(Time now);     // waits for a warm slot that ended
+  void release_warm_waits();            // the demand changed: warm waits are judged again
   std::optional<Time> next_wake() const;
 
   // --- the queue: subqueue lists and counters (here, inline: every event uses them) -------
@@ -488,6 +489,7 @@ struct Scheduler::State {
     }
     fleet.note_parked(sq.model, delta);
     parked += delta;
+    if (!held_models.empty()) release_warm_waits();
   }
 
   void count_in_flight(EntryId e, int delta) {
@@ -508,6 +510,7 @@ struct Scheduler::State {
     }
     in_flight += delta;
     in_flight_tokens += tokens;
+    if (!held_models.empty()) release_warm_waits();
   }
 
   // --- fair order: selection, admission, charging, removal (fair_queue.cpp) ---------------

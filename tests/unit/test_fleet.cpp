@@ -164,6 +164,87 @@ TEST_CASE("fleet: warm but full waits for a warm slot at most one load time, the
   CHECK(p.until == at(12s));
 }
 
+TEST_CASE("fleet: after a load time it goes cold only where the load relieves the demand") {
+  // a holds m1 and is full of it; b holds m2 (one running) and m3 (idle, its least recently
+  // used), one slot free; c holds m4 and is full. The m1 request has waited longer than a load.
+  const std::vector<std::string> models = {"m1", "m2", "m3", "m4"};
+  const std::vector<BackendSpec> specs = {{.name = "a", .max_concurrency = 2, .models = models},
+                                          {.name = "b", .max_concurrency = 2, .models = models},
+                                          {.name = "c", .max_concurrency = 2, .models = models}};
+  Fleet fleet = up_fleet(specs, {{"m1"}, {"m3", "m2"}, {"m4"}});
+  const ModelId m1 = fleet.model("m1"), m2 = fleet.model("m2"), m3 = fleet.model("m3"),
+                m4 = fleet.model("m4");
+  for (int i = 0; i < 2; ++i) {
+    fleet.admit(0, m1, at(0s));
+    fleet.admit(2, m4, at(0s));
+  }
+  fleet.admit(1, m2, at(1s));
+  const Time late = at(0s) + 2 * kDefaultLoadTime;
+
+  SUBCASE("nothing parked is warm on b: its slot would idle, so m1 loads there") {
+    fleet.note_parked(m1, 1);
+    CHECK(place(fleet, m1, late) == 1);
+    fleet.note_parked(m1, -1);
+  }
+  SUBCASE("a load that evicts the only copy of a model others wait for is not worth it") {
+    fleet.note_parked(m1, 1);
+    fleet.note_parked(m3, 2);  // only b holds m3
+    const Placement p = fleet.choose(m1, 100, at(0s), late);
+    CHECK(p.kind == Kind::wait_warm);
+    CHECK(p.until == late + kDefaultLoadTime);  // judged again one load time later at most
+    fleet.note_parked(m1, -1);
+    fleet.note_parked(m3, -2);
+  }
+  SUBCASE("one waiting m1 request does not take b's slot from the m2 queue") {
+    fleet.note_parked(m1, 1);  // m1: 3 on a's 2 slots, 1.5 per slot
+    fleet.note_parked(m2, 3);  // m2: 4 on b's 2 slots, 2 per slot
+    // With m1 on b too, m2's 4 requests still have only b's 2 slots: the worst set stays at 2.
+    CHECK(fleet.choose(m1, 100, at(0s), late).kind == Kind::wait_warm);
+    fleet.note_parked(m1, -1);
+    fleet.note_parked(m2, -3);
+  }
+  SUBCASE("a standing m1 queue is worth a copy on b") {
+    fleet.note_parked(m1, 10);  // 12 on a's 2 slots: 6 per slot
+    fleet.note_parked(m2, 1);
+    CHECK(place(fleet, m1, late) == 1);  // {m1, m2} on a and b: 14 / 4 = 3.5 per slot
+    fleet.note_parked(m1, -10);
+    fleet.note_parked(m2, -1);
+  }
+  SUBCASE("before a load time has passed it waits, however long the queue") {
+    fleet.note_parked(m1, 10);
+    CHECK(fleet.choose(m1, 100, at(0s), at(1s)).kind == Kind::wait_warm);
+    fleet.note_parked(m1, -10);
+  }
+  CHECK(fleet.check_invariants() == "");
+}
+
+TEST_CASE("fleet: a load onto a backend whose models are all busy waits for one to go idle") {
+  // What Ollama does: b holds one model (capacity 1, from /api/ps) and it is busy; the load of
+  // m2 waits, m1 goes when its last request ends, and b's capacity stays what it reported.
+  const std::vector<std::string> models = {"m1", "m2"};
+  const std::vector<BackendSpec> specs = {{.name = "b", .max_concurrency = 4, .models = models}};
+  Fleet fleet = up_fleet(specs, {{"m1"}});
+  const ModelId m1 = fleet.model("m1"), m2 = fleet.model("m2");
+  fleet.admit(0, m1, at(0s));
+  fleet.admit(0, m1, at(0s));
+  fleet.admit(0, m2, at(1s));
+  CHECK(fleet.view(0).loaded.size() == 2);  // m2 loading, m1 still busy
+  CHECK(fleet.view(0).resident_capacity == 1);
+  CHECK(fleet.check_invariants() == "");
+  fleet.release(0, m1, {}, at(2s));
+  CHECK(fleet.view(0).loaded.size() == 2);  // one m1 request still runs
+  fleet.release(0, m1, {}, at(3s));
+  REQUIRE(fleet.view(0).loaded.size() == 1);  // m1 idle: evicted, as Ollama does
+  CHECK(fleet.view(0).loaded[0].model == "m2:latest");
+  CHECK(fleet.is_resident(0, m2));
+  CHECK_FALSE(fleet.is_resident(0, m1));
+  // A report that still lists the old model with the waiting load beside it keeps the capacity.
+  fleet.admit(0, m1, at(4s));  // m2 busy: m1 waits for it
+  CHECK(fleet.set_resident(0, std::vector<std::string>{"m2"}, at(5s)) == false);
+  CHECK(fleet.view(0).resident_capacity == 1);
+  CHECK(fleet.check_invariants() == "");
+}
+
 TEST_CASE("fleet: a model resident nowhere is placed at once, evicting what no one waits for") {
   const std::vector<std::string> models = {"m1", "m2", "m3", "m4", "m5"};
   const std::vector<BackendSpec> specs = {{.name = "a", .max_concurrency = 2, .models = models},

@@ -21,21 +21,28 @@
 //                                       makes the load wait until one of them goes idle
 // Ties go to the less utilised backend, then to the earlier one in the configuration.
 //
-// Staying warm (ski rental). When the best backend with a free slot would have to load M while
-// another eligible backend holds M resident but is full, the request waits for a warm slot —
-// at most as long as the load would take: from `waiting_since + load(b, M)` on it may go cold.
-// Waiting up to the price of the alternative and then paying it is the classic 2-competitive
-// rent-or-buy rule: the request never finishes later than twice the better of the two choices,
-// and a hot model stays where it is instead of being loaded on every backend that has a free
-// slot for a moment. The scheduler places warm requests meanwhile (work conservation: a slot
-// stays idle only while every request eligible for it is waiting this way, and never longer
-// than a load time).
+// Staying warm. When the best backend with a free slot would have to load M while another
+// eligible backend holds M resident but is full, the request waits for a warm slot:
+//  * at least as long as the load would take (until `waiting_since + load(b, M)`): waiting up
+//    to the price of the alternative before paying it is the classic rent-or-buy rule, so a
+//    short burst never loads a model that a warm slot would have served sooner;
+//  * after that, it goes cold on a free backend only where the load is worth it: where nothing
+//    parked is warm (the slot would idle otherwise), or where the copy of M lowers the fleet's
+//    congestion (congestion.hpp: the most demand per slot that some set of models forces on
+//    the backends holding them, counting the model the load evicts) by at least a fifth.
+//    Otherwise it is judged again when the demand or the fleet changes, or a load time later.
+// Under a standing queue almost every request has waited a load time, so the first rule alone
+// would load a model wherever its turn came (thrashing); the second keeps each model where it
+// is hot and adds a copy only when its share of the demand outgrows the slots that hold it.
+// The scheduler places warm requests meanwhile (work conservation: a slot stays idle only while
+// every request eligible for it is waiting this way).
 //
 // Residency. A backend's resident models are what /api/ps last said, plus what sluice placed
 // since (a placed model is resident from the moment it is sent: Ollama loads it once and makes
 // the others wait). A backend holds at most `resident_capacity` models, learned as the most
-// ever seen resident at once on it; a load beyond that evicts the least recently used idle one,
-// as Ollama does.
+// its /api/ps ever listed at once; a load beyond that evicts the least recently used idle one,
+// as Ollama does, and when every resident model is busy the load waits for the first of them
+// to go idle and evicts that one (until then the backend counts one model too many).
 //
 // Bounds: at most kMaxBackends backends (a mask per model), kMaxModels model names.
 #pragma once
@@ -241,6 +248,7 @@ class Fleet {
   Duration service_time(const Backend& backend, std::int64_t cost) const;
   Duration expected_finish(BackendId b, ModelId m, std::int64_t cost) const;
   const Resident* eviction_victim(const Backend& backend) const;
+  bool worth_loading(BackendId b, ModelId m) const;
   void make_resident(Backend& backend, ModelId m, Time now);
   void maybe_free(BackendId b);
 
