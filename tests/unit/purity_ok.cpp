@@ -1,4 +1,5 @@
 // Must compile with cmake/core_purity_guard.hpp force-included: every public core header.
+#include "sluice/core/concurrency.hpp"
 #include "sluice/core/cost.hpp"
 #include "sluice/core/duration.hpp"
 #include "sluice/core/labels.hpp"

@@ -1,0 +1,185 @@
+// Adaptive concurrency: one backend's concurrency limit learned from Ollama's own timings.
+//
+// A pure state machine like the scheduler (no I/O, no clock: `now` is an argument). It is fed
+// one sample per finished request and answers with the limit to use from now on.
+//
+// The signal. Ollama sends response headers only with the first token, and its final object
+// says how long loading and prompt evaluation took. What is left of the time to first byte,
+//     wait = TTFB - load_duration - prompt_eval_duration - one token interval,
+// is time the request spent queued *inside* Ollama (its FIFO semaphore of OLLAMA_NUM_PARALLEL
+// slots), where sluice can no longer order it. A request "waited" when that is above a small
+// share of its service time (prompt evaluation + decoding).
+//
+// Levels. Each sample is filed under the number of requests in flight on the backend when it
+// was admitted, itself included (its level n). A request admitted at level n that did not wait
+// shows that the backend ran n at once; one that waited shows it could not. Each level keeps
+// its last kLevelWindow samples; a level is *bad* when at least two of them (and at least half)
+// waited: one slow sample is noise, two are a pattern. Decode throughput at level n is
+// T(n) = n x (median per-stream speed of its samples).
+//
+// The rules, checked after every sample:
+//  * Decrease (quick). The lowest bad level n <= limit sets limit = n - 1, or lower still when
+//    the waits say so: by Little's law a backend that runs P at once, holding n, makes each
+//    request wait about (n - P) / P of its service, so P ~= n x service / (service + wait)
+//    (median over the waiting samples), never below ceil(n / 2) in one step. The level above
+//    the new limit is then not probed for the probe backoff (below). After any decrease the new
+//    limit's level forgets its samples: they ran beside more requests than it will run.
+//  * Per-stream floor. With min_stream_tokens_per_s, a limit whose median per-stream speed is
+//    below it (min_samples at the level) is lowered by one, like a failed probe.
+//  * Probe up. When the limit is binding (min_samples at level == limit, so demand reached it),
+//    none of them waited, and the level above is not backed off: limit + 1, with that level's
+//    old samples forgotten. The probe is judged on min_samples samples at the new level: one
+//    waiting sample, a throughput gain below min_gain over the level below (T(n) < (1 +
+//    min_gain) T(n-1): it flattened), or a per-stream speed under the floor reverts it (back by
+//    one) and backs the level off; otherwise it is kept and the next probe may follow at once.
+//    The gain is measured against T(n-1) as it was when the probe began: the level below later
+//    also gets samples of requests that ran partly beside the probe's, and looks worse.
+//  * Backoff (hysteresis). A level that failed is not probed again for probe_backoff, doubling
+//    with each failure of the same level up to max_probe_backoff; it resets when a probe of it
+//    succeeds. So a steady state moves by at most one slot, at most once per backoff, and a
+//    backend whose parallelism grows is found by the next probe.
+//
+// OpenAI-compatible answers carry no durations. Then the wait is estimated from the time to
+// first byte alone: TTFB - the median TTFB of the lowest level that has samples (at level 1
+// nothing of sluice's runs beside it, so nothing of sluice's makes it wait), and the speed from
+// the output tokens (usage.completion_tokens) over the time after the first byte. Coarser: a
+// prompt much longer than usual looks like a wait.
+//
+// What it cannot see: a second tenant's requests that queue in Ollama beside sluice's look like
+// a smaller backend (that is the right reaction); a wait caused by a model load of another model
+// is in load_duration and not counted; requests whose final object never arrives (errors,
+// cancellations) teach nothing.
+//
+// Bounds: min <= limit <= max <= kMaxAutoConcurrency; memory O(max x kLevelWindow).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sluice/core/time.hpp"
+
+namespace sluice::core {
+
+/// The largest auto_concurrency.max.
+inline constexpr std::int64_t kMaxAutoConcurrency = 1024;
+/// Samples remembered per level.
+inline constexpr std::size_t kLevelWindow = 4;
+
+/// The config's `auto_concurrency` (bounds and the per-stream floor) and the controller's
+/// tuning, which the config does not expose.
+struct AutoConcurrency {
+  std::int64_t min = 1;                ///< >= 1; also the limit it starts at
+  std::int64_t max = 32;               ///< >= min, <= kMaxAutoConcurrency
+  double min_stream_tokens_per_s = 0;  ///< 0 = no floor
+
+  // Tuning.
+  double wait_share = 0.03;  ///< a request waited when wait > wait_share x its service time...
+  Duration wait_floor = std::chrono::milliseconds(5);  ///< ...and > wait_floor
+  double min_gain = 0.02;                              ///< least throughput gain for one more slot
+  std::size_t min_samples = 3;  ///< samples at a level before it is judged (1..kLevelWindow)
+  Duration probe_backoff = std::chrono::seconds(60);
+  Duration max_probe_backoff = std::chrono::minutes(10);
+
+  friend bool operator==(const AutoConcurrency&, const AutoConcurrency&) = default;
+};
+
+/// "" when valid, else a message naming the field (min, max, min_stream_tokens_per_s, ...).
+std::string validate(const AutoConcurrency& spec);
+
+/// What one finished request says. Durations absent from the final object are nullopt.
+struct ConcurrencySample {
+  std::int64_t in_flight = 1;     ///< on the backend when it was admitted, itself included
+  Duration time_to_first_byte{};  ///< measured by sluice: request sent -> response head
+  Duration total{};               ///< measured by sluice: request sent -> response end
+  std::optional<Duration> load_duration;
+  std::optional<Duration> prompt_eval_duration;
+  std::optional<Duration> eval_duration;
+  std::int64_t eval_count = 0;  ///< output tokens (final object, or OpenAI usage); 0 = unknown
+};
+
+/// A change of the limit and why, for the log.
+struct LimitChange {
+  std::int64_t from = 0;
+  std::int64_t to = 0;
+  std::string
+      reason;  ///< e.g. "requests waited 420 ms inside the backend (p50 of 3 at 4 in flight)"
+};
+
+/// For /admin/state.
+struct ConcurrencyView {
+  std::int64_t limit = 0;
+  std::int64_t min = 0;
+  std::int64_t max = 0;
+  bool probing = false;     ///< the limit was raised and is being judged
+  std::string last_change;  ///< the reason of the last change, "" before any
+  /// Per level with samples: level, samples, how many waited, median wait (ms), throughput
+  /// T(level) in tokens/s (0 when unknown).
+  struct Level {
+    std::int64_t in_flight = 0;
+    std::size_t samples = 0;
+    std::size_t waited = 0;
+    double median_wait_ms = 0;
+    double tokens_per_second = 0;
+  };
+  std::vector<Level> levels;
+};
+
+class ConcurrencyController {
+ public:
+  /// Precondition: validate(spec) == "". Starts at spec.min.
+  explicit ConcurrencyController(const AutoConcurrency& spec);
+
+  std::int64_t limit() const { return limit_; }
+  const AutoConcurrency& spec() const { return spec_; }
+
+  /// New bounds (a reload): the limit is clamped into them; what was learned stays.
+  /// Precondition: validate(spec) == "".
+  void set_spec(const AutoConcurrency& spec);
+
+  /// Feeds one finished request. Returns the change of the limit it caused, if any.
+  std::optional<LimitChange> observe(const ConcurrencySample& sample, Time now);
+
+  ConcurrencyView view() const;
+
+ private:
+  struct Observation {
+    double wait_s = 0;  ///< time waiting inside the backend; < 0: unknown (no durations)
+    double ttfb_s = 0;
+    double service_s = 0;  ///< prompt evaluation + decoding (or, without durations, total)
+    double speed = -1;     ///< per-stream decode tokens/s; < 0 unknown
+  };
+  struct Level {
+    std::array<Observation, kLevelWindow> ring{};
+    std::size_t count = 0;  ///< valid entries, <= kLevelWindow
+    std::size_t next = 0;
+    Time backoff_until{};  ///< not probed before this
+    Duration backoff{};    ///< the next failure backs off this long (0: probe_backoff)
+  };
+  struct Judgement {
+    std::size_t samples = 0;
+    std::size_t waited = 0;
+    double median_wait_s = 0;  ///< over the samples that waited (all when none did)
+    double median_share = 0;   ///< median of service / (service + wait) over waited ones
+    double speed = -1;         ///< median per-stream speed; < 0 unknown
+  };
+
+  Judgement judge(std::int64_t n) const;
+  bool waited(const Observation& o, double reference_ttfb) const;
+  double reference_ttfb() const;
+  double throughput(const Judgement& j, std::int64_t n) const;
+  void back_off(std::int64_t n, Time now);
+  std::optional<LimitChange> change(std::int64_t to, std::string reason);
+
+  AutoConcurrency spec_;
+  std::int64_t limit_ = 1;
+  bool probing_ = false;
+  double probe_baseline_ = -1;  ///< throughput at the limit a probe came from; < 0 unknown
+  std::string last_change_;
+  std::vector<Level> levels_;  ///< [n] for n in 1..max; [0] unused
+};
+
+}  // namespace sluice::core

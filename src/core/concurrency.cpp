@@ -1,0 +1,292 @@
+// Adaptive concurrency of one backend. See concurrency.hpp for the rules and the reasoning.
+#include "sluice/core/concurrency.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace sluice::core {
+namespace {
+
+double seconds(Duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+double median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const std::size_t mid = values.size() / 2;
+  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
+// "%.*f" without iostreams.
+std::string fixed(double value, int decimals) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.*f", decimals, value);
+  return buffer;
+}
+
+std::string milliseconds(double s) {
+  return fixed(s * 1000, s < 0.01 ? 1 : 0) + " ms";
+}
+
+}  // namespace
+
+std::string validate(const AutoConcurrency& spec) {
+  if (spec.min < 1) return "min must be >= 1";
+  if (spec.max > kMaxAutoConcurrency)
+    return "max must be <= " + std::to_string(kMaxAutoConcurrency);
+  if (spec.max < spec.min) return "max must be >= min (" + std::to_string(spec.min) + ")";
+  if (!(spec.min_stream_tokens_per_s >= 0) || !std::isfinite(spec.min_stream_tokens_per_s))
+    return "min_stream_tokens_per_s must be a number >= 0";
+  if (!(spec.wait_share > 0 && spec.wait_share < 1)) return "wait_share must be in (0, 1)";
+  if (spec.wait_floor < Duration::zero()) return "wait_floor must be >= 0";
+  if (!(spec.min_gain >= 0) || !std::isfinite(spec.min_gain)) return "min_gain must be >= 0";
+  if (spec.min_samples < 1 || spec.min_samples > kLevelWindow)
+    return "min_samples must be 1 to " + std::to_string(kLevelWindow);
+  if (spec.probe_backoff <= Duration::zero()) return "probe_backoff must be > 0";
+  if (spec.max_probe_backoff < spec.probe_backoff)
+    return "max_probe_backoff must be >= probe_backoff";
+  return "";
+}
+
+ConcurrencyController::ConcurrencyController(const AutoConcurrency& spec)
+    : spec_(spec), limit_(spec.min), levels_(static_cast<std::size_t>(spec.max) + 1) {}
+
+void ConcurrencyController::set_spec(const AutoConcurrency& spec) {
+  spec_ = spec;
+  levels_.resize(static_cast<std::size_t>(spec.max) + 1);
+  const std::int64_t clamped = std::clamp(limit_, spec.min, spec.max);
+  if (clamped != limit_) {
+    limit_ = clamped;
+    probing_ = false;
+  }
+}
+
+bool ConcurrencyController::waited(const Observation& o, double reference_ttfb) const {
+  const double wait = o.wait_s >= 0 ? o.wait_s : std::max(0.0, o.ttfb_s - reference_ttfb);
+  return wait > std::max(seconds(spec_.wait_floor), spec_.wait_share * o.service_s);
+}
+
+// The median TTFB of the lowest level with samples: the baseline of answers without durations.
+double ConcurrencyController::reference_ttfb() const {
+  for (const Level& level : levels_) {
+    if (level.count == 0) continue;
+    std::vector<double> ttfb;
+    for (std::size_t i = 0; i < level.count; ++i)
+      ttfb.push_back(level.ring[i].ttfb_s);
+    return median(std::move(ttfb));
+  }
+  return 0;
+}
+
+ConcurrencyController::Judgement ConcurrencyController::judge(std::int64_t n) const {
+  Judgement j;
+  if (n < 1 || n >= static_cast<std::int64_t>(levels_.size())) return j;
+  const Level& level = levels_[static_cast<std::size_t>(n)];
+  j.samples = level.count;
+  if (level.count == 0) return j;
+  double reference = 0;
+  bool reference_known = false;
+  std::vector<double> waits, all_waits, shares, speeds;
+  for (std::size_t i = 0; i < level.count; ++i) {
+    const Observation& o = level.ring[i];
+    if (o.wait_s < 0 && !reference_known) {
+      reference = reference_ttfb();
+      reference_known = true;
+    }
+    const double wait = o.wait_s >= 0 ? o.wait_s : std::max(0.0, o.ttfb_s - reference);
+    all_waits.push_back(wait);
+    if (waited(o, reference)) {
+      ++j.waited;
+      waits.push_back(wait);
+      // Without durations the service is the total minus the wait.
+      const double service = o.wait_s >= 0 ? o.service_s : std::max(o.service_s - wait, 1e-9);
+      shares.push_back(service / (service + wait));
+    }
+    if (o.speed >= 0) speeds.push_back(o.speed);
+  }
+  j.median_wait_s = median(j.waited > 0 ? waits : all_waits);
+  j.median_share = shares.empty() ? 1.0 : median(std::move(shares));
+  j.speed = speeds.empty() ? -1 : median(std::move(speeds));
+  return j;
+}
+
+double ConcurrencyController::throughput(const Judgement& j, std::int64_t n) const {
+  return j.speed < 0 ? -1 : static_cast<double>(n) * j.speed;
+}
+
+void ConcurrencyController::back_off(std::int64_t n, Time now) {
+  if (n < 1 || n >= static_cast<std::int64_t>(levels_.size())) return;
+  Level& level = levels_[static_cast<std::size_t>(n)];
+  level.backoff = level.backoff == Duration::zero()
+                      ? spec_.probe_backoff
+                      : std::min(2 * level.backoff, spec_.max_probe_backoff);
+  level.backoff_until = now + level.backoff;
+}
+
+std::optional<LimitChange> ConcurrencyController::change(std::int64_t to, std::string reason) {
+  to = std::clamp(to, spec_.min, spec_.max);
+  if (to == limit_) return std::nullopt;
+  if (to < limit_) {
+    // What the new limit's level remembers ran beside more requests than it will: judged afresh.
+    Level& level = levels_[static_cast<std::size_t>(to)];
+    level.count = 0;
+    level.next = 0;
+  }
+  LimitChange c{.from = limit_, .to = to, .reason = std::move(reason)};
+  limit_ = to;
+  last_change_ = c.reason;
+  return c;
+}
+
+std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySample& sample,
+                                                          Time now) {
+  // --- the sample -------------------------------------------------------------------------
+  Observation o;
+  o.ttfb_s = std::max(0.0, seconds(sample.time_to_first_byte));
+  const bool native = sample.load_duration || sample.prompt_eval_duration || sample.eval_duration;
+  if (native) {
+    const double load = sample.load_duration ? seconds(*sample.load_duration) : 0;
+    const double prompt = sample.prompt_eval_duration ? seconds(*sample.prompt_eval_duration) : 0;
+    const double decode = sample.eval_duration ? seconds(*sample.eval_duration) : 0;
+    const double interval =
+        sample.eval_count > 0 ? decode / static_cast<double>(sample.eval_count) : 0;
+    o.wait_s = std::max(0.0, o.ttfb_s - load - prompt - interval);
+    o.service_s = prompt + decode;
+    if (o.service_s <= 0) o.service_s = std::max(0.0, seconds(sample.total) - load - o.wait_s);
+    if (sample.eval_count > 0 && decode > 0)
+      o.speed = static_cast<double>(sample.eval_count) / decode;
+  } else {
+    o.wait_s = -1;
+    o.service_s = std::max(seconds(sample.total), o.ttfb_s);
+    const double after_first = seconds(sample.total) - o.ttfb_s;
+    if (sample.eval_count > 0 && after_first > 0)
+      o.speed = static_cast<double>(sample.eval_count) / after_first;
+  }
+  const std::int64_t n = std::clamp<std::int64_t>(sample.in_flight, 1, spec_.max);
+  Level& filed = levels_[static_cast<std::size_t>(n)];
+  filed.ring[filed.next] = o;
+  filed.next = (filed.next + 1) % kLevelWindow;
+  filed.count = std::min(filed.count + 1, kLevelWindow);
+
+  const double floor = spec_.min_stream_tokens_per_s;
+  const auto below_floor = [&](const Judgement& j) {
+    return floor > 0 && j.speed >= 0 && j.speed < floor;
+  };
+
+  // --- decrease: the lowest level at or under the limit where requests wait ------------------
+  for (std::int64_t level = 1; level <= limit_; ++level) {
+    const Judgement j = judge(level);
+    const bool probe_failed = probing_ && level == limit_ && j.waited >= 1;
+    const bool bad = j.waited >= 2 && 2 * j.waited >= j.samples;
+    if (!bad && !probe_failed) continue;
+    // A failed probe goes back to where it came from; a pattern of waits may go further.
+    const auto little =
+        static_cast<std::int64_t>(std::floor(static_cast<double>(level) * j.median_share + 0.5));
+    const std::int64_t target =
+        bad ? std::max(spec_.min, std::min(level - 1, std::max(little, (level + 1) / 2)))
+            : std::max(spec_.min, level - 1);
+    if (target >= limit_) continue;  // at the minimum already
+    probing_ = false;
+    back_off(target + 1, now);
+    std::string reason = "requests admitted at ";
+    reason += std::to_string(level);
+    reason += " in flight waited ";
+    reason += milliseconds(j.median_wait_s);
+    reason += " inside the backend (p50 of ";
+    reason += std::to_string(j.waited);
+    reason += " of ";
+    reason += std::to_string(j.samples);
+    reason += " samples; ";
+    reason += fixed(100 * (1 / j.median_share - 1), 0);
+    reason += "% of their service time)";
+    return change(target, std::move(reason));
+  }
+
+  const Judgement at_limit = judge(limit_);
+  if (at_limit.samples < spec_.min_samples) return std::nullopt;
+
+  // --- a probe's verdict, or the per-stream floor ---------------------------------------------
+  if (below_floor(at_limit) && limit_ > spec_.min) {
+    probing_ = false;
+    back_off(limit_, now);
+    std::string reason = "per-stream speed ";
+    reason += fixed(at_limit.speed, 1);
+    reason += " tokens/s at ";
+    reason += std::to_string(limit_);
+    reason += " in flight is below min_stream_tokens_per_s (";
+    reason += fixed(floor, 1);
+    reason += ")";
+    return change(limit_ - 1, std::move(reason));
+  }
+  if (probing_) {
+    // Against the throughput measured before the probe: the level below also gets the samples
+    // of requests that ran partly beside the probe's, which makes it look worse than it was.
+    const double gained = throughput(at_limit, limit_);
+    const double before = probe_baseline_;
+    probing_ = false;
+    if (gained >= 0 && before > 0 && gained < before * (1 + spec_.min_gain)) {
+      back_off(limit_, now);
+      std::string reason = "throughput flat: ";
+      reason += fixed(gained, 1);
+      reason += " tokens/s at ";
+      reason += std::to_string(limit_);
+      reason += " in flight, ";
+      reason += fixed(before, 1);
+      reason += " at ";
+      reason += std::to_string(limit_ - 1);
+      reason += " (";
+      reason += fixed(100 * (gained / before - 1), 1);
+      reason += "%, less than ";
+      reason += fixed(100 * spec_.min_gain, 1);
+      reason += "%)";
+      return change(limit_ - 1, std::move(reason));
+    }
+    // Kept: this level is good, its backoff starts over.
+    levels_[static_cast<std::size_t>(limit_)].backoff = Duration::zero();
+  }
+
+  // --- probe up ---------------------------------------------------------------------------------
+  if (limit_ >= spec_.max || at_limit.waited > 0) return std::nullopt;
+  Level& next = levels_[static_cast<std::size_t>(limit_ + 1)];
+  if (now < next.backoff_until) return std::nullopt;
+  next.count = 0;
+  next.next = 0;
+  probing_ = true;
+  probe_baseline_ = throughput(at_limit, limit_);
+  std::string reason = "probing: no request waited at ";
+  reason += std::to_string(limit_);
+  reason += " in flight (";
+  reason += std::to_string(at_limit.samples);
+  reason += " samples";
+  if (const double t = throughput(at_limit, limit_); t >= 0) {
+    reason += ", ";
+    reason += fixed(t, 1);
+    reason += " tokens/s";
+  }
+  reason += ")";
+  return change(limit_ + 1, std::move(reason));
+}
+
+ConcurrencyView ConcurrencyController::view() const {
+  ConcurrencyView v;
+  v.limit = limit_;
+  v.min = spec_.min;
+  v.max = spec_.max;
+  v.probing = probing_;
+  v.last_change = last_change_;
+  for (std::int64_t n = 1; n < static_cast<std::int64_t>(levels_.size()); ++n) {
+    const Judgement j = judge(n);
+    if (j.samples == 0) continue;
+    const double t = throughput(j, n);
+    v.levels.push_back({.in_flight = n,
+                        .samples = j.samples,
+                        .waited = j.waited,
+                        .median_wait_ms = j.median_wait_s * 1000,
+                        .tokens_per_second = t < 0 ? 0 : t});
+  }
+  return v;
+}
+
+}  // namespace sluice::core
