@@ -39,6 +39,25 @@ json health_json(const std::optional<core::HealthView>& health) {
           {"failed_requests", health->failed_requests}};
 }
 
+// The adaptive limit's state (null for a fixed max_concurrency).
+json auto_json(const std::optional<core::ConcurrencyView>& view) {
+  if (!view) return nullptr;
+  json levels = json::array();
+  for (const core::ConcurrencyView::Level& l : view->levels) {
+    if (levels.size() >= kMaxStateLevels) break;
+    levels.push_back({{"in_flight", l.in_flight},
+                      {"samples", l.samples},
+                      {"waited", l.waited},
+                      {"median_wait_ms", l.median_wait_ms},
+                      {"tokens_per_second", l.tokens_per_second}});
+  }
+  return {{"min", view->min},
+          {"max", view->max},
+          {"probing", view->probing},
+          {"last_change", view->last_change},
+          {"levels", std::move(levels)}};
+}
+
 json backends_json(const core::Snapshot& snapshot, const config::Config& config) {
   json list = json::array();
   for (const core::BackendView& b : snapshot.backends) {
@@ -74,6 +93,8 @@ json backends_json(const core::Snapshot& snapshot, const config::Config& config)
         {"retired", b.retired},
         {"in_flight", b.in_flight},
         {"max_concurrency", b.max_concurrency},
+        {"concurrency_limit", b.max_concurrency},
+        {"auto_concurrency", auto_json(b.auto_concurrency)},
         {"requests", b.requests},
         {"models", std::move(models)},
         {"models_total", b.catalog_known ? json(b.models.size()) : json(nullptr)},

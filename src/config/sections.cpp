@@ -96,11 +96,34 @@ const Fields<UpstreamConfig>& upstream_fields() {
   return fields;
 }
 
+const Fields<UpstreamConfig>& single_upstream_fields() {
+  using U = UpstreamConfig;
+  static const Fields<U> fields =
+      Fields<U>()
+          .embed(
+              [](auto& u) -> auto& { return u; }, upstream_fields())
+          .custom(
+              "max_concurrency", FieldKind::other,
+              [](Context& ctx, const json& v, const Path& p, U& u) {
+                read_limit(ctx, v, p, nullptr, u.auto_concurrency);
+              },
+              [](const U& u) {
+                return u.auto_concurrency ? DumpJson("auto") : DumpJson();  // fixed: scheduler's
+              })
+          .custom(
+              "auto_concurrency", FieldKind::object, auto_concurrency_fields,
+              [](Context& ctx, const json& v, const Path& p, U& u) {
+                read_auto_concurrency(ctx, v, p, u.auto_concurrency);
+              },
+              [](const U& u) { return dump_auto_concurrency(u.auto_concurrency); });
+  return fields;
+}
+
 namespace {
 
 void read_upstream(Context& ctx, const json& node, const Path& path, UpstreamConfig& up) {
   ObjectReader r(ctx, node, path);
-  read_fields(r, upstream_fields(), up);
+  read_fields(r, single_upstream_fields(), up);
 }
 
 // ---- limits ----
@@ -438,12 +461,12 @@ const Fields<Config>& root_fields() {
                   })
           // With upstreams, the shared block holds only the backends' defaults: no url.
           .custom(
-              "upstream", FieldKind::object, upstream_fields,
+              "upstream", FieldKind::object, single_upstream_fields,
               [](Context& ctx, const json& v, const Path& p, Config& c) {
                 read_upstream(ctx, v, p, c.upstream);
               },
               [](const Config& c) {
-                DumpJson out = dump_fields(upstream_fields(), c.upstream);
+                DumpJson out = dump_fields(single_upstream_fields(), c.upstream);
                 if (c.fleet) out.erase("url");
                 return out;
               })

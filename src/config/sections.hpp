@@ -14,6 +14,18 @@ void read_root(Context& ctx, const json& root, Config& config);
 
 /// The single upstream (and the shared settings every backend of a fleet starts from).
 const Fields<UpstreamConfig>& upstream_fields();
+/// The `upstream` block itself: those, and the single upstream's "max_concurrency": "auto".
+const Fields<UpstreamConfig>& single_upstream_fields();
+
+/// sections_auto.cpp: "max_concurrency" as a number or "auto" (`fixed` nullptr: only "auto"),
+/// and the `auto_concurrency` bounds, which require "auto" (read after max_concurrency).
+const Fields<core::AutoConcurrency>& auto_concurrency_fields();
+void read_limit(Context& ctx, const json& v, const Path& p, std::int64_t* fixed,
+                std::optional<core::AutoConcurrency>& automatic);
+void read_auto_concurrency(Context& ctx, const json& v, const Path& p,
+                           std::optional<core::AutoConcurrency>& automatic);
+DumpJson dump_limit(std::int64_t fixed, const std::optional<core::AutoConcurrency>& automatic);
+DumpJson dump_auto_concurrency(const std::optional<core::AutoConcurrency>& automatic);
 
 /// sections_fleet.cpp: `upstreams`, `fleet`, and Config::backends and the scheduler's view of
 /// them once every section was read (`r`: the root's reader).

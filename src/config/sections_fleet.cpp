@@ -79,7 +79,18 @@ const Fields<BackendConfig>& backend_fields() {
       Fields<B>()
           .string("name", &B::name, check_backend_name)
           .embed(&B::upstream, upstream_fields())
-          .integer("max_concurrency", &B::max_concurrency, 1, core::kMaxConcurrency)
+          .custom(
+              "max_concurrency", FieldKind::other,
+              [](Context& ctx, const json& v, const Path& p, B& b) {
+                read_limit(ctx, v, p, &b.max_concurrency, b.auto_concurrency);
+              },
+              [](const B& b) { return dump_limit(b.max_concurrency, b.auto_concurrency); })
+          .custom(
+              "auto_concurrency", FieldKind::object, auto_concurrency_fields,
+              [](Context& ctx, const json& v, const Path& p, B& b) {
+                read_auto_concurrency(ctx, v, p, b.auto_concurrency);
+              },
+              [](const B& b) { return dump_auto_concurrency(b.auto_concurrency); })
           .custom("models", FieldKind::other, read_models,
                   [](const B& b) { return DumpJson(b.models); });
   return fields;
@@ -223,11 +234,25 @@ void derive_backends(Context& ctx, const json& root, const ObjectReader& r, Conf
   core.model_aware = c.fleet_settings.placement == Placement::model_aware;
   core.assumed_load_time = c.fleet_settings.load_time;
   core.load_threshold = c.fleet_settings.load_threshold;
+  const json* scheduler = r.has("scheduler") ? &root["scheduler"] : nullptr;
+  const bool cap_set =
+      scheduler != nullptr && scheduler->is_object() && scheduler->contains("max_concurrency");
   if (!c.fleet) {
-    // A fleet of one: the single upstream, with every slot of the scheduler.
-    c.backends = {BackendConfig{c.upstream.host_header, c.upstream, core.max_concurrency, {}}};
+    // A fleet of one: the single upstream, with every slot of the scheduler. With "auto" the
+    // scheduler's max_concurrency only caps the learned limit: unset, it is auto's max.
+    core.auto_concurrency = c.upstream.auto_concurrency;
+    if (core.auto_concurrency && !cap_set) core.max_concurrency = core.auto_concurrency->max;
+    c.backends = {BackendConfig{.name = c.upstream.host_header,
+                                .upstream = c.upstream,
+                                .max_concurrency = core.max_concurrency,
+                                .auto_concurrency = core.auto_concurrency}};
     return;
   }
+  if (c.upstream.auto_concurrency) {
+    ctx.error(Path{} / "upstream" / "max_concurrency",
+              "with upstreams, set \"max_concurrency\": \"auto\" on each upstreams[] entry");
+  }
+  core.auto_concurrency.reset();
   const json* upstream = r.has("upstream") ? &root["upstream"] : nullptr;
   if (upstream != nullptr && upstream->is_object() && upstream->contains("url")) {
     ctx.error(Path{} / "upstream" / "url",
@@ -235,14 +260,18 @@ void derive_backends(Context& ctx, const json& root, const ObjectReader& r, Conf
   }
   core.backends.clear();
   std::int64_t slots = 0;
-  for (const BackendConfig& backend : c.backends) {
-    core.backends.push_back({backend.name, backend.max_concurrency, backend.models});
-    slots = std::min(slots + backend.max_concurrency, core::kMaxConcurrency);
+  for (BackendConfig& backend : c.backends) {
+    // An adaptive backend starts at its min; its max counts toward the fleet's slots.
+    if (backend.auto_concurrency) backend.max_concurrency = backend.auto_concurrency->min;
+    core.backends.push_back({.name = backend.name,
+                             .max_concurrency = backend.max_concurrency,
+                             .auto_concurrency = backend.auto_concurrency,
+                             .models = backend.models});
+    const std::int64_t most =
+        backend.auto_concurrency ? backend.auto_concurrency->max : backend.max_concurrency;
+    slots = std::min(slots + most, core::kMaxConcurrency);
   }
   // Unset, the global cap is the fleet's slots: it never holds a backend back.
-  const json* scheduler = r.has("scheduler") ? &root["scheduler"] : nullptr;
-  const bool cap_set =
-      scheduler != nullptr && scheduler->is_object() && scheduler->contains("max_concurrency");
   if (!cap_set && slots > 0) core.max_concurrency = slots;
 }
 

@@ -152,7 +152,7 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
     const double decode = sample.eval_duration ? seconds(*sample.eval_duration) : 0;
     const double interval =
         sample.eval_count > 0 ? decode / static_cast<double>(sample.eval_count) : 0;
-    o.wait_s = std::max(0.0, o.ttfb_s - load - prompt - interval);
+    o.wait_s = std::max(0.0, o.ttfb_s - load - prompt - (sample.streamed ? interval : decode));
     o.service_s = prompt + decode;
     if (o.service_s <= 0) o.service_s = std::max(0.0, seconds(sample.total) - load - o.wait_s);
     if (sample.eval_count > 0 && decode > 0)
@@ -221,6 +221,16 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
     return change(limit_ - 1, std::move(reason));
   }
   if (probing_) {
+    // Not before the requests admitted at the new level that waited could have finished: they
+    // finish last (a wait of up to one service more), and judging on the first ones only would
+    // see none of them.
+    std::vector<double> services;
+    const Level& probed = levels_[static_cast<std::size_t>(limit_)];
+    for (std::size_t i = 0; i < probed.count; ++i)
+      services.push_back(probed.ring[i].service_s);
+    const auto settle = std::chrono::duration_cast<Duration>(
+        std::chrono::duration<double>(2 * median(std::move(services))));
+    if (now < probe_since_ + settle) return std::nullopt;
     // Against the throughput measured before the probe: the level below also gets the samples
     // of requests that ran partly beside the probe's, which makes it look worse than it was.
     const double gained = throughput(at_limit, limit_);
@@ -254,6 +264,7 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
   next.count = 0;
   next.next = 0;
   probing_ = true;
+  probe_since_ = now;
   probe_baseline_ = throughput(at_limit, limit_);
   std::string reason = "probing: no request waited at ";
   reason += std::to_string(limit_);

@@ -95,6 +95,7 @@ void Scheduler::State::admit(EntryId e, BackendId b, Time now) {
   const ModelId m = subqueues[s].model;
   const bool cold = m != kUnlistedModel && !fleet.is_resident(b, m);
   fleet.admit(b, m, now);
+  entries[e].backend_in_flight = fleet.in_flight(b);
   // Residency on b changed (m is resident there now, maybe another model was evicted): the
   // requests b may serve are judged again, e.g. those waiting for a warm m may go to b now.
   if (cold) release_holds_for(b);

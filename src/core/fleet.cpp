@@ -48,6 +48,10 @@ std::string validate(std::span<const BackendSpec> backends) {
     const std::string where = "backends[" + std::to_string(i) + "]";
     if (b.name.empty()) return where + ".name must not be empty";
     if (b.max_concurrency < 1) return where + ".max_concurrency must be >= 1";
+    if (b.auto_concurrency) {
+      if (std::string error = validate(*b.auto_concurrency); !error.empty())
+        return where + ".auto_concurrency." + error;
+    }
     for (std::size_t j = 0; j < i; ++j) {
       if (backends[j].name == b.name) return where + ".name '" + b.name + "' is used twice";
     }
@@ -465,6 +469,10 @@ bool Fleet::release(BackendId b, ModelId m, const Timings& timings, Time now) {
   }
   maybe_free(b);
   return loaded;
+}
+
+void Fleet::set_max_concurrency(BackendId b, std::int64_t limit) {
+  backends_.at(b).spec.max_concurrency = std::max<std::int64_t>(limit, 1);
 }
 
 void Fleet::maybe_free(BackendId b) {

@@ -52,6 +52,9 @@ std::string validate(const SchedulerConfig& config) {
   if (!config.backends.empty()) {
     if (std::string error = validate(std::span<const BackendSpec>(config.backends)); !error.empty())
       return error;
+  } else if (config.auto_concurrency) {
+    if (std::string error = validate(*config.auto_concurrency); !error.empty())
+      return "auto_concurrency." + error;
   }
   for (std::size_t i = 0; i < config.per_key.size(); ++i) {
     const KeyLimitSpec& limit = config.per_key[i];
@@ -100,6 +103,7 @@ Scheduler::Scheduler(SchedulerConfig config)
   state.fleet.set_model_aware(config_.model_aware);
   state.fleet.set_load_policy(config_.assumed_load_time, config_.load_threshold);
   if (config_.backends.empty()) state.fleet.set_up(0, true);  // a single upstream: always up
+  state.sync_adaptive(config_);
 }
 
 Scheduler::~Scheduler() = default;
@@ -247,6 +251,7 @@ bool Scheduler::release(Permit permit, std::int64_t actual_cost, Time now,
   const BackendId b = state.entries[e].backend;
   state.count_in_flight(e, -1);
   state.fleet.release(b, state.subqueues[s].model, timings, now);
+  state.learn_limit(b, state.entries[e].backend_in_flight, timings, now);
   state.release_holds_for(b);  // a slot freed on b: the models it may serve are judged again
   if (actual_cost >= 0) {
     state.charge(
@@ -318,6 +323,7 @@ std::string Scheduler::reconfigure(SchedulerConfig config, Time now,
   }
   state.fleet.set_model_aware(config.model_aware);
   state.fleet.set_load_policy(config.assumed_load_time, config.load_threshold);
+  state.sync_adaptive(config);
   for (std::size_t i = 0; i < config.per_key.size(); ++i) {
     const KeyLimitSpec& next_limit = config.per_key[i];
     const KeyLimitSpec& old_limit = config_.per_key[i];
@@ -457,7 +463,10 @@ Snapshot Scheduler::snapshot(Time now) const {
   for (auto& [_, stats] : merged)
     snap.keys.push_back(std::move(stats));
   for (BackendId b = 0; b < state.fleet.size(); ++b) {
-    if (state.fleet.live(b)) snap.backends.push_back(state.fleet.view(b));
+    if (!state.fleet.live(b)) continue;
+    snap.backends.push_back(state.fleet.view(b));
+    if (b < state.adaptive.size() && state.adaptive[b])
+      snap.backends.back().auto_concurrency = state.adaptive[b]->view();
   }
   for (const LimitKey& key : state.keys.items) {
     if (!key.live || (key.parked == 0 && key.in_flight == 0)) continue;

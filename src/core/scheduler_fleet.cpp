@@ -25,6 +25,7 @@ std::optional<BackendId> Scheduler::reroute(Permit permit, Time now,
   const bool cold = m != kUnlistedModel && !state.fleet.is_resident(where.backend, m);
   state.fleet.admit(where.backend, m, now);
   entry.backend = where.backend;
+  entry.backend_in_flight = state.fleet.in_flight(where.backend);
   if (cold) state.release_holds_for(where.backend);
   state.release_holds_for(failed);
   state.dispatch(config_, admitted, now);

@@ -85,6 +85,7 @@ struct Entry {
   std::uint64_t seq = 0;
   BackendId backend = 0;  // while in flight: where it runs
   BackendSet avoid = 0;   // backends that failed it (Scheduler::requeue); steers placement
+  std::int64_t backend_in_flight = 0;  // on its backend once admitted there, itself included
 };
 
 struct SubQueue {
@@ -324,7 +325,8 @@ struct Scheduler::State {
   static std::vector<BackendSpec> effective_backends(const SchedulerConfig& config) {
     if (!config.backends.empty()) return config.backends;
     return {BackendSpec{.name = std::string(kSingleBackend),
-                        .max_concurrency = config.max_concurrency}};
+                        .max_concurrency = config.max_concurrency,
+                        .auto_concurrency = config.auto_concurrency}};
   }
 
   // --- storage ---------------------------------------------------------------------------
@@ -357,6 +359,10 @@ struct Scheduler::State {
   std::vector<ModelId> held_models;
   Time last_now{};  // the time of the latest dispatch (check_invariants judges placement at it)
   DeadlineHeap deadlines;
+  // Adaptive limits (scheduler_adaptive.cpp): by BackendId, a controller for each backend with
+  // auto_concurrency; the changes not yet taken by take_limit_changes().
+  std::vector<std::optional<ConcurrencyController>> adaptive;
+  std::vector<BackendLimitChange> limit_changes;
 
   // --- totals ----------------------------------------------------------------------------
   std::int64_t parked = 0;
@@ -430,6 +436,14 @@ struct Scheduler::State {
   void release_every_hold();            // the fleet changed
   void release_holds_due(Time now);     // waits for a warm slot that ended
   void release_warm_waits();            // the demand changed: warm waits are judged again
+
+  // --- adaptive limits (scheduler_adaptive.cpp) --------------------------------------------
+  // Creates, keeps (new bounds) or drops each backend's controller after the fleet took
+  // `config`, and gives each adaptive backend the controller's limit.
+  void sync_adaptive(const SchedulerConfig& config);
+  // A request admitted on b at `in_flight` ended with `timings`: teaches b's controller, if any
+  // (nothing without a measured time to first byte), and applies a new limit.
+  void learn_limit(BackendId b, std::int64_t in_flight, const Timings& timings, Time now);
   std::optional<Time> next_wake() const;
 
   // --- the queue: subqueue lists and counters (here, inline: every event uses them) -------

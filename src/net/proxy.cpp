@@ -63,6 +63,12 @@ Proxy::Impl::Impl(asio::io_context& io_context, std::shared_ptr<const config::Co
         [this](Backend& backend, const MonitorReport& report) { on_report(backend, report); });
   }
   sync_backends();
+  // The adaptive limits' changes, with their reasons (docs/adaptive-concurrency.md).
+  gate.on_limit_change = [this](const core::BackendLimitChange& c) {
+    const bool known = c.backend < backends.size() && backends[c.backend];
+    spdlog::info("{} concurrency {} -> {}: {}", known ? backends[c.backend]->name : c.backend_name,
+                 c.change.from, c.change.to, c.change.reason);
+  };
   // The one place metrics learn the workloads and the limit: here and on reconfigure().
   metrics.add_workloads(config->workload_names());
   metrics.set_concurrency_limit(config->scheduler.core.max_concurrency);

@@ -100,6 +100,9 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
   // The final response head; interim (1xx) heads before it are read and dropped, within the
   // same header_wait (a stream of 1xx cannot keep a request alive past it).
   std::optional<http::response_parser<http::buffer_body>> parsed;
+  const Clock::time_point sent = Clock::now();  // the request was written just before
+  ctx.upstream_sent.reset();
+  ctx.upstream_ttfb.reset();
   stream.expires_after(bounded(header_wait, deadline));
   error_code header_error;
   for (int interim = 0;; ++interim) {
@@ -139,6 +142,8 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
     co_return RelayResult::finished;
   }
 
+  ctx.upstream_sent = sent;
+  ctx.upstream_ttfb = since(sent);
   auto& res = parser.get();
   const bool upstream_keep_alive = parser.keep_alive();
   const std::optional<std::uint64_t> length = to_std(parser.content_length());

@@ -83,6 +83,10 @@ struct RequestContext {
   std::optional<obs::UpstreamError> upstream_error;
   std::optional<core::Duration> queue_wait;
   std::optional<core::Duration> ttfb;
+  /// When the request was last sent upstream, and how long the upstream took to send the
+  /// response head after that (the adaptive limit's time to first byte).
+  std::optional<Clock::time_point> upstream_sent;
+  std::optional<core::Duration> upstream_ttfb;
   std::int64_t prompt_tokens = -1;
   std::int64_t output_tokens = -1;
   /// A scheduled request's model (as the client named it), and whether its backend reported

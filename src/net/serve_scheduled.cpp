@@ -156,7 +156,17 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
   Failover* failing_over = failover ? &*failover : nullptr;
   co_await forward_buffered(proxy, client, ctx, upstream_request, deadline, &scanner, failing_over);
 
-  slot.set_timings(scanner.timings());
+  core::Timings timings = scanner.timings();
+  // A complete answer teaches the adaptive limit (concurrency.hpp): the time the backend took
+  // to send its head and to finish. A failed or cut one says nothing about the backend's pace,
+  // nor does an embedding (its head comes with the whole answer).
+  if (!plan.body.embedding && ctx.upstream_ttfb && ctx.upstream_sent && ctx.status == 200 &&
+      ctx.outcome == obs::Outcome::ok && !scanner.saw_error()) {
+    timings.time_to_first_byte = *ctx.upstream_ttfb;
+    timings.response_time = since(*ctx.upstream_sent);
+    timings.streamed = plan.body.stream;
+  }
+  slot.set_timings(timings);
   ctx.model = plan.body.model;  // for sluice_backend_model_loads_total (session.cpp)
   ctx.loaded_model = proxy.gate.scheduler().fleet().counts_as_load(scanner.timings());
   ctx.prompt_tokens = scanner.prompt_tokens();

@@ -66,9 +66,13 @@ void UsageScanner::inspect_line(std::string_view line) {
     if (done) {
       const std::int64_t load = count_field(doc, "load_duration");
       const std::int64_t eval = count_field(doc, "eval_duration");
+      const std::int64_t prompt_eval = count_field(doc, "prompt_eval_duration");
       timings_.load_duration = std::chrono::nanoseconds(std::max<std::int64_t>(load, 0));
       timings_.eval_count = std::max<std::int64_t>(output, 0);
       if (eval > 0) timings_.eval_duration = std::chrono::nanoseconds(eval);
+      // Omitted when zero (a fully cached prompt).
+      timings_.prompt_eval_duration =
+          std::chrono::nanoseconds(std::max<std::int64_t>(prompt_eval, 0));
     }
   }
   if (openai) {
@@ -79,6 +83,7 @@ void UsageScanner::inspect_line(std::string_view line) {
       if (prompt >= 0) {
         prompt_tokens_ = prompt;
         output_tokens_ = output >= 0 ? output : 0;  // embeddings report no completion tokens
+        timings_.eval_count = output_tokens_;       // without durations (the adaptive limit's)
       }
     }
   }

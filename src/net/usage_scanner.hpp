@@ -42,8 +42,9 @@ class UsageScanner {
   bool saw_done() const { return saw_done_; }
   /// A line was an error object ({"error": ...}).
   bool saw_error() const { return saw_error_; }
-  /// The durations of Ollama's final object (load_duration, eval_count, eval_duration; ns),
-  /// for placement. Empty for OpenAI-compatible answers, which carry none.
+  /// The durations of Ollama's final object (load_duration, prompt_eval_duration, eval_count,
+  /// eval_duration; ns), for placement and the adaptive limit. OpenAI-compatible answers carry
+  /// no durations: only eval_count, from usage.completion_tokens.
   const core::Timings& timings() const { return timings_; }
 
  private:

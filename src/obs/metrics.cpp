@@ -108,6 +108,7 @@ struct Metrics::BackendSeries {
   std::string name;
   prometheus::Gauge* up = nullptr;
   prometheus::Gauge* inflight = nullptr;
+  prometheus::Gauge* limit = nullptr;  ///< sluice_concurrency_limit{backend}
   std::array<prometheus::Counter*, kOutcomeCount> requests{};
   /// By model label, created with the first load; at most kMaxModelLoadSeries + "other".
   std::vector<std::pair<std::string, prometheus::Counter*>> loads;
@@ -199,7 +200,9 @@ Metrics::Metrics(std::span<const std::string> workload_names)
           .Register(r),
       prometheus::BuildGauge()
           .Name("sluice_concurrency_limit")
-          .Help("The configured scheduler.max_concurrency")
+          .Help(
+              "The configured scheduler.max_concurrency (no label); each backend's limit in force, "
+              "learned with \"max_concurrency\": \"auto\" (backend label)")
           .Register(r),
       prometheus::BuildGauge()
           .Name("sluice_backend_up")
@@ -327,6 +330,7 @@ void Metrics::update_from(const core::Snapshot& snapshot) {
     const bool found = it != snapshot.backends.end();
     b->up->Set(found && it->up ? 1 : 0);
     b->inflight->Set(found ? static_cast<double>(it->in_flight) : 0);
+    if (found) b->limit->Set(static_cast<double>(it->max_concurrency));
   }
 }
 
@@ -340,6 +344,7 @@ Metrics::BackendSeries* Metrics::backend_series(std::string_view name) const {
 void Metrics::remove_backend(BackendSeries& series) {
   families_->backend_up.Remove(series.up);
   families_->backend_inflight.Remove(series.inflight);
+  families_->concurrency_limit.Remove(series.limit);
   for (prometheus::Counter* c : series.requests)
     families_->backend_requests.Remove(c);
   for (const auto& [model, counter] : series.loads)
@@ -363,6 +368,7 @@ void Metrics::set_backends(std::span<const std::string> names) {
     b->name = n;
     b->up = &families_->backend_up.Add({{"backend", n}});
     b->inflight = &families_->backend_inflight.Add({{"backend", n}});
+    b->limit = &families_->concurrency_limit.Add({{"backend", n}});
     for (Outcome o : kOutcomes) {
       b->requests[static_cast<std::size_t>(o)] =
           &families_->backend_requests.Add({{"backend", n}, {"outcome", std::string(name(o))}});

@@ -246,39 +246,40 @@ TEST_CASE("auto_concurrency bounds are validated, naming the field") {
 
 TEST_CASE("one request that waited is noise; two that waited lower the limit at once") {
   ConcurrencyController c({.min = 1, .max = 8});
-  // Climb to 3 on samples that did not wait.
+  // Climb on samples that did not wait (3 s apart: a probe is judged once twice the 4 s
+  // service has passed).
   Time t = at(0s);
   for (std::int64_t level = 1; level <= 2; ++level) {
     for (int i = 0; i < 3; ++i)
-      c.observe(native(level, 0ms), t += 1s);
+      c.observe(native(level, 0ms), t += 3s);
   }
   REQUIRE(c.limit() == 3);
   for (int i = 0; i < 3; ++i)
-    c.observe(native(3, 0ms), t += 1s);
+    c.observe(native(3, 0ms), t += 3s);
   REQUIRE(c.limit() == 4);  // 3 kept (no throughput data below: nothing says it flattened)
   for (int i = 0; i < 3; ++i)
-    c.observe(native(4, 0ms), t += 1s);
+    c.observe(native(4, 0ms), t += 3s);
   REQUIRE(c.limit() == 5);
   for (int i = 0; i < 3; ++i)
-    c.observe(native(5, 0ms), t += 1s);
+    c.observe(native(5, 0ms), t += 3s);
   REQUIRE(c.limit() == 6);
   for (int i = 0; i < 3; ++i)
-    c.observe(native(6, 0ms), t += 1s);
+    c.observe(native(6, 0ms), t += 3s);
   REQUIRE(c.limit() == 7);
-  c.observe(native(7, 0ms), t += 1s);
-  c.observe(native(7, 0ms), t += 1s);
-  c.observe(native(7, 0ms), t += 1s);
+  c.observe(native(7, 0ms), t += 3s);
+  c.observe(native(7, 0ms), t += 3s);
+  c.observe(native(7, 0ms), t += 3s);
   REQUIRE(c.limit() == 8);
-  c.observe(native(8, 0ms), t += 1s);
-  c.observe(native(8, 0ms), t += 1s);
-  c.observe(native(8, 0ms), t += 1s);
+  c.observe(native(8, 0ms), t += 3s);
+  c.observe(native(8, 0ms), t += 3s);
+  c.observe(native(8, 0ms), t += 3s);
   REQUIRE(c.limit() == 8);  // the max
   // At 8: one sample at level 5 waited a second: noise, nothing changes.
-  CHECK_FALSE(c.observe(native(5, 1s), t += 1s));
+  CHECK_FALSE(c.observe(native(5, 1s), t += 3s));
   CHECK(c.limit() == 8);
   // A second one at level 5: the backend runs fewer than 5. Each waited 1 s of 4.05 s service:
   // P ~= 5 x 4.05 / 5.05 = 4.
-  std::optional<LimitChange> change = c.observe(native(5, 1s), t += 1s);
+  std::optional<LimitChange> change = c.observe(native(5, 1s), t += 3s);
   REQUIRE(change);
   CHECK(change->from == 8);
   CHECK(change->to == 4);
@@ -286,6 +287,18 @@ TEST_CASE("one request that waited is noise; two that waited lower the limit at 
         "requests admitted at 5 in flight waited 1000 ms inside the backend (p50 of 2 of 4 "
         "samples; 25% of their service time)");
   CHECK(c.view().last_change == change->reason);
+}
+
+TEST_CASE("an answer that was not streamed: its head came after the decoding") {
+  ConcurrencyController c({.min = 2, .max = 2});
+  ConcurrencySample s = native(2, 300ms);
+  s.streamed = false;
+  s.time_to_first_byte = s.total;  // head and body at the end
+  c.observe(s, at(1s));
+  const auto view = c.view();
+  REQUIRE(view.levels.size() == 1);
+  CHECK(view.levels[0].waited == 1);
+  CHECK(view.levels[0].median_wait_ms == doctest::Approx(300).epsilon(0.01));
 }
 
 TEST_CASE("a wait below the threshold (a few percent of the service time) is not a wait") {
@@ -340,13 +353,14 @@ TEST_CASE("stable under noise: no oscillation beyond one slot at steady state") 
     CAPTURE(p);
     Model model{.parallel = p, .total = linear_total, .ttfb_jitter_s = 0.03, .speed_noise = 0.1};
     const Run run = simulate(model, {.min = 1, .max = 32}, 900, 11 * p);
-    const auto seen = limits_between(run, 120, 900);
+    // A jittered TTFB can fail a good probe (then backed off 60 s): steady from 200 s on.
+    const auto seen = limits_between(run, 200, 900);
     CHECK(*seen.begin() >= p - 1);
     CHECK(*seen.rbegin() <= p + 1);
     // And it does not move often: at most a probe per backoff, give or take.
     std::size_t moves = 0;
     for (const auto& [t, limit] : run.limits)
-      moves += t > 120 ? 1 : 0;
+      moves += t > 200 ? 1 : 0;
     CHECK(moves <= 30);
   }
 }

@@ -61,8 +61,9 @@ std::string known_keys(const ObjectDoc& doc) {
 TEST_CASE("description: the unknown-key check of every object knows exactly its described keys") {
   std::vector<Place> all;
   places(config_description(), "", json::json_pointer(), json::object(), all);
-  // root, 9 sections, upstreams, per_key, workloads, default_workload, auth.keys
-  CHECK(all.size() == 15);
+  // root, 9 sections, upstreams, per_key, workloads, default_workload, auth.keys, and the
+  // auto_concurrency of upstream and of upstreams[0]
+  CHECK(all.size() == 17);
   for (const Place& place : all) {
     CAPTURE(place.display);
     ConfigResult r = parse_config(place.document.dump(), "c.json");
@@ -78,24 +79,27 @@ TEST_CASE("description: the unknown-key check of every object knows exactly its 
 }
 
 TEST_CASE("description: dump_config writes every described key, in the described order") {
-  auto r = parse_config(R"({"scheduler": {"per_key": {"label": "user"},
+  auto r = parse_config(R"({"upstream": {"max_concurrency": "auto", "auto_concurrency": {}},
+      "scheduler": {"per_key": {"label": "user"},
       "workloads": [{"name": "w", "match": {"tier": "x"}}]},
       "auth": {"keys": [{"name": "k", "sha256": ")" +
                         std::string(64, 'a') + R"(", "max_priority": 4}]}})");
   REQUIRE(r.ok());
   auto fleet = parse_config(R"({"upstreams": [{"name": "a", "url": "http://a:1",
-      "max_concurrency": 1, "models": ["m"]}]})");
+      "max_concurrency": "auto", "models": ["m"]}]})");
   REQUIRE(fleet.ok());
   // Keys a dump leaves out: "$schema" (ignored), default_workload.match (refused), upstreams
-  // without a fleet and upstream.url with one.
-  std::string omitted;
+  // without a fleet and upstream.url with one; auto_concurrency without "auto", and the
+  // upstream block's max_concurrency unless it is "auto" (a fleet's entries set their own).
+  std::vector<std::string> omitted;
   auto check = [&omitted](const auto& self, const nlohmann::ordered_json& value,
                           const ObjectDoc& doc, const std::string& where) -> void {
     CAPTURE(where);
     std::vector<std::string> expected, written;
     for (const FieldDoc& field : doc.fields) {
       if (field.key != "$schema" && field.kind != FieldKind::refused &&
-          where + "." + std::string(field.key) != omitted) {
+          std::find(omitted.begin(), omitted.end(), where + "." + std::string(field.key)) ==
+              omitted.end()) {
         expected.emplace_back(field.key);
       }
     }
@@ -112,10 +116,11 @@ TEST_CASE("description: dump_config writes every described key, in the described
       }
     }
   };
-  omitted = "(root).upstreams";
+  omitted = {"(root).upstreams"};
   check(check, nlohmann::ordered_json::parse(sluice::config::dump_config(*r.config)),
         config_description(), "(root)");
-  omitted = "(root).upstream.url";
+  omitted = {"(root).upstream.url", "(root).upstream.max_concurrency",
+             "(root).upstream.auto_concurrency"};
   check(check, nlohmann::ordered_json::parse(sluice::config::dump_config(*fleet.config)),
         config_description(), "(root)");
 }

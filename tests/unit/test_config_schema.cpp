@@ -75,13 +75,14 @@ json defaults_of(const json& schema) {
 
 TEST_CASE("schema: describes exactly the keys the loader knows") {
   const json schema = read_schema();
-  auto full = sluice::config::parse_config(R"({"scheduler": {
+  auto full = sluice::config::parse_config(R"({"upstream": {"max_concurrency": "auto"},
+      "scheduler": {
       "per_key": {"label": "user"},
       "workloads": [{"name": "w", "match": {"tier": "x"}}]}})");
   REQUIRE(full.ok());
   // A fleet's backends are dumped only with upstreams (and then upstream.url is not).
   auto fleet = sluice::config::parse_config(R"({"upstreams": [{"name": "a",
-      "url": "http://a:1", "max_concurrency": 1, "models": ["m"]}]})");
+      "url": "http://a:1", "max_concurrency": "auto", "models": ["m"]}]})");
   REQUIRE(fleet.ok());
   json dumped = json::parse(sluice::config::dump_config(*full.config));
   CHECK_FALSE(dumped.contains("upstreams"));
@@ -90,8 +91,11 @@ TEST_CASE("schema: describes exactly the keys the loader knows") {
 }
 
 TEST_CASE("schema: its defaults are the loader's defaults") {
-  const json defaults = defaults_of(read_schema());
+  json defaults = defaults_of(read_schema());
   CHECK(defaults.contains("upstream"));
+  // Its defaults hold once "max_concurrency" is "auto"; without, the block is refused.
+  CHECK(defaults["upstream"].contains("auto_concurrency"));
+  defaults["upstream"].erase("auto_concurrency");
   CHECK(defaults["scheduler"].contains("default_workload"));
   auto from_schema = sluice::config::parse_config(defaults.dump(), "schema-defaults");
   INFO(from_schema.error_text());

@@ -243,8 +243,10 @@ TEST_CASE("metrics: per-backend families, series at 0, recorded by backend name"
   m.count_model_load("not-configured", "llama3.1:8b");
 
   sluice::core::Snapshot snapshot;
-  snapshot.backends.push_back({.id = 0, .name = "gpu-a", .up = true, .in_flight = 2});
-  snapshot.backends.push_back({.id = 1, .name = "gpu-b", .up = false, .in_flight = 0});
+  snapshot.backends.push_back(
+      {.id = 0, .name = "gpu-a", .up = true, .in_flight = 2, .max_concurrency = 3});
+  snapshot.backends.push_back(
+      {.id = 1, .name = "gpu-b", .up = false, .in_flight = 0, .max_concurrency = 5});
   snapshot.backends.push_back(
       {.id = 2, .name = "gpu-a", .up = false, .retired = true, .in_flight = 7});  // gone
   m.update_from(snapshot);
@@ -253,6 +255,9 @@ TEST_CASE("metrics: per-backend families, series at 0, recorded by backend name"
   CHECK(sample(text, "sluice_backend_up{backend=\"gpu-a\"}") == 1);
   CHECK(sample(text, "sluice_backend_up{backend=\"gpu-b\"}") == 0);
   CHECK(sample(text, "sluice_backend_inflight{backend=\"gpu-a\"}") == 2);
+  // Each backend's limit in force (learned with "auto"), beside the global one.
+  CHECK(sample(text, "sluice_concurrency_limit{backend=\"gpu-a\"}") == 3);
+  CHECK(sample(text, "sluice_concurrency_limit{backend=\"gpu-b\"}") == 5);
   CHECK(sample(text, "sluice_backend_requests_total{backend=\"gpu-a\",outcome=\"ok\"}") == 2);
   CHECK(sample(text, "sluice_backend_requests_total{backend=\"gpu-b\",outcome=\"upstream_5xx\"}") ==
         1);

@@ -5,7 +5,8 @@
 // Bounds: the per-key list is capped (`max_keys`, busiest keys first: parked + in flight); the
 // total number of keys and whether the list was cut are reported, so a flood of users cannot
 // make the answer unbounded. The backends are at most kMaxStateBackends (the config allows no
-// more), each with at most kMaxStateModels names in each of its model lists.
+// more), each with at most kMaxStateModels names in each of its model lists and kMaxStateLevels
+// levels of its adaptive limit.
 #pragma once
 
 #include <cstddef>
@@ -18,6 +19,8 @@ namespace sluice::app {
 
 inline constexpr std::size_t kMaxStateBackends = 64;
 inline constexpr std::size_t kMaxStateModels = 256;
+/// An adaptive limit's levels shown per backend (the lowest first).
+inline constexpr std::size_t kMaxStateLevels = 64;
 
 struct StateContext {
   bool draining = false;        ///< shutdown has begun
@@ -38,8 +41,11 @@ struct StateContext {
 ///   "keys": [{label, value, parked, in_flight}], "keys_total", "keys_truncated",
 ///   "backends": [{name, url (null once removed by a reload), up, health ({state, reason,
 ///                 ejected_for_ms, ejections, failed_checks, failed_requests}; null without
-///                 `upstreams`), retired, in_flight, max_concurrency, requests (ended so far),
-///                 models (its catalog; null while unknown: it serves every model),
+///                 `upstreams`), retired, in_flight, max_concurrency, concurrency_limit (the
+///                 limit in force: max_concurrency, learned with "auto"), auto_concurrency
+///                 ({min, max, probing, last_change, levels: [{in_flight, samples, waited,
+///                 median_wait_ms, tokens_per_second}]}; null for a fixed limit), requests (ended
+///                 so far), models (its catalog; null while unknown: it serves every model),
 ///                 models_total, loaded ([{model, in_flight}], most recently used first; null
 ///                 without `upstreams`), resident_capacity, load_time_ms ({model: learned ms}),
 ///                 tokens_per_second (learned decode speed; null until seen)}] }

@@ -80,6 +80,10 @@ struct UpstreamConfig {
   Duration header_timeout = std::chrono::seconds(300);  ///< request sent -> response headers
   Duration idle_timeout = std::chrono::seconds(60);     ///< silence between two body chunks
   std::int64_t max_idle_connections = 64;               ///< kept-alive upstream connections
+  /// The single upstream's `"max_concurrency": "auto"` (its limit learned within these bounds,
+  /// scheduler.core.auto_concurrency). Only the top-level `upstream` block reads it, and only
+  /// without `upstreams` (whose entries set their own).
+  std::optional<core::AutoConcurrency> auto_concurrency;
 };
 
 /// One Ollama of the fleet: an entry of `upstreams`, or the single `upstream` of a config
@@ -91,8 +95,12 @@ struct BackendConfig {
   /// Its URL and connection settings; each one the entry leaves out is the shared `upstream`
   /// block's value.
   UpstreamConfig upstream;
-  /// Requests running on it at once; for the single upstream, scheduler.max_concurrency.
+  /// Requests running on it at once; for the single upstream, scheduler.max_concurrency. With
+  /// auto_concurrency, where the learned limit starts (its min).
   std::int64_t max_concurrency = 1;
+  /// `"max_concurrency": "auto"`: the limit is learned (core/concurrency.hpp) within these
+  /// bounds (`auto_concurrency`, defaults min 1, max 32).
+  std::optional<core::AutoConcurrency> auto_concurrency;
   /// Static catalog; empty = discovered from its /api/tags.
   std::vector<std::string> models;
 };

@@ -5,7 +5,8 @@
 //
 // The signal. Ollama sends response headers only with the first token, and its final object
 // says how long loading and prompt evaluation took. What is left of the time to first byte,
-//     wait = TTFB - load_duration - prompt_eval_duration - one token interval,
+//     wait = TTFB - load_duration - prompt_eval_duration - one token interval
+// (the whole eval_duration when the answer was not streamed: its head came with its end),
 // is time the request spent queued *inside* Ollama (its FIFO semaphore of OLLAMA_NUM_PARALLEL
 // slots), where sluice can no longer order it. A request "waited" when that is above a small
 // share of its service time (prompt evaluation + decoding).
@@ -28,7 +29,9 @@
 //    below it (min_samples at the level) is lowered by one, like a failed probe.
 //  * Probe up. When the limit is binding (min_samples at level == limit, so demand reached it),
 //    none of them waited, and the level above is not backed off: limit + 1, with that level's
-//    old samples forgotten. The probe is judged on min_samples samples at the new level: one
+//    old samples forgotten. The probe is judged on min_samples samples at the new level, and
+//    not before twice their median service time has passed since it began (requests that
+//    waited finish last; the first samples alone would never show a wait): one
 //    waiting sample, a throughput gain below min_gain over the level below (T(n) < (1 +
 //    min_gain) T(n-1): it flattened), or a per-stream speed under the floor reverts it (back by
 //    one) and backs the level off; otherwise it is kept and the next probe may follow at once.
@@ -99,6 +102,9 @@ struct ConcurrencySample {
   std::optional<Duration> prompt_eval_duration;
   std::optional<Duration> eval_duration;
   std::int64_t eval_count = 0;  ///< output tokens (final object, or OpenAI usage); 0 = unknown
+  /// false ("stream": false): the response head came with the whole answer, so the time to
+  /// first byte includes the decoding (eval_duration) instead of one token interval.
+  bool streamed = true;
 };
 
 /// A change of the limit and why, for the log.
@@ -178,6 +184,7 @@ class ConcurrencyController {
   std::int64_t limit_ = 1;
   bool probing_ = false;
   double probe_baseline_ = -1;  ///< throughput at the limit a probe came from; < 0 unknown
+  Time probe_since_{};          ///< when the probe began
   std::string last_change_;
   std::vector<Level> levels_;  ///< [n] for n in 1..max; [0] unused
 };

@@ -56,6 +56,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "sluice/core/concurrency.hpp"
 #include "sluice/core/health.hpp"
 #include "sluice/core/time.hpp"
 
@@ -83,7 +84,9 @@ using BackendSet = std::uint64_t;
 
 struct BackendSpec {
   std::string name;
-  std::int64_t max_concurrency = 1;  ///< >= 1
+  std::int64_t max_concurrency = 1;  ///< >= 1; with auto_concurrency, where it starts
+  /// `"max_concurrency": "auto"`: the limit is learned (concurrency.hpp), within these bounds.
+  std::optional<AutoConcurrency> auto_concurrency;
   /// Static catalog; empty = discovered (set_catalog()); unknown until then.
   std::vector<std::string> models;
 };
@@ -95,11 +98,17 @@ std::string canonical_model(std::string_view name);
 /// Returns "" when the specs are valid, else a message naming the backend and field.
 std::string validate(std::span<const BackendSpec> backends);
 
-/// What the final object of a finished request said (absent fields: nullopt / 0).
+/// What the final object of a finished request said (absent fields: nullopt / 0), and what
+/// sluice measured of it.
 struct Timings {
   std::optional<Duration> load_duration;
-  std::int64_t eval_count = 0;
+  std::int64_t eval_count = 0;  ///< also OpenAI's usage.completion_tokens (then no durations)
   std::optional<Duration> eval_duration;
+  std::optional<Duration> prompt_eval_duration;
+  // Measured by sluice (the adaptive limit's signal), not in the final object:
+  std::optional<Duration> time_to_first_byte;  ///< request sent upstream -> response head
+  std::optional<Duration> response_time;       ///< request sent upstream -> response end
+  bool streamed = true;  ///< false: "stream": false, the head came with the whole answer
 };
 
 struct Placement {
@@ -140,6 +149,8 @@ struct BackendView {
   double tokens_per_second = 0;          ///< per stream, smoothed
   bool speed_known = false;              ///< false: tokens_per_second is kDefaultTokensPerSecond
   std::vector<LoadTimeView> load_times;  ///< learned ones only, by model name
+  /// With `"max_concurrency": "auto"`: the controller's state (max_concurrency is its limit).
+  std::optional<ConcurrencyView> auto_concurrency;
 
   // Filled in by the network layer (net::Proxy::snapshot()), not by the Fleet:
   std::optional<HealthView> health;  ///< a configured fleet's health checks; nullopt otherwise
@@ -199,6 +210,10 @@ class Fleet {
   void admit(BackendId b, ModelId m, Time now);
   /// It ended; `timings` teaches load time and speed. Returns true when it had loaded m.
   bool release(BackendId b, ModelId m, const Timings& timings, Time now);
+
+  /// Sets b's concurrency limit (the adaptive limit). A lower one stops admissions until its
+  /// in-flight requests drop below it; none is cancelled. Precondition: live(b), limit >= 1.
+  void set_max_concurrency(BackendId b, std::int64_t limit);
 
   /// Observations. Each returns true when it may let a parked request run or go elsewhere.
   bool set_up(BackendId b, bool up);

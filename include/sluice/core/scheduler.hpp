@@ -32,6 +32,11 @@
 //    elsewhere). A request held back only by placement never holds back one that could run.
 //    With no backends configured there is one, of max_concurrency slots, serving every model
 //    and always up: a single upstream.
+//  * Adaptive limits. A backend with auto_concurrency has a ConcurrencyController
+//    (concurrency.hpp); release() feeds it the request's timings (with the backend's in-flight
+//    count at the request's admission) before anything is dispatched, and its limit becomes the
+//    backend's max_concurrency. Lowering never cancels a running request; raising admits at once.
+//    A reconfigure keeps what was learned for a backend of the same name (clamped to new bounds).
 //
 // Invariants (checked by check_invariants(), exercised after every step by the model test):
 //  * in_flight <= max_concurrency unless a reconfigure lowered it (then no admission until
@@ -93,6 +98,16 @@ struct SchedulerConfig {
   Duration assumed_load_time = kDefaultLoadTime;
   /// The least load_duration that counts as a model load.
   Duration load_threshold = kLoadSeen;
+  /// Without backends: `"max_concurrency": "auto"` on the single upstream. Its limit is then
+  /// learned within these bounds (concurrency.hpp), and max_concurrency only caps it.
+  std::optional<AutoConcurrency> auto_concurrency;
+};
+
+/// A change of a backend's adaptive limit (Scheduler::take_limit_changes).
+struct BackendLimitChange {
+  BackendId backend = 0;
+  std::string backend_name;  ///< the core's name (kSingleBackend for a single upstream)
+  LimitChange change;
 };
 
 /// The name of the implicit backend of a config without backends.
@@ -285,6 +300,9 @@ class Scheduler {
                        std::vector<Admission>& admitted);
   void observe_resident(BackendId backend, std::span<const std::string> models, Time now,
                         std::vector<Admission>& admitted);
+
+  /// The changes of adaptive limits since the last call, oldest first (for the log).
+  std::vector<BackendLimitChange> take_limit_changes();
 
   /// The fleet (placement state: backends, models, residency), for reads.
   const Fleet& fleet() const;

@@ -190,6 +190,8 @@ class BasicAdmissionGate final : public SlotOwner {
   /// Called (synchronously) after each event that changes queue or in-flight counts, so metrics
   /// can follow without polling. Optional.
   std::function<void()> on_change;
+  /// Called (synchronously) when a backend's adaptive limit changed, before on_change.
+  std::function<void(const core::BackendLimitChange&)> on_limit_change;
 
   void release_slot(core::Permit permit, std::int64_t actual_cost,
                     const core::Timings& timings) override;

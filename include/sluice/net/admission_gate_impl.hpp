@@ -201,6 +201,9 @@ void BasicAdmissionGate<Clock>::release_slot(core::Permit permit, std::int64_t a
   if (!scheduler_.release(permit, actual_cost, now(), scratch_, timings)) return;
   std::vector<core::Admission> admitted;
   admitted.swap(scratch_);
+  for (const core::BackendLimitChange& change : scheduler_.take_limit_changes()) {
+    if (on_limit_change) on_limit_change(change);
+  }
   settle(admitted);
 }
 

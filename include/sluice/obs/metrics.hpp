@@ -9,7 +9,8 @@
 //   sluice_time_to_first_byte_seconds{workload}        histogram arrival -> first response byte
 //   sluice_tokens_total{workload,kind}                 counter  kind = prompt | output
 //   sluice_upstream_errors_total{kind}                 counter
-//   sluice_concurrency_limit                           gauge
+//   sluice_concurrency_limit                           gauge    scheduler.max_concurrency
+//   sluice_concurrency_limit{backend}                  gauge    its limit in force (auto: learned)
 //   sluice_backend_up{backend}                         gauge    1 when placement may use it
 //   sluice_backend_inflight{backend}                   gauge    requests running on it
 //   sluice_backend_requests_total{backend,outcome}     counter  requests sent to it, ended

@@ -1,0 +1,51 @@
+// The scheduler's adaptive limits: one ConcurrencyController per backend configured with
+// `"max_concurrency": "auto"`, fed by release() and applied to the fleet's per-backend limit.
+// See scheduler.hpp ("Adaptive limits") and concurrency.hpp for the controller itself.
+#include "scheduler_state.hpp"
+#include "sluice/core/scheduler.hpp"
+
+namespace sluice::core {
+
+void Scheduler::State::sync_adaptive(const SchedulerConfig& config) {
+  std::vector<std::optional<ConcurrencyController>> next(fleet.size());
+  for (const BackendSpec& spec : effective_backends(config)) {
+    const std::optional<BackendId> id = fleet.find(spec.name);
+    if (!id || !spec.auto_concurrency) continue;
+    if (*id < adaptive.size() && adaptive[*id]) {
+      next[*id] = std::move(adaptive[*id]);  // same backend: keep what it learned
+      next[*id]->set_spec(*spec.auto_concurrency);
+    } else {
+      next[*id].emplace(*spec.auto_concurrency);
+    }
+    // The fleet took the spec's number; the limit in force is the controller's.
+    fleet.set_max_concurrency(*id, next[*id]->limit());
+  }
+  adaptive = std::move(next);
+}
+
+void Scheduler::State::learn_limit(BackendId b, std::int64_t in_flight, const Timings& timings,
+                                   Time now) {
+  if (b >= adaptive.size() || !adaptive[b] || !timings.time_to_first_byte) return;
+  ConcurrencySample sample{.in_flight = in_flight,
+                           .time_to_first_byte = *timings.time_to_first_byte,
+                           .total = timings.response_time.value_or(*timings.time_to_first_byte),
+                           .load_duration = timings.load_duration,
+                           .prompt_eval_duration = timings.prompt_eval_duration,
+                           .eval_duration = timings.eval_duration,
+                           .eval_count = timings.eval_count,
+                           .streamed = timings.streamed};
+  std::optional<LimitChange> change = adaptive[b]->observe(sample, now);
+  if (!change) return;
+  fleet.set_max_concurrency(b, change->to);
+  // More room on b: what it may serve is judged again (dispatch follows in release()).
+  if (change->to > change->from) release_holds_for(b);
+  limit_changes.push_back(
+      BackendLimitChange{.backend = b, .backend_name = fleet.view(b).name, .change = *change});
+  if (limit_changes.size() > 1024) limit_changes.erase(limit_changes.begin());  // nobody takes
+}
+
+std::vector<BackendLimitChange> Scheduler::take_limit_changes() {
+  return std::exchange(state_->limit_changes, {});
+}
+
+}  // namespace sluice::core
