@@ -5,18 +5,12 @@
 #include <bit>
 #include <cmath>
 
-#include "sluice/core/congestion.hpp"
-
 namespace sluice::core {
 namespace {
 
 // Smoothing of the learned values: load times are few and matter at once, speeds are many.
 constexpr double kLoadTimeWeight = 0.5;
 constexpr double kSpeedWeight = 0.2;
-// A load that the demand does not ask for is not worth it: loading M on a busy backend must lower
-// the fleet's congestion by at least this fraction (hysteresis against moving models back and
-// forth as the queue's mix wobbles).
-constexpr double kLoadGain = 0.2;
 
 constexpr BackendSet bit(BackendId b) {
   return BackendSet{1} << b;
@@ -353,65 +347,6 @@ Placement Fleet::choose(ModelId m, std::int64_t cost, Time waiting_since, Time n
   }
   if (chosen) return {.kind = Placement::Kind::place, .backend = *chosen};
   return {.kind = Placement::Kind::wait_warm, .until = now + load_time(best, m)};
-}
-
-bool Fleet::worth_loading(BackendId b, ModelId m) const {
-  const Backend& backend = backends_[b];
-  // Nothing parked is warm on b: it would stay idle.
-  std::int64_t warm_parked = 0;
-  for (const Resident& r : backend.resident)
-    warm_parked += parked_[r.model];
-  if (warm_parked == 0) return true;
-  const bool full = backend.resident.size() >= backend.resident_capacity;
-  const Resident* victim = full ? eviction_victim(backend) : nullptr;
-  if (full && !victim) return false;  // the load would wait for a busy model to go idle
-
-  // The demand on the fleet: per model, requests parked or running, and who holds it.
-  std::vector<ModelId> ids;
-  std::vector<ModelDemand> demand;
-  auto entry = [&](ModelId x) -> ModelDemand& {
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      if (ids[i] == x) return demand[i];
-    }
-    ids.push_back(x);
-    demand.push_back({});
-    return demand.back();
-  };
-  std::vector<std::int64_t> slots(backends_.size(), 0);
-  for (BackendId other = 0; other < backends_.size(); ++other) {
-    if (!usable(other)) continue;
-    slots[other] = backends_[other].spec.max_concurrency;
-    for (const Resident& r : backends_[other].resident) {
-      ModelDemand& d = entry(r.model);
-      d.demand += static_cast<double>(r.in_flight);
-      d.holders |= bit(other);
-    }
-  }
-  for (ModelId x = 1; x < parked_.size(); ++x) {
-    if (parked_[x] > 0) entry(x).demand += static_cast<double>(parked_[x]);
-  }
-  entry(m);
-  if (victim) entry(victim->model);
-  // The most demanded models, with m and the victim always among them.
-  std::vector<std::size_t> order(ids.size());
-  for (std::size_t i = 0; i < order.size(); ++i)
-    order[i] = i;
-  auto must = [&](std::size_t i) { return ids[i] == m || (victim && ids[i] == victim->model); };
-  std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
-    if (must(x) != must(y)) return must(x);
-    return demand[x].demand > demand[y].demand;
-  });
-  std::vector<ModelDemand> before;
-  std::vector<ModelDemand> after;
-  for (std::size_t i : order) {
-    if (before.size() == kMaxCongestionModels) break;
-    if (demand[i].demand <= 0) continue;
-    before.push_back(demand[i]);
-    after.push_back(demand[i]);
-    if (ids[i] == m) after.back().holders |= bit(b);
-    if (victim && ids[i] == victim->model) after.back().holders &= ~bit(b);
-  }
-  return congestion(after, slots) < (1 - kLoadGain) * congestion(before, slots);
 }
 
 void Fleet::make_resident(Backend& backend, ModelId m, Time now) {
