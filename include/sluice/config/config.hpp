@@ -131,6 +131,9 @@ struct SchedulerSettings {
   /// Longest an admitted request may hold its slot; then the upstream is closed and the slot
   /// freed (the client's stream ends with an error line).
   Duration max_inflight_duration = std::chrono::seconds(600);
+  /// How often a request with progress on (X-Sluice-Progress: 1, or its workload's `progress`)
+  /// gets a keep-alive while parked; 1s..60s.
+  Duration progress_interval = std::chrono::seconds(5);
 };
 
 struct LimitsConfig {
