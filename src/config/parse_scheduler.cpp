@@ -265,6 +265,7 @@ const Fields<SchedulerSettings>& scheduler_fields() {
               core::kMaxProgressQueueTimeout)
           .duration("progress_interval", &S::progress_interval, std::chrono::seconds(1),
                     std::chrono::seconds(60))
+          .boolean("eta_header", &S::eta_header)
           .objects(
               "per_key", [](auto& s) -> auto& { return s.core.per_key; }, key_limit_fields,
               read_per_key, FieldKind::object_or_objects)

@@ -43,6 +43,8 @@ inline constexpr std::string_view kWorkloadHeader = "X-Sluice-Workload";
 inline constexpr std::string_view kQueueMsHeader = "X-Sluice-Queue-Ms";
 inline constexpr std::string_view kReasonHeader = "X-Sluice-Reason";
 inline constexpr std::string_view kBackendHeader = "X-Sluice-Backend";
+inline constexpr std::string_view kEtaMsHeader = "X-Sluice-Eta-Ms";
+inline constexpr std::string_view kEtaRateMsHeader = "X-Sluice-Eta-Rate-Ms";
 
 /// How a parked request with progress on is kept alive (progress.hpp); none: no progress.
 enum class ProgressMode : std::uint8_t { none, ndjson_generate, ndjson_chat, sse, json };
@@ -96,6 +98,9 @@ struct RequestContext {
   /// on every answer continues that chunked body: relay.cpp, send_local()).
   ProgressMode progress = ProgressMode::none;
   bool progress_sent = false;
+  /// The ETAs given when it parked (scheduler.eta_header): X-Sluice-Eta-Ms, X-Sluice-Eta-Rate-Ms.
+  std::optional<core::Duration> eta_at_park;
+  std::optional<core::Duration> eta_rate_at_park;
   bool client_reusable = true;  ///< the connection may carry another request
   bool linger = false;          ///< request body left unread: linger before closing
 };
@@ -168,6 +173,8 @@ void add_sluice_headers(Fields& fields, const RequestContext& ctx) {
   if (!ctx.scheduled || ctx.workload_name == config::kUnclassifiedWorkload) return;
   fields.set(kWorkloadHeader, ctx.workload_name);
   if (ctx.queue_wait) fields.set(kQueueMsHeader, queue_ms_text(*ctx.queue_wait));
+  if (ctx.eta_at_park) fields.set(kEtaMsHeader, queue_ms_text(*ctx.eta_at_park));
+  if (ctx.eta_rate_at_park) fields.set(kEtaRateMsHeader, queue_ms_text(*ctx.eta_rate_at_park));
 }
 
 struct LocalResponse {

@@ -55,6 +55,10 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
     admission = co_await proxy.gate.admit(request, &tracked);
   }
   ctx.queue_wait = admission.waited;
+  if (const auto& at_park = tracked.at_park()) {
+    ctx.eta_at_park = at_park->eta;
+    ctx.eta_rate_at_park = at_park->eta_rate;
+  }
   switch (admission.kind) {
     case AdmitResult::Kind::admitted:
       tracked.admitted();
@@ -273,6 +277,7 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
   // Known to GET /sluice/requests/{id} from here until it ends (then as finished, for a while).
   TrackedRequest tracked(proxy.waiting, proxy.gate, ctx.request_id, ctx.key ? ctx.key->name : "",
                          plan.workload_name);
+  tracked.record_at_park = config.scheduler.eta_header;
   using namespace asio::experimental::awaitable_operators;
   auto work = admit_and_forward(proxy, client, ctx, plan, upstream_request, target, tracked);
   begin_watch(proxy, client, WatchFrom::now);

@@ -36,11 +36,15 @@ WaitFigures WaitingBoard::figures(core::Ticket ticket, std::uint64_t epoch) {
   const core::QueuePosition where = current.find(ticket.value, figures.exact);
   figures.position = where.position;
   figures.eta = where.eta();
-  if (figures.eta && !figures.exact) figures.eta.reset();  // a lower bound is no estimate
+  figures.eta_rate = where.eta_rate;
+  if (!figures.exact) {  // a lower bound is no estimate
+    figures.eta.reset();
+    figures.eta_rate.reset();
+  }
   // The order was computed a little earlier: the time since then has passed.
-  if (figures.eta) {
-    const core::Duration since = gate_.now() - current.computed_at;
-    figures.eta = std::max(core::Duration{}, *figures.eta - since);
+  const core::Duration since = gate_.now() - current.computed_at;
+  for (std::optional<core::Duration>* eta : {&figures.eta, &figures.eta_rate}) {
+    if (*eta) *eta = std::max(core::Duration{}, **eta - since);
   }
   return figures;
 }
@@ -64,6 +68,7 @@ void TrackedRequest::on_parked(core::Ticket ticket) {
   epoch_ = gate_.version();
   parked_ = true;
   board_.registry.parked(handle_, ticket, epoch_);
+  if (record_at_park && !at_park_) at_park_ = board_.figures(ticket, epoch_);
   if (on_park) on_park();
 }
 

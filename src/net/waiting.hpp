@@ -27,6 +27,7 @@ struct WaitFigures {
   std::int64_t position = 0;
   bool exact = true;
   std::optional<core::Duration> eta;
+  std::optional<core::Duration> eta_rate;  ///< the drain-rate estimate alone (for measuring)
 };
 
 class WaitingBoard {
@@ -74,6 +75,9 @@ class TrackedRequest final : public ParkObserver {
   WaitFigures figures();
 
   bool parked() const { return parked_; }
+  /// Compute the figures when it parks (at_park()): for X-Sluice-Eta-Ms.
+  bool record_at_park = false;
+  const std::optional<WaitFigures>& at_park() const { return at_park_; }
   /// Called once when it parks (the progress loop's wake-up); optional.
   std::function<void()> on_park;
 
@@ -84,6 +88,7 @@ class TrackedRequest final : public ParkObserver {
   core::Ticket ticket_;
   std::uint64_t epoch_ = 0;
   bool parked_ = false;
+  std::optional<WaitFigures> at_park_;
 };
 
 /// The JSON document of GET /sluice/requests/{id}: {id, state, workload, position,

@@ -130,7 +130,7 @@ TEST_CASE("GET /sluice/requests/{id}: a paid request parked after ten free ones 
 
 TEST_CASE("GET /sluice/requests/{id}: ETA from the drain once requests have completed") {
   Simulator sim({"--time-scale", "20"});
-  ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1})"));
+  ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1, "eta_header": true})"));
   // Two completions teach the service model and the drain rate.
   for (int i = 0; i < 2; ++i)
     REQUIRE(
@@ -145,7 +145,12 @@ TEST_CASE("GET /sluice/requests/{id}: ETA from the drain once requests have comp
   REQUIRE(status["eta_ms"].is_number_integer());
   CHECK(status["eta_ms"].get<std::int64_t>() >= 0);
   blocker.release();
-  CHECK(parked.get().status == 200);
+  const HttpResponse answer = parked.get();
+  CHECK(answer.status == 200);
+  // scheduler.eta_header: the ETAs given when it parked come back on the answer.
+  CHECK(answer.header("X-Sluice-Eta-Ms").has_value());
+  CHECK(answer.header("X-Sluice-Eta-Rate-Ms").has_value());
+  CHECK(answer.header("X-Sluice-Queue-Ms").has_value());
 }
 
 TEST_CASE("GET /sluice/requests/{id}: bad input and unknown ids answer JSON errors") {
