@@ -2,6 +2,7 @@
 #include "sluice/app/state_json.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "sluice/app/cli.hpp"
@@ -135,6 +136,17 @@ std::string state_json(const core::Snapshot& snapshot, const config::Config& con
       entry["fairness_key"] = spec->fairness_label;
     }
     entry["retired"] = w.retired;
+    // Its parked requests in queue order (the first net::WaitingBoard::kListedPerWorkload).
+    json waiting = json::array();
+    for (const core::WaitingView& v : snapshot.waiting) {
+      if (v.workload != w.name) continue;
+      waiting.push_back({{"id", v.id},
+                         {"position", v.position},
+                         {"position_exact", v.exact},
+                         {"eta_ms", v.eta ? json(std::llround(to_ms(*v.eta))) : json(nullptr)},
+                         {"queued_ms", std::llround(to_ms(v.queued))}});
+    }
+    entry["waiting"] = std::move(waiting);
     workloads.push_back(std::move(entry));
   }
 

@@ -454,6 +454,15 @@ class LoadRun {
       const double ms = std::strtod(v.c_str(), &end);
       if (end != v.c_str() && ms >= 0) rec.queue_s = ms / 1000.0 * opt_.time_scale;
     }
+    for (auto [name, field] : {std::pair{"X-Sluice-Eta-Ms", &rec.eta_s},
+                               std::pair{"X-Sluice-Eta-Rate-Ms", &rec.eta_rate_s}}) {
+      if (auto it = head.find(name); it != head.end()) {
+        char* end = nullptr;
+        const std::string v(it->value());
+        const double ms = std::strtod(v.c_str(), &end);
+        if (end != v.c_str() && ms >= 0) *field = ms / 1000.0 * opt_.time_scale;
+      }
+    }
     if (auto it = head.find("X-Sluice-Workload"); it != head.end())
       rec.workload = std::string(it->value());
 

@@ -135,7 +135,9 @@ int cmd_run(const RunArgs& a) {
   write_file(dir / "summary.json", summary_to_json(summary).dump(2) + "\n");
   std::vector<Run> runs{{summary, result.records}};
   const std::string fleet_table = fleet_markdown_table(runs);
-  const std::string table = markdown_table(runs) + (fleet_table.empty() ? "" : "\n" + fleet_table);
+  const std::string eta_table = eta_markdown_table(runs);
+  const std::string table = markdown_table(runs) + (fleet_table.empty() ? "" : "\n" + fleet_table) +
+                            (eta_table.empty() ? "" : "\n" + eta_table);
   write_file(dir / "summary.md", "# " + scenario.name + " — " + a.label + "\n\n" + table);
   write_file(dir / "chart.svg", svg_chart(runs, scenario.name + " — " + a.label));
   std::cout << table;
@@ -170,6 +172,7 @@ int cmd_report(const ReportArgs& a) {
   std::ostringstream md;
   md << "# " << name << "\n\n" << markdown_table(runs, a.baseline);
   if (const auto fleet = fleet_markdown_table(runs); !fleet.empty()) md << "\n" << fleet;
+  if (const auto eta = eta_markdown_table(runs); !eta.empty()) md << "\n" << eta;
   if (!results.empty()) md << "\n" << targets_markdown(results);
   nlohmann::json j;
   j["scenario"] = name;

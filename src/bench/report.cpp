@@ -155,6 +155,8 @@ json subject_json(const SubjectSummary& s) {
           {"latency_s", distribution_json(s.latency)},
           {"ttft_s", distribution_json(s.ttft)},
           {"queue_s", distribution_json(s.queue)},
+          {"eta_error", distribution_json(s.eta_error)},
+          {"eta_rate_error", distribution_json(s.eta_rate_error)},
           {"output_tokens", s.output_tokens},
           {"tokens_per_s", opt_json(s.tokens_per_s)},
           {"jain_user_mean_latency", opt_json(s.jain)},
@@ -171,6 +173,8 @@ SubjectSummary subject_from(const json& j, std::string kind) {
   s.latency = distribution_from(j.at("latency_s"));
   s.ttft = distribution_from(j.at("ttft_s"));
   s.queue = distribution_from(j.at("queue_s"));
+  if (j.contains("eta_error")) s.eta_error = distribution_from(j.at("eta_error"));
+  if (j.contains("eta_rate_error")) s.eta_rate_error = distribution_from(j.at("eta_rate_error"));
   s.output_tokens = j.at("output_tokens").get<long>();
   s.tokens_per_s = opt_double(j, "tokens_per_s");
   s.jain = opt_double(j, "jain_user_mean_latency");
@@ -350,7 +354,8 @@ std::string write_csv(const std::vector<RequestRecord>& records) {
         csv_field(r.outcome),     csv_field(r.error),       opt_int(r.num_predict),
         seconds(r.sent_s),        seconds(r.queue_s),       seconds(r.ttft_s),
         seconds(r.latency_s),     opt_int(r.prompt_tokens), opt_int(r.output_tokens),
-        csv_field(r.done_reason), csv_field(r.workload),    csv_field(r.model)};
+        csv_field(r.done_reason), csv_field(r.workload),    csv_field(r.model),
+        seconds(r.eta_s),         seconds(r.eta_rate_s)};
     for (std::size_t i = 0; i < std::size(fields); ++i) {
       if (i) out += ',';
       out += fields[i];
@@ -366,10 +371,11 @@ std::vector<RequestRecord> parse_csv(std::string_view text) {
   std::string header;
   for (std::size_t i = 0; i < rows[0].size(); ++i)
     header += (i ? "," : "") + rows[0][i];
-  const bool with_model = header == kCsvColumns;
+  const bool with_eta = header == kCsvColumns;
+  const bool with_model = with_eta || header == kCsvColumnsWithoutEta;
   if (!with_model && header != kCsvColumnsWithoutModel)
     throw ReportError("csv: unexpected header (not a sluice-bench requests.csv)");
-  const std::size_t columns = with_model ? 18 : 17;
+  const std::size_t columns = with_eta ? 20 : with_model ? 18 : 17;
   std::vector<RequestRecord> records;
   for (std::size_t i = 1; i < rows.size(); ++i) {
     const auto& f = rows[i];
@@ -396,6 +402,10 @@ std::vector<RequestRecord> parse_csv(std::string_view text) {
     r.done_reason = f[15];
     r.workload = f[16];
     if (with_model) r.model = f[17];
+    if (with_eta) {
+      r.eta_s = parse_double(f[18], line, "eta_s");
+      r.eta_rate_s = parse_double(f[19], line, "eta_rate_s");
+    }
     records.push_back(std::move(r));
   }
   return records;
@@ -538,6 +548,32 @@ std::string markdown_table(const std::vector<Run>& runs, const std::string& base
             << (b ? ratio_text(row->latency.p90, b->latency.p90) : "–") << " |";
       }
       out << " " << (first ? percent(s.upstream.utilisation) : "") << " |\n";
+      first = false;
+    }
+  }
+  return out.str();
+}
+
+std::string eta_markdown_table(const std::vector<Run>& runs) {
+  const bool any = std::any_of(runs.begin(), runs.end(), [](const Run& r) {
+    return std::any_of(r.summary.tiers.begin(), r.summary.tiers.end(),
+                       [](const SubjectSummary& t) { return t.eta_error.n > 0; });
+  });
+  if (!any) return "";
+  auto pct = [](const std::optional<double>& v) {
+    return v ? format_number(*v * 100) + " %" : std::string("–");
+  };
+  std::ostringstream out;
+  out << "ETA at parking vs the real wait, |ETA - wait| / wait (requests that waited):\n\n"
+      << "| run | tier | n | median | p90 | drain-rate ETA: median | p90 |\n"
+      << "|---|---|--:|--:|--:|--:|--:|\n";
+  for (const auto& run : runs) {
+    bool first = true;
+    for (const auto& t : run.summary.tiers) {
+      if (t.eta_error.n == 0 && t.eta_rate_error.n == 0) continue;
+      out << "| " << (first ? run.summary.label : "") << " | " << t.name << " | " << t.eta_error.n
+          << " | " << pct(t.eta_error.p50) << " | " << pct(t.eta_error.p90) << " | "
+          << pct(t.eta_rate_error.p50) << " | " << pct(t.eta_rate_error.p90) << " |\n";
       first = false;
     }
   }

@@ -99,7 +99,7 @@ SubjectSummary summarize_subject(std::string kind, std::string name,
   SubjectSummary s;
   s.kind = std::move(kind);
   s.name = std::move(name);
-  std::vector<double> latency, ttft, queue;
+  std::vector<double> latency, ttft, queue, eta_error, eta_rate_error;
   std::map<std::string, std::vector<const RequestRecord*>> by_user;
   for (const auto* r : records) {
     ++s.count;
@@ -112,11 +112,18 @@ SubjectSummary summarize_subject(std::string kind, std::string name,
     if (r->latency_s) latency.push_back(*r->latency_s);
     if (r->ttft_s) ttft.push_back(*r->ttft_s);
     if (r->queue_s) queue.push_back(*r->queue_s);
+    if (r->queue_s && *r->queue_s > 0) {
+      if (r->eta_s) eta_error.push_back(std::abs(*r->eta_s - *r->queue_s) / *r->queue_s);
+      if (r->eta_rate_s)
+        eta_rate_error.push_back(std::abs(*r->eta_rate_s - *r->queue_s) / *r->queue_s);
+    }
     s.output_tokens += r->output_tokens.value_or(0);
   }
   s.latency = distribution(latency);
   s.ttft = distribution(ttft);
   s.queue = distribution(queue);
+  s.eta_error = distribution(eta_error);
+  s.eta_rate_error = distribution(eta_rate_error);
   if (span > 0) s.tokens_per_s = double(s.output_tokens) / span;
   std::vector<double> means;
   for (const auto& [user, list] : by_user) {

@@ -219,7 +219,8 @@ Fields<core::WorkloadSpec> make_workload_fields(bool is_default) {
       .integer("band", &W::band, core::kMinBand, core::kMaxBand)
       .duration("queue_timeout", &W::queue_timeout, Duration::zero())
       .integer("max_queue", &W::max_queue, 0, core::kMaxQueue)
-      .label("fairness_key", &W::fairness_label);
+      .label("fairness_key", &W::fairness_label)
+      .boolean("progress", &W::progress);
   return fields;
 }
 
@@ -258,6 +259,13 @@ const Fields<SchedulerSettings>& scheduler_fields() {
               "queue_timeout_cap", [](auto& s) -> auto& { return s.core.queue_timeout_cap; },
               kPositive, kUndiciHeadersTimeout - Duration(1), kWhyCapBelow300)
           .duration("max_inflight_duration", &S::max_inflight_duration, kPositive)
+          .duration(
+              "progress_queue_timeout_cap",
+              [](auto& s) -> auto& { return s.core.progress_queue_timeout_cap; }, kPositive,
+              core::kMaxProgressQueueTimeout)
+          .duration("progress_interval", &S::progress_interval, std::chrono::seconds(1),
+                    std::chrono::seconds(60))
+          .boolean("eta_header", &S::eta_header)
           .objects(
               "per_key", [](auto& s) -> auto& { return s.core.per_key; }, key_limit_fields,
               read_per_key, FieldKind::object_or_objects)

@@ -91,6 +91,8 @@ void Scheduler::State::admit(EntryId e, BackendId b, Time now) {
   deadlines.erase(e);
   entries[e].state = EntryState::in_flight;
   entries[e].backend = b;
+  entries[e].admitted = now;
+  entries[e].admit_seq = ++admit_seq;
   count_in_flight(e, +1);
   const ModelId m = subqueues[s].model;
   const bool cold = m != kUnlistedModel && !fleet.is_resident(b, m);

@@ -57,6 +57,13 @@ class IndexedHeap {
     if (i != kNotInHeap) update_at(i);
   }
 
+  /// Points a copy of a heap at its own records (the comparator and position accessor of a copy
+  /// still refer to the original's; see Scheduler::State's copy).
+  void rebind(Less less, Position position) {
+    less_ = less;
+    position_ = position;
+  }
+
   void clear() {
     for (IdT element : heap_)
       position_(element) = kNotInHeap;

@@ -47,6 +47,10 @@ std::string validate(const SchedulerConfig& config) {
   if (config.max_queue < 0) return "max_queue must be >= 0";
   if (config.max_queue > kMaxQueue) return above("max_queue", kMaxQueue);
   if (config.queue_timeout_cap.count() < 0) return "queue_timeout_cap must not be negative";
+  if (config.progress_queue_timeout_cap.count() < 0)
+    return "progress_queue_timeout_cap must not be negative";
+  if (config.progress_queue_timeout_cap > kMaxProgressQueueTimeout)
+    return "progress_queue_timeout_cap must be <= 1h";
   if (config.assumed_load_time.count() <= 0) return "assumed_load_time must be positive";
   if (config.load_threshold.count() <= 0) return "load_threshold must be positive";
   if (!config.backends.empty()) {
@@ -165,7 +169,9 @@ EnqueueResult Scheduler::enqueue(const Request& request, Time now,
   }
   const SubQueueId s = state.subqueue_for(a, key_ids, model);
 
-  Duration timeout = std::min(spec.queue_timeout, config_.queue_timeout_cap);
+  const Duration cap =
+      request.progress ? config_.progress_queue_timeout_cap : config_.queue_timeout_cap;
+  Duration timeout = std::min(spec.queue_timeout, cap);
   if (request.queue_timeout)
     timeout = std::min(timeout, std::max(*request.queue_timeout, Duration{}));
 
@@ -250,6 +256,7 @@ bool Scheduler::release(Permit permit, std::int64_t actual_cost, Time now,
   const SubQueueId s = state.entries[e].subqueue;
   const BackendId b = state.entries[e].backend;
   state.count_in_flight(e, -1);
+  state.learn_service(state.entries[e], actual_cost, now);
   state.fleet.release(b, state.subqueues[s].model, timings, now);
   state.learn_limit(b, state.entries[e].backend_in_flight, timings, now);
   state.release_holds_for(b);  // a slot freed on b: the models it may serve are judged again

@@ -83,9 +83,11 @@ struct Entry {
   Time enqueued{};
   Time deadline{};
   std::uint64_t seq = 0;
-  BackendId backend = 0;  // while in flight: where it runs
-  BackendSet avoid = 0;   // backends that failed it (Scheduler::requeue); steers placement
+  BackendId backend = 0;               // while in flight: where it runs
+  BackendSet avoid = 0;                // backends that failed it (Scheduler::requeue); steers placement
   std::int64_t backend_in_flight = 0;  // on its backend once admitted there, itself included
+  Time admitted{};                     // while in flight: when it was admitted (service time, queue order)
+  std::uint64_t admit_seq = 0;         // while in flight: admission order
 };
 
 struct SubQueue {
@@ -147,6 +149,30 @@ struct WorkloadInfo {
   std::int64_t in_flight = 0;
   std::int64_t in_flight_tokens = 0;
   ClassId base_class;
+};
+
+// A heap owned by a record (a class's accounts, a band's classes) that copies with its record, so
+// Scheduler::State can be copied whole (queue_order.cpp simulates admissions on a copy). A
+// copied heap still compares through the original State: State::rebind() points it at its own.
+template <class Heap>
+class HeapBox {
+ public:
+  HeapBox() = default;
+  HeapBox(std::unique_ptr<Heap> heap) : heap_(std::move(heap)) {}  // NOLINT: implicit by design
+  HeapBox(const HeapBox& other)
+      : heap_(other.heap_ ? std::make_unique<Heap>(*other.heap_) : nullptr) {}
+  HeapBox(HeapBox&&) noexcept = default;
+  HeapBox& operator=(const HeapBox& other) {
+    if (this != &other) heap_ = other.heap_ ? std::make_unique<Heap>(*other.heap_) : nullptr;
+    return *this;
+  }
+  HeapBox& operator=(HeapBox&&) noexcept = default;
+  Heap* operator->() const { return heap_.get(); }
+  Heap& operator*() const { return *heap_; }
+  explicit operator bool() const { return heap_ != nullptr; }
+
+ private:
+  std::unique_ptr<Heap> heap_;
 };
 
 // Every id of a table with `size` slots, live or not, in index order (callers check `live`).
@@ -306,20 +332,28 @@ struct Scheduler::State {
     std::int64_t parked = 0;
     std::int64_t in_flight = 0;
     bool live = false;
-    std::unique_ptr<AccountHeap> ready_accounts;  // accounts with a ready subqueue
+    detail::HeapBox<AccountHeap> ready_accounts;  // accounts with a ready subqueue
     StringMap<AccountId> by_key;                  // fairness key -> account
   };
 
   struct Band {
     int level = 0;
     double vtime = 0;
-    std::unique_ptr<ClassHeap> ready_classes;  // classes with a ready account
+    detail::HeapBox<ClassHeap> ready_classes;  // classes with a ready account
   };
 
   explicit State(const SchedulerConfig& config)
       : fleet(effective_backends(config)), deadlines(DeadlineLess{this}, DeadlinePos{this}) {
     key_index.resize(config.per_key.size());
   }
+  // A complete, independent copy of this state (queue_order.cpp runs admissions on one): every
+  // member copied (the implicit copy constructor, so a member added later is copied too), then
+  // the heaps pointed at the copy's own records. Copy a State only through clone().
+  std::unique_ptr<State> clone() const;
+  void rebind();
+  // A request that ran from entry.admitted to now, at `actual_cost` (< 0: its estimate), teaches
+  // the service model (queue_order.cpp).
+  void learn_service(const Entry& entry, std::int64_t actual_cost, Time now);
 
   /// The backends a config means: its own, or the single implicit one.
   static std::vector<BackendSpec> effective_backends(const SchedulerConfig& config) {
@@ -378,6 +412,13 @@ struct Scheduler::State {
   std::size_t completion_count = 0;
 
   std::vector<LimitKeyId> key_scratch;  // enqueue's limit key ids, reused
+
+  // Service times for the queue-order ETA (queue_order.cpp): recent averages of how long an
+  // admitted request ran and of its cost, and the admission counter behind Entry::admit_seq.
+  double service_ns_avg = 0;
+  double service_cost_avg = 0;
+  std::uint64_t service_samples = 0;
+  std::uint64_t admit_seq = 0;
 
   // --- handles -----------------------------------------------------------------------------
   static std::uint64_t handle(EntryId e, const Entry& entry) {

@@ -304,6 +304,9 @@ core::Snapshot Proxy::snapshot() const {
     view.requests = backend.requests;
     if (impl.config->fleet) view.health = backend.health.view(now);
   }
+  WaitingBoard& board = impl_->waiting;  // (a cache: reading it may refresh it)
+  snapshot.waiting =
+      core::waiting_views(board.registry, board.order(), now, WaitingBoard::kListedPerWorkload);
   return snapshot;
 }
 

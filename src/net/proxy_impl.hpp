@@ -29,6 +29,7 @@
 #include "sluice/net/proxy.hpp"
 #include "timed_stream.hpp"
 #include "upstream_pool.hpp"
+#include "waiting.hpp"
 
 namespace sluice::obs {
 class Metrics;
@@ -112,6 +113,8 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   std::shared_ptr<const auth::Authenticator> authenticator;
   obs::Metrics& metrics;
   AdmissionGate gate;
+  /// Waiting clients: the requests GET /sluice/requests/{id} knows, positions (waiting.hpp).
+  WaitingBoard waiting{gate};
   core::CostModel cost_model;
   /// The backends requests are sent to, by core::BackendId (today one: config->upstream).
   std::vector<std::shared_ptr<Backend>> backends;

@@ -9,6 +9,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <tuple>
 #include <type_traits>
@@ -48,6 +49,40 @@ Failure connect_failure(const Client& client, const RequestContext& ctx,
   facts.lookup = acquired.lookup_failed;
   if (acquired.timed_out) facts.error = beast::error::timeout;
   return classify_failure(facts, *ctx.config, *ctx.upstream);
+}
+
+/// Longest upstream error body read for its message (after progress).
+constexpr std::size_t kMaxErrorBody = 64 * 1024;
+
+/// The message of an upstream error answer: its body's "error" (a string, or OpenAI's
+/// error.message) when it has one within kMaxErrorBody, else the status.
+asio::awaitable<std::string> read_error_message(std::unique_ptr<UpstreamConnection>& connection,
+                                                http::response_parser<http::buffer_body>& parser,
+                                                Clock::duration silence, unsigned status,
+                                                bool body_expected) {
+  std::string body;
+  std::array<char, 4096> piece{};
+  while (body_expected && !parser.is_done() && body.size() < kMaxErrorBody) {
+    parser.get().body().data = piece.data();
+    parser.get().body().size = piece.size();
+    error_code ec;
+    if (!parse_buffered(parser, connection->buffer, ec) && !ec) {
+      connection->stream.expires_after(silence);
+      std::tie(ec, std::ignore) =
+          co_await http::async_read_some(connection->stream, connection->buffer, parser, use_tuple);
+      if (ec == http::error::need_buffer) ec = {};
+    }
+    if (ec) break;
+    body.append(piece.data(), piece.size() - parser.get().body().size);
+  }
+  const auto doc = nlohmann::json::parse(body, nullptr, false);
+  if (doc.is_object() && doc.contains("error")) {
+    const auto& error = doc["error"];
+    if (error.is_string()) co_return error.get<std::string>();
+    if (error.is_object() && error.contains("message") && error["message"].is_string())
+      co_return error["message"].get<std::string>();
+  }
+  co_return "upstream answered " + std::to_string(status);
 }
 
 }  // namespace
@@ -152,14 +187,29 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
   ctx.backend->health.request_reached(core::Time{});  // it answered: the failures are not in a row
   const bool body_expected = !ctx.is_head && status != 204 && status != 304;
   std::string_view content_type = res[http::field::content_type];
-  const bool sse = content_type.substr(0, 17) == "text/event-stream";
-  const bool ndjson = content_type.substr(0, 20) == "application/x-ndjson";
+  // (After progress the client was promised its mode's framing, whatever the upstream says.)
+  const bool sse = ctx.progress_sent ? ctx.progress == ProgressMode::sse
+                                     : content_type.substr(0, 17) == "text/event-stream";
+  const bool ndjson = ctx.progress_sent ? ctx.progress == ProgressMode::ndjson_generate ||
+                                              ctx.progress == ProgressMode::ndjson_chat
+                                        : content_type.substr(0, 20) == "application/x-ndjson";
+  if (ctx.progress_sent && (status < 200 || status >= 300 || !body_expected)) {
+    // The 200 of progress went out: an upstream error becomes one error piece in the dialect
+    // (with the upstream's own message when its body has one), counted with its real status.
+    ctx.status = static_cast<int>(status);
+    ctx.outcome = status >= 500 ? obs::Outcome::upstream_5xx : obs::Outcome::ok;
+    const std::string message = co_await read_error_message(
+        connection, parser, bounded(idle_wait, deadline), status, body_expected);
+    co_await end_progress_with_error(client, ctx, message,
+                                     status >= 500 ? "api_error" : "invalid_request_error");
+    co_return RelayResult::finished;
+  }
 
   strip_hop_by_hop(res.base());  // framing included: set again below from what the parser read
   if (has_length) res.content_length(*length);
   add_sluice_headers(res, ctx);
   bool client_keep_alive = ctx.client_keep_alive && !proxy.shutting_down;
-  bool chunked_to_client = false;
+  bool chunked_to_client = ctx.progress_sent;  // progress: the chunked body goes on
   if (ctx.client_version < 11) {
     res.version(10);
     if (body_expected && !has_length) client_keep_alive = false;  // close-delimited
@@ -176,7 +226,7 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
   if (!client_keep_alive) ctx.client_reusable = false;
 
   std::string head = serialize_head(res.base());
-  if (ctx.is_head || !body_expected) {
+  if (ctx.is_head || (!body_expected && !ctx.progress_sent)) {
     client.stream.expires_after(ctx.config->limits.write_timeout);
     auto [write_error, written] =
         co_await asio::async_write(client.stream, asio::buffer(head), use_tuple);
@@ -192,7 +242,7 @@ asio::awaitable<RelayResult> relay_response(Proxy::Impl& proxy, Client& client, 
   BufferPool::Lease lease(proxy.buffers);
   char* const buffer = lease.data();
   constexpr std::size_t buffer_size = BufferPool::Lease::size();
-  bool header_sent = false;
+  bool header_sent = ctx.progress_sent;  // progress sent the head while parked
   auto& body = res.body();
   std::array<char, 24> size_line{};
   for (;;) {

@@ -2,12 +2,15 @@
 #include "request_context.hpp"
 
 #include <algorithm>
+#include <array>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include "progress.hpp"
 #include "sluice/core/duration.hpp"
+#include "wire.hpp"
 
 namespace sluice::net {
 
@@ -66,6 +69,14 @@ asio::awaitable<void> send_local(Client& client, RequestContext& ctx, LocalRespo
   const char* openai_type = status_code == 404                        ? "not_found_error"
                             : status_code < 500 && status_code != 429 ? "invalid_request_error"
                                                                       : "api_error";
+  if (ctx.progress_sent) {
+    // The 200 head of progress went out: the answer ends that body with one error piece in the
+    // dialect (progress.hpp), and the connection closes. The status is logged as it would have
+    // been sent.
+    co_await end_progress_with_error(client, ctx, response.message, openai_type);
+    ctx.status = static_cast<int>(status_code);
+    co_return;
+  }
   http::response<http::string_body> res{response.status, ctx.client_version < 11 ? 10u : 11u};
   res.set(http::field::content_type, "application/json; charset=utf-8");
   add_sluice_headers(res, ctx);
@@ -83,6 +94,19 @@ asio::awaitable<void> send_local(Client& client, RequestContext& ctx, LocalRespo
   if (!ctx.ttfb) ctx.ttfb = since(ctx.arrival);
   if (ec || !keep) ctx.client_reusable = false;
   if (response.close) ctx.linger = ctx.linger || !ec;
+}
+
+asio::awaitable<void> end_progress_with_error(Client& client, RequestContext& ctx,
+                                              std::string_view message,
+                                              std::string_view openai_type) {
+  const std::string piece = progress_error_piece(ctx.progress, ctx.dialect, message, openai_type);
+  std::array<char, 24> line{};
+  const std::array<asio::const_buffer, 4> parts{
+      asio::buffer(wire::chunk_size_line(piece.size(), line)), asio::buffer(piece),
+      asio::buffer(wire::kChunkEnd), asio::buffer(wire::kLastChunk)};
+  client.stream.expires_after(ctx.config->limits.write_timeout);
+  co_await asio::async_write(client.stream, parts, use_tuple);
+  ctx.client_reusable = false;
 }
 
 /// Reads (and discards) what a client still sends after we answered without reading its

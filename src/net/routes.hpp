@@ -15,6 +15,15 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
                                       http::request_parser<http::empty_body>& head,
                                       RequestContext& ctx);
 
+/// The path prefix of GET /sluice/requests/{id} (serve_status.cpp).
+inline constexpr std::string_view kRequestStatusPrefix = "/sluice/requests/";
+
+/// GET /sluice/requests/{id}: where a request stands. `authenticated`: the session's API-key
+/// check passed (ctx.key is the key) or keys are off; the admin token is checked here.
+asio::awaitable<void> serve_request_status(Proxy::Impl& proxy, Client& client,
+                                           http::request_parser<http::empty_body>& head,
+                                           RequestContext& ctx, bool authenticated);
+
 /// Everything about a pass-through request after its header was read.
 asio::awaitable<void> serve_passthrough(Proxy::Impl& proxy, Client& client,
                                         http::request_parser<http::empty_body>& head,

@@ -11,6 +11,7 @@
 
 #include "admission_plan.hpp"
 #include "client_watch.hpp"
+#include "progress.hpp"
 #include "relay.hpp"
 #include "routes.hpp"
 
@@ -44,12 +45,23 @@ asio::awaitable<void> answer_queue_timeout(Proxy::Impl& proxy, Client& client, R
 asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, RequestContext& ctx,
                                         const AdmissionPlan& plan,
                                         http::request<http::string_body>& upstream_request,
-                                        const std::string& target) {
-  const core::Request request = plan.request();
-  AdmitResult admission = co_await proxy.gate.admit(request);
+                                        const std::string& target, TrackedRequest& tracked) {
+  core::Request request = plan.request();
+  request.progress = ctx.progress != ProgressMode::none;
+  AdmitResult admission;
+  if (request.progress) {
+    admission = co_await admit_with_progress(proxy, client, ctx, request, tracked, plan.body.model);
+  } else {
+    admission = co_await proxy.gate.admit(request, &tracked);
+  }
   ctx.queue_wait = admission.waited;
+  if (const auto& at_park = tracked.at_park()) {
+    ctx.eta_at_park = at_park->eta;
+    ctx.eta_rate_at_park = at_park->eta_rate;
+  }
   switch (admission.kind) {
     case AdmitResult::Kind::admitted:
+      tracked.admitted();
       break;
     case AdmitResult::Kind::rejected: {
       if (admission.reason == core::RejectReason::model_not_found) {
@@ -123,10 +135,11 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
           "request {}: backend {} failed ({}); no other backend has room, back in the "
           "queue",
           ctx.request_id, from, why);
-      AdmitResult again = co_await proxy.gate.requeue(slot);
+      AdmitResult again = co_await proxy.gate.requeue(slot, &tracked);
       ctx.queue_wait = ctx.queue_wait.value_or(core::Duration{}) + again.waited;
       switch (again.kind) {
         case AdmitResult::Kind::admitted:
+          tracked.admitted();
           slot = std::move(again.slot);
           aim();
           spdlog::warn("request {}: failover from backend {} to {} after waiting in the queue",
@@ -224,6 +237,9 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
     co_return;
   }
 
+  std::optional<std::string> progress_header;  // (read before the head moves into `parser`)
+  if (auto asked = fields.find(kProgressHeader); asked != fields.end())
+    progress_header = std::string(asked->value());
   http::request_parser<http::string_body> parser(std::move(head));
   const bool read = co_await read_body_in_memory(client, ctx, parser, send_100,
                                                  "limits.max_scheduled_body_bytes", max_body);
@@ -248,11 +264,32 @@ asio::awaitable<void> serve_scheduled(Proxy::Impl& proxy, Client& client,
   ctx.workload_name = plan.workload_name;
   ctx.metrics_workload = proxy.metrics.workload(plan.workload_name);
 
+  // Progress while parked: asked by the header, else the workload's default (progress.hpp).
+  bool progress = proxy.gate.scheduler().workload(plan.workload).progress;
+  if (progress_header) {
+    const std::optional<bool> parsed = parse_progress_header(*progress_header);
+    if (!parsed) {
+      ctx.outcome = obs::Outcome::invalid_request;
+      LocalResponse response{.message = "invalid " + std::string(kProgressHeader) +
+                                        " header: must be 1, 0, true or false"};
+      co_await send_local(client, ctx, std::move(response));
+      co_return;
+    }
+    progress = *parsed;
+  }
+  // (Its body is chunked: not for HTTP/1.0 clients, and a HEAD has no body.)
+  if (progress && ctx.client_version >= 11 && !ctx.is_head)
+    ctx.progress = progress_mode(ctx.path, ctx.dialect, plan.body);
+
   http::request<http::string_body> upstream_request = parser.release();
   const std::string target(upstream_request.target());
 
+  // Known to GET /sluice/requests/{id} from here until it ends (then as finished, for a while).
+  TrackedRequest tracked(proxy.waiting, proxy.gate, ctx.request_id, ctx.key ? ctx.key->name : "",
+                         plan.workload_name);
+  tracked.record_at_park = config.scheduler.eta_header;
   using namespace asio::experimental::awaitable_operators;
-  auto work = admit_and_forward(proxy, client, ctx, plan, upstream_request, target);
+  auto work = admit_and_forward(proxy, client, ctx, plan, upstream_request, target, tracked);
   begin_watch(proxy, client, WatchFrom::now);
   auto gone = departed(client);
   auto winner = co_await (std::move(work) || std::move(gone));

@@ -184,6 +184,8 @@ asio::awaitable<bool> serve_request(Proxy::Impl& proxy, Client& client) {
     LocalResponse response =
         body_too_large("limits.max_body_bytes", static_cast<std::uint64_t>(limits.max_body_bytes));
     co_await send_local(client, ctx, std::move(response));
+  } else if (path.starts_with(kRequestStatusPrefix)) {
+    co_await serve_request_status(proxy, client, head, ctx, authenticated);
   } else if (!authenticated) {
     ctx.metrics_workload = proxy.metrics.unclassified();
     ctx.outcome = obs::Outcome::invalid_request;

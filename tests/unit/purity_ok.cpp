@@ -3,6 +3,8 @@
 #include "sluice/core/cost.hpp"
 #include "sluice/core/duration.hpp"
 #include "sluice/core/labels.hpp"
+#include "sluice/core/queue_order.hpp"
+#include "sluice/core/request_registry.hpp"
 #include "sluice/core/scheduler.hpp"
 #include "sluice/core/splitmix.hpp"
 #include "sluice/core/time.hpp"

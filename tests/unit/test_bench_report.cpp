@@ -74,6 +74,8 @@ TEST_CASE("CSV round trip keeps every field, quoting what needs it") {
   odd.done_reason = "";
   odd.workload = "free";
   odd.model = "llama3.1:8b";
+  odd.eta_s = 1.25;
+  odd.eta_rate_s = 2.5;
   records.push_back(odd);
 
   const std::string csv = write_csv(records);
@@ -98,6 +100,42 @@ TEST_CASE("CSV round trip keeps every field, quoting what needs it") {
   CHECK(back[1].workload == "free");
   CHECK(back[0].model.empty());
   CHECK(back[1].model == "llama3.1:8b");
+  CHECK_FALSE(back[0].eta_s);
+  CHECK(*back[1].eta_s == doctest::Approx(1.25));
+  CHECK(*back[1].eta_rate_s == doctest::Approx(2.5));
+}
+
+TEST_CASE("CSV written before the ETA columns still reads; the ETA error per tier") {
+  std::string csv(kCsvColumnsWithoutEta);
+  csv += "\n0,u,paid,paid,r-0,200,ok,,64,0.000000,,0.5,1.0,20,64,length,paid,mistral\n";
+  const auto back = parse_csv(csv);
+  REQUIRE(back.size() == 1);
+  CHECK(back[0].model == "mistral");
+  CHECK_FALSE(back[0].eta_s);
+  // |ETA - wait| / wait over the requests that waited and carried an ETA.
+  std::vector<RequestRecord> records;
+  for (int i = 0; i < 4; ++i) {
+    RequestRecord r = record(i, "u" + std::to_string(i), "paid", 0, 10);
+    r.queue_s = 10;
+    r.eta_s = 10 + i;   // 0 %, 10 %, 20 %, 30 %
+    r.eta_rate_s = 20;  // 100 %
+    records.push_back(r);
+  }
+  records.push_back(record(9, "x", "paid", 0, 1));  // admitted at once: no ETA
+  const Summary s = summarize(records, UpstreamUsage{});
+  const SubjectSummary* paid = s.find("tier", "paid");
+  REQUIRE(paid);
+  CHECK(paid->eta_error.n == 4);
+  CHECK(*paid->eta_error.p50 == doctest::Approx(0.1));
+  CHECK(*paid->eta_error.p90 == doctest::Approx(0.3));
+  CHECK(*paid->eta_rate_error.p50 == doctest::Approx(1.0));
+  Run run{s, records};
+  const std::string table = eta_markdown_table({run});
+  INFO(table);
+  CHECK(table.find("| paid | 4 | 10") != std::string::npos);
+  CHECK(table.find("| 30") != std::string::npos);
+  const Summary again = summary_from_json(summary_to_json(s));
+  CHECK(again.find("tier", "paid")->eta_error.n == 4);
 }
 
 TEST_CASE("CSV written before the model column still reads") {
@@ -110,16 +148,16 @@ TEST_CASE("CSV written before the model column still reads") {
   // ...but a row must have as many fields as its header says.
   CHECK_THROWS_WITH_AS(parse_csv(std::string(kCsvColumns) +
                                  "\n0,u,paid,paid,r-0,200,ok,,64,0,,0.5,1.0,20,64,length,paid\n"),
-                       "csv line 2: expected 18 fields, got 17", ReportError);
+                       "csv line 2: expected 20 fields, got 17", ReportError);
 }
 
 TEST_CASE("malformed CSV is refused with the line") {
   CHECK_THROWS_WITH_AS(parse_csv("a,b\n1,2\n"), doctest::Contains("unexpected header"),
                        ReportError);
   const std::string header = std::string(kCsvColumns) + "\n";
-  CHECK_THROWS_WITH_AS(parse_csv(header + "1,2,3\n"), doctest::Contains("line 2: expected 18"),
+  CHECK_THROWS_WITH_AS(parse_csv(header + "1,2,3\n"), doctest::Contains("line 2: expected 20"),
                        ReportError);
-  CHECK_THROWS_WITH_AS(parse_csv(header + "0,u,t,g,id,200,ok,,,x,,,,,,,,\n"),
+  CHECK_THROWS_WITH_AS(parse_csv(header + "0,u,t,g,id,200,ok,,,x,,,,,,,,,,\n"),
                        doctest::Contains("sent_s: not a number"), ReportError);
   CHECK_THROWS_WITH_AS(parse_csv(header + "0,\"u"), doctest::Contains("unterminated"), ReportError);
   CHECK(parse_csv(header).empty());

@@ -37,7 +37,8 @@ struct StateContext {
 ///   "totals": {parked, in_flight, in_flight_tokens},
 ///   "workloads": [{name, priority, band, parked, in_flight, in_flight_tokens, oldest_wait_ms
 ///                  (null when nothing is parked), queue_timeout_ms, max_queue, fairness_key,
-///                  retired}],
+///                  retired, waiting: [{id, position, position_exact, eta_ms (null: unknown),
+///                  queued_ms}] (its parked requests in queue order, the first 100)}],
 ///   "keys": [{label, value, parked, in_flight}], "keys_total", "keys_truncated",
 ///   "backends": [{name, url (null once removed by a reload), up, health ({state, reason,
 ///                 ejected_for_ms, ejections, failed_checks, failed_requests}; null without

@@ -53,6 +53,8 @@ class Authenticator {
   /// token is configured, or `Bearer TOKEN` hashes to the configured digest (compared in
   /// constant time).
   bool admin_allowed(std::string_view authorization) const;
+  /// True when an admin token is configured (then admin_allowed() checks it).
+  bool has_admin_token() const { return !admin_token_sha256_.empty(); }
 
  private:
   std::unordered_map<std::string, config::ApiKey> by_hash_;

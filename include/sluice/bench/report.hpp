@@ -30,6 +30,10 @@ class ReportError : public std::runtime_error {
 
 inline constexpr std::string_view kCsvColumns =
     "index,user,tier,group,request_id,status,outcome,error,num_predict,sent_s,queue_s,ttft_s,"
+    "latency_s,prompt_tokens,output_tokens,done_reason,workload,model,eta_s,eta_rate_s";
+/// The columns before the ETAs were added; parse_csv() still reads such files.
+inline constexpr std::string_view kCsvColumnsWithoutEta =
+    "index,user,tier,group,request_id,status,outcome,error,num_predict,sent_s,queue_s,ttft_s,"
     "latency_s,prompt_tokens,output_tokens,done_reason,workload,model";
 /// The columns before `model` was added; parse_csv() still reads such files.
 inline constexpr std::string_view kCsvColumnsWithoutModel =
@@ -59,6 +63,11 @@ std::string markdown_table(const std::vector<Run>& runs, const std::string& base
 /// upstream's. Empty unless some run had several upstreams or loaded a model (a fleet), so the
 /// single-GPU experiments print exactly what they printed before.
 std::string fleet_markdown_table(const std::vector<Run>& runs);
+
+/// Per run and tier: how far the ETA sluice gave when a request parked (X-Sluice-Eta-Ms, and
+/// the drain-rate estimate X-Sluice-Eta-Rate-Ms) was from its real wait (X-Sluice-Queue-Ms):
+/// median and p90 of |ETA - wait| / wait. Empty unless some request carried an ETA.
+std::string eta_markdown_table(const std::vector<Run>& runs);
 
 std::string svg_chart(const std::vector<Run>& runs, const std::string& title);
 

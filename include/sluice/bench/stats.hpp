@@ -49,8 +49,10 @@ struct RequestRecord {
   std::optional<long> prompt_tokens;  ///< prompt_eval_count of the final object
   std::optional<long> output_tokens;  ///< eval_count of the final object
   std::string done_reason;
-  std::string workload;  ///< X-Sluice-Workload, when present
-  std::string model;     ///< what the request asked for
+  std::string workload;              ///< X-Sluice-Workload, when present
+  std::string model;                 ///< what the request asked for
+  std::optional<double> eta_s;       ///< X-Sluice-Eta-Ms: the ETA given when it parked
+  std::optional<double> eta_rate_s;  ///< X-Sluice-Eta-Rate-Ms: the drain-rate ETA then
 
   bool ok() const { return outcome == "ok"; }
   double end_s() const { return sent_s + latency_s.value_or(0); }
@@ -90,6 +92,10 @@ struct SubjectSummary {
   Distribution latency;
   Distribution ttft;
   Distribution queue;
+  /// |ETA at parking - wait| / wait of ok requests that waited and carried the ETA (service
+  /// estimate, and the drain-rate one).
+  Distribution eta_error;
+  Distribution eta_rate_error;
   long output_tokens = 0;
   std::optional<double> tokens_per_s;
   std::optional<double> jain;  ///< of per-user mean latency

@@ -139,6 +139,12 @@ struct SchedulerSettings {
   /// Longest an admitted request may hold its slot; then the upstream is closed and the slot
   /// freed (the client's stream ends with an error line).
   Duration max_inflight_duration = std::chrono::seconds(600);
+  /// How often a request with progress on (X-Sluice-Progress: 1, or its workload's `progress`)
+  /// gets a keep-alive while parked; 1s..60s.
+  Duration progress_interval = std::chrono::seconds(5);
+  /// Every parked request's ETA is computed when it parks and sent on its answer as
+  /// X-Sluice-Eta-Ms (and X-Sluice-Eta-Rate-Ms), to measure ETA accuracy (the experiment).
+  bool eta_header = false;
 };
 
 struct LimitsConfig {

@@ -5,6 +5,7 @@
 // checked against the config's description.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 
 namespace sluice::core {
@@ -20,5 +21,8 @@ inline constexpr double kMaxPriority = 1'000'000.0;
 /// A workload's band is kMinBand..kMaxBand.
 inline constexpr int kMinBand = -1000;
 inline constexpr int kMaxBand = 1000;
+
+/// scheduler.progress_queue_timeout_cap is at most this.
+inline constexpr std::chrono::seconds kMaxProgressQueueTimeout{3600};
 
 }  // namespace sluice::core

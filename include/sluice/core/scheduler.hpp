@@ -66,6 +66,7 @@
 
 #include "sluice/core/fleet.hpp"
 #include "sluice/core/labels.hpp"
+#include "sluice/core/queue_order.hpp"
 #include "sluice/core/time.hpp"
 #include "sluice/core/workload.hpp"
 
@@ -85,6 +86,9 @@ struct SchedulerConfig {
   std::int64_t max_inflight_tokens = 0;  ///< 0 = no global token budget
   std::int64_t max_queue = 10'000;       ///< parked requests in total, >= 0
   Duration queue_timeout_cap = std::chrono::seconds(240);
+  /// The cap instead of queue_timeout_cap for requests whose client gets progress while parked
+  /// (Request::progress): their wait is not bounded by clients giving up on silent headers.
+  Duration progress_queue_timeout_cap = std::chrono::seconds(900);
   std::vector<KeyLimitSpec> per_key;
   std::vector<WorkloadSpec> workloads;
   WorkloadSpec default_workload{.name = "default"};
@@ -160,6 +164,8 @@ struct Request {
   std::optional<Duration> queue_timeout;
   /// The model asked for (placement on the fleet); "" for none.
   std::string_view model;
+  /// Its client gets progress while parked: progress_queue_timeout_cap bounds its wait.
+  bool progress = false;
 };
 
 struct Admission {
@@ -230,6 +236,9 @@ struct Snapshot {
   std::vector<WorkloadStats> workloads;
   std::vector<KeyStats> keys;  ///< only keys with parked or in-flight requests
   std::vector<BackendView> backends;
+  /// Parked requests with their place in the queue, the first ones of each workload (filled by
+  /// the network layer, which knows request ids: net::Proxy::snapshot()).
+  std::vector<WaitingView> waiting;
 };
 
 class Scheduler {
@@ -343,6 +352,11 @@ class Scheduler {
 
   Snapshot snapshot(Time now) const;
 
+  /// Where every parked request stands (queue_order.hpp): the first `limit` in the order the
+  /// scheduler would admit them, found by running it on a copy of its state. Changes nothing.
+  /// O(parked + records) for the copy, plus O(log n) per ordered request.
+  QueueOrder queue_order(Time now, std::size_t limit) const;
+
   /// O(1). `visits` grows by a small constant per request, however many keys were ever seen.
   IdleAccountStats idle_account_stats() const;
 
@@ -353,6 +367,9 @@ class Scheduler {
   struct State;  // implementation detail, defined in src/core/scheduler_state.hpp
 
  private:
+  // A scheduler over a copy of another's state (queue_order()).
+  Scheduler(SchedulerConfig config, bool draining, std::unique_ptr<State> state);
+
   SchedulerConfig config_;
   bool draining_ = false;
   std::unique_ptr<State> state_;

@@ -28,6 +28,8 @@ struct WorkloadSpec {
   Duration queue_timeout = std::chrono::seconds(60);
   std::int64_t max_queue = 0;           ///< parked requests of this workload; 0 = no own bound
   std::string fairness_label = "user";  ///< label whose value is the fairness key
+  /// Its clients get progress while parked (as if each sent X-Sluice-Progress: 1).
+  bool progress = false;
 };
 
 bool matches(const WorkloadSpec& workload, const Labels& labels);

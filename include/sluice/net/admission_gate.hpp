@@ -132,6 +132,17 @@ class Slot {
   core::Timings timings_;
 };
 
+/// Told when a request waiting in admit() or requeue() is parked, with its ticket (for its
+/// position in the queue, Scheduler::queue_order). Called synchronously, on the gate's executor;
+/// it must not call back into the gate.
+class ParkObserver {
+ public:
+  virtual void on_parked(core::Ticket ticket) = 0;
+
+ protected:
+  ~ParkObserver() = default;
+};
+
 struct AdmitResult {
   enum class Kind : std::uint8_t {
     admitted,   ///< `slot` holds the permit
@@ -158,14 +169,16 @@ class BasicAdmissionGate final : public SlotOwner {
   BasicAdmissionGate& operator=(const BasicAdmissionGate&) = delete;
 
   /// Waits for a slot. See the file comment for cancellation.
-  boost::asio::awaitable<AdmitResult> admit(core::Request request);
+  /// `observer` (optional) hears when the request parks.
+  boost::asio::awaitable<AdmitResult> admit(core::Request request,
+                                            ParkObserver* observer = nullptr);
 
   /// The backend of `slot` failed and no other has room (precondition: `slot` holds a live
   /// permit of this gate, and slot.reroute() returned false). Puts the request back into the
   /// queue at the place it had, avoiding the failed backend, and waits for its new admission as
   /// admit() does (same cancellation). `slot` is empty afterwards; a new one is in the result
   /// when admitted. timed_out: its original queue deadline passed; rejected: shutting down.
-  boost::asio::awaitable<AdmitResult> requeue(Slot& slot);
+  boost::asio::awaitable<AdmitResult> requeue(Slot& slot, ParkObserver* observer = nullptr);
 
   /// Applies a new scheduler config (see Scheduler::reconfigure); "" on success, else why
   /// nothing changed. Parked requests keep their place; newly admissible ones wake at once.
@@ -186,6 +199,9 @@ class BasicAdmissionGate final : public SlotOwner {
   core::Snapshot snapshot() const { return scheduler_.snapshot(now()); }
   std::int64_t retry_after_seconds() const { return scheduler_.retry_after_seconds(now()); }
   std::size_t waiting() const { return waiters_.size(); }
+  /// Moves on with every event that changes the queue or the in-flight requests (a cached
+  /// Scheduler::queue_order() is current while this has not moved).
+  std::uint64_t version() const { return version_; }
 
   /// Called (synchronously) after each event that changes queue or in-flight counts, so metrics
   /// can follow without polling. Optional.
@@ -205,7 +221,8 @@ class BasicAdmissionGate final : public SlotOwner {
   struct Waiter;
   boost::asio::awaitable<AdmitResult> wait_parked(core::Ticket ticket, core::Time start,
                                                   core::WorkloadId workload, std::int64_t cost,
-                                                  const std::vector<core::Admission>& others);
+                                                  const std::vector<core::Admission>& others,
+                                                  ParkObserver* observer);
   void wake(const std::vector<core::Admission>& admitted);
   void settle(std::vector<core::Admission>& admitted);
   void arm_deadline_timer();
@@ -219,6 +236,7 @@ class BasicAdmissionGate final : public SlotOwner {
   std::unordered_map<std::uint64_t, Waiter*> waiters_;  // by ticket value
   std::vector<core::Admission> scratch_;
   std::vector<core::Ticket> expired_scratch_;
+  std::uint64_t version_ = 0;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // weak_ptrs see the gate's death
 };
 

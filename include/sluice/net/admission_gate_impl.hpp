@@ -68,7 +68,8 @@ BasicAdmissionGate<Clock>::~BasicAdmissionGate() {
 }
 
 template <class Clock>
-boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::admit(core::Request request) {
+boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::admit(core::Request request,
+                                                                     ParkObserver* observer) {
   namespace asio = boost::asio;
   // Accept every cancellation type (operator|| sends terminal; others may send partial/total).
   co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
@@ -97,11 +98,13 @@ boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::admit(core::Reque
       break;
   }
 
-  co_return co_await wait_parked(queued.ticket, start, request.workload, request.cost, others);
+  co_return co_await wait_parked(queued.ticket, start, request.workload, request.cost, others,
+                                 observer);
 }
 
 template <class Clock>
-boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::requeue(Slot& slot) {
+boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::requeue(Slot& slot,
+                                                                       ParkObserver* observer) {
   namespace asio = boost::asio;
   co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
   const core::Time start = now();
@@ -126,7 +129,7 @@ boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::requeue(Slot& slo
     case core::RequeueResult::Kind::shutting_down:
       break;
     case core::RequeueResult::Kind::parked:
-      co_return co_await wait_parked(requeued->ticket, start, workload, cost, others);
+      co_return co_await wait_parked(requeued->ticket, start, workload, cost, others, observer);
   }
   settle(others);
   co_return result;
@@ -137,11 +140,12 @@ boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::requeue(Slot& slo
 template <class Clock>
 boost::asio::awaitable<AdmitResult> BasicAdmissionGate<Clock>::wait_parked(
     core::Ticket ticket, core::Time start, core::WorkloadId workload, std::int64_t cost,
-    const std::vector<core::Admission>& others) {
+    const std::vector<core::Admission>& others, ParkObserver* observer) {
   namespace asio = boost::asio;
   AdmitResult result;
   result.workload = workload;
   Waiter waiter(this, ticket);
+  if (observer) observer->on_parked(ticket);
   wake(others);
   arm_deadline_timer();
   changed();
@@ -314,6 +318,7 @@ void BasicAdmissionGate<Clock>::on_deadline(boost::system::error_code ec) {
 
 template <class Clock>
 void BasicAdmissionGate<Clock>::changed() {
+  ++version_;
   if (on_change) on_change();
 }
 
