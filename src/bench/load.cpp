@@ -455,7 +455,8 @@ class LoadRun {
       if (end != v.c_str() && ms >= 0) rec.queue_s = ms / 1000.0 * opt_.time_scale;
     }
     for (auto [name, field] : {std::pair{"X-Sluice-Eta-Ms", &rec.eta_s},
-                               std::pair{"X-Sluice-Eta-Rate-Ms", &rec.eta_rate_s}}) {
+                               std::pair{"X-Sluice-Eta-Rate-Ms", &rec.eta_rate_s},
+                               std::pair{"X-Sluice-Eta-After-Ms", &rec.eta_after_s}}) {
       if (auto it = head.find(name); it != head.end()) {
         char* end = nullptr;
         const std::string v(it->value());

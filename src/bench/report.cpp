@@ -355,7 +355,7 @@ std::string write_csv(const std::vector<RequestRecord>& records) {
         seconds(r.sent_s),        seconds(r.queue_s),       seconds(r.ttft_s),
         seconds(r.latency_s),     opt_int(r.prompt_tokens), opt_int(r.output_tokens),
         csv_field(r.done_reason), csv_field(r.workload),    csv_field(r.model),
-        seconds(r.eta_s),         seconds(r.eta_rate_s)};
+        seconds(r.eta_s),         seconds(r.eta_rate_s),    seconds(r.eta_after_s)};
     for (std::size_t i = 0; i < std::size(fields); ++i) {
       if (i) out += ',';
       out += fields[i];
@@ -371,11 +371,12 @@ std::vector<RequestRecord> parse_csv(std::string_view text) {
   std::string header;
   for (std::size_t i = 0; i < rows[0].size(); ++i)
     header += (i ? "," : "") + rows[0][i];
-  const bool with_eta = header == kCsvColumns;
+  const bool with_eta_after = header == kCsvColumns;
+  const bool with_eta = with_eta_after || header == kCsvColumnsWithoutEtaAfter;
   const bool with_model = with_eta || header == kCsvColumnsWithoutEta;
   if (!with_model && header != kCsvColumnsWithoutModel)
     throw ReportError("csv: unexpected header (not a sluice-bench requests.csv)");
-  const std::size_t columns = with_eta ? 20 : with_model ? 18 : 17;
+  const std::size_t columns = with_eta_after ? 21 : with_eta ? 20 : with_model ? 18 : 17;
   std::vector<RequestRecord> records;
   for (std::size_t i = 1; i < rows.size(); ++i) {
     const auto& f = rows[i];
@@ -406,6 +407,7 @@ std::vector<RequestRecord> parse_csv(std::string_view text) {
       r.eta_s = parse_double(f[18], line, "eta_s");
       r.eta_rate_s = parse_double(f[19], line, "eta_rate_s");
     }
+    if (with_eta_after) r.eta_after_s = parse_double(f[20], line, "eta_after_s");
     records.push_back(std::move(r));
   }
   return records;

@@ -112,10 +112,11 @@ SubjectSummary summarize_subject(std::string kind, std::string name,
     if (r->latency_s) latency.push_back(*r->latency_s);
     if (r->ttft_s) ttft.push_back(*r->ttft_s);
     if (r->queue_s) queue.push_back(*r->queue_s);
-    if (r->queue_s && *r->queue_s > 0) {
-      if (r->eta_s) eta_error.push_back(std::abs(*r->eta_s - *r->queue_s) / *r->queue_s);
-      if (r->eta_rate_s)
-        eta_rate_error.push_back(std::abs(*r->eta_rate_s - *r->queue_s) / *r->queue_s);
+    // Scored against the wait left when the ETA was given (at parking, or later for a request
+    // that parked before sluice had seen a completion).
+    if (const double left = r->queue_s.value_or(0) - r->eta_after_s.value_or(0); left > 0) {
+      if (r->eta_s) eta_error.push_back(std::abs(*r->eta_s - left) / left);
+      if (r->eta_rate_s) eta_rate_error.push_back(std::abs(*r->eta_rate_s - left) / left);
     }
     s.output_tokens += r->output_tokens.value_or(0);
   }

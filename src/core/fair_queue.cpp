@@ -93,6 +93,7 @@ void Scheduler::State::admit(EntryId e, BackendId b, Time now) {
   entries[e].backend = b;
   entries[e].admitted = now;
   entries[e].admit_seq = ++admit_seq;
+  if (in_flight == 0) busy_since = now;
   count_in_flight(e, +1);
   const ModelId m = subqueues[s].model;
   const bool cold = m != kUnlistedModel && !fleet.is_resident(b, m);

@@ -20,6 +20,7 @@ struct Running {
   Time finish;
   std::uint64_t admit_seq;
   Permit permit;
+  double work;  // cost tokens left to run
   bool operator>(const Running& other) const {
     return finish > other.finish || (finish == other.finish && admit_seq > other.admit_seq);
   }
@@ -56,6 +57,36 @@ void Scheduler::State::learn_service(const Entry& entry, std::int64_t actual_cos
   service_cost_avg += kServiceAlpha * (cost - service_cost_avg);
 }
 
+void Scheduler::State::record_completion(const Entry& entry, std::int64_t actual_cost,
+                                         Duration load, Time now) {
+  const std::size_t slot = completion_count % kRateWindow;
+  completions[slot] = now;
+  completion_costs[slot] =
+      static_cast<double>(actual_cost >= 0 ? std::max<std::int64_t>(actual_cost, 1) : entry.cost);
+  completion_loads[slot] = std::max(Duration{}, load);
+  ++completion_count;
+  // Throughput over the window's completions since the busy period began. When the ring has
+  // dropped older completions of this period, the oldest kept one opens the window instead (its
+  // own work was done before it).
+  const std::size_t n = std::min(completion_count, kRateWindow);
+  const std::size_t first = completion_count - n;
+  Time start = busy_since;
+  std::size_t from = first;
+  if (completion_count > n && completions[first % kRateWindow] > busy_since) {
+    start = completions[first % kRateWindow];
+    from = first + 1;
+  }
+  double tokens = 0;
+  Duration loads{};
+  for (std::size_t i = from; i < completion_count; ++i) {
+    if (completions[i % kRateWindow] < start) continue;  // an earlier busy period
+    tokens += completion_costs[i % kRateWindow];
+    loads += completion_loads[i % kRateWindow];
+  }
+  const double seconds = std::chrono::duration<double>(now - start - loads).count();
+  if (tokens > 0 && seconds > 0) work_throughput = tokens / seconds;
+}
+
 Scheduler::Scheduler(SchedulerConfig config, bool draining, std::unique_ptr<State> state)
     : config_(std::move(config)), draining_(draining), state_(std::move(state)) {}
 
@@ -81,6 +112,9 @@ QueueOrder Scheduler::queue_order(Time now, std::size_t limit) const {
     if (seconds > 0) rate = static_cast<double>(n - 1) / seconds;
   }
 
+  // Cost tokens run per second while busy (the work estimate).
+  const double throughput = state.work_throughput;
+
   Scheduler sim(config_, draining_, state.clone());
   State& copy = *sim.state_;
   std::priority_queue<Running, std::vector<Running>, std::greater<>> running;
@@ -88,10 +122,17 @@ QueueOrder Scheduler::queue_order(Time now, std::size_t limit) const {
     const Entry& entry = copy.entries[e];
     if (entry.state != EntryState::in_flight) continue;
     const Time finish = std::max(now, entry.admitted + service_of(entry.cost));
-    running.push({finish, entry.admit_seq, Permit{State::handle(e, entry)}});
+    // Work left: what its share of the throughput has not yet done since it was admitted.
+    double work = static_cast<double>(entry.cost);
+    if (throughput > 0 && state.in_flight > 0) {
+      const double ran = std::chrono::duration<double>(now - entry.admitted).count();
+      work = std::max(0.0, work - ran * throughput / static_cast<double>(state.in_flight));
+    }
+    running.push({finish, entry.admit_seq, Permit{State::handle(e, entry)}, work});
   }
 
   std::int64_t releases = 0;
+  double released_work = 0;
   Time clock = now;
   std::vector<Admission> admitted;
   auto record = [&] {
@@ -103,9 +144,15 @@ QueueOrder Scheduler::queue_order(Time now, std::size_t limit) const {
         where.eta_rate = std::chrono::duration_cast<Duration>(
             std::chrono::duration<double>(static_cast<double>(releases) / rate));
       }
+      if (throughput > 0) {
+        where.eta_work = std::chrono::duration_cast<Duration>(
+            std::chrono::duration<double>(released_work / throughput));
+      }
       order.positions.emplace(a.ticket.value, where);
       const EntryId e{static_cast<std::uint32_t>(a.permit.value & 0xffffffffu)};
-      running.push({clock + service_of(copy.entries[e].cost), copy.entries[e].admit_seq, a.permit});
+      const Entry& entry = copy.entries[e];
+      running.push({clock + service_of(entry.cost), entry.admit_seq, a.permit,
+                    static_cast<double>(entry.cost)});
     }
     admitted.clear();
   };
@@ -117,6 +164,7 @@ QueueOrder Scheduler::queue_order(Time now, std::size_t limit) const {
     clock = std::max(clock, next.finish);
     sim.release(next.permit, -1, clock, admitted);
     ++releases;
+    released_work += next.work;
     record();
   }
   if (timed && order.ordered < order.parked) order.horizon = clock - now;

@@ -265,8 +265,8 @@ bool Scheduler::release(Permit permit, std::int64_t actual_cost, Time now,
         s, static_cast<double>(std::max<std::int64_t>(actual_cost, 1) - state.entries[e].cost));
   }
   state.unblock_keys_of(s);  // capacity returned to its keys: judge their subqueues again
-  state.completions[state.completion_count % State::kRateWindow] = now;
-  ++state.completion_count;
+  state.record_completion(state.entries[e], actual_cost, timings.load_duration.value_or(Duration{}),
+                          now);
   state.entries.release(e);
   state.drop_subqueue_ref(s);
   state.dispatch(config_, admitted, now);

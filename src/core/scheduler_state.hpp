@@ -354,6 +354,8 @@ struct Scheduler::State {
   // A request that ran from entry.admitted to now, at `actual_cost` (< 0: its estimate), teaches
   // the service model (queue_order.cpp).
   void learn_service(const Entry& entry, std::int64_t actual_cost, Time now);
+  // Records a completion for both ETA estimators' windows (after learn_service()).
+  void record_completion(const Entry& entry, std::int64_t actual_cost, Duration load, Time now);
 
   /// The backends a config means: its own, or the single implicit one.
   static std::vector<BackendSpec> effective_backends(const SchedulerConfig& config) {
@@ -419,6 +421,15 @@ struct Scheduler::State {
   double service_cost_avg = 0;
   std::uint64_t service_samples = 0;
   std::uint64_t admit_seq = 0;
+  // Work throughput for the queue-order ETA (queue_order.cpp): by completion (the ring above),
+  // its cost in tokens and the model load it spent; and when the current busy period began (the
+  // first admission after the last moment nothing ran).
+  std::array<double, kRateWindow> completion_costs{};
+  std::array<Duration, kRateWindow> completion_loads{};
+  Time busy_since{};
+  /// Cost tokens completed per second while busy, over the recent completions of the current busy
+  /// period (else the last one's figure); set by record_completion(), 0 while unknown.
+  double work_throughput = 0;
 
   // --- handles -----------------------------------------------------------------------------
   static std::uint64_t handle(EntryId e, const Entry& entry) {

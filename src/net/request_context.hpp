@@ -45,6 +45,7 @@ inline constexpr std::string_view kReasonHeader = "X-Sluice-Reason";
 inline constexpr std::string_view kBackendHeader = "X-Sluice-Backend";
 inline constexpr std::string_view kEtaMsHeader = "X-Sluice-Eta-Ms";
 inline constexpr std::string_view kEtaRateMsHeader = "X-Sluice-Eta-Rate-Ms";
+inline constexpr std::string_view kEtaAfterMsHeader = "X-Sluice-Eta-After-Ms";
 
 /// How a parked request with progress on is kept alive (progress.hpp); none: no progress.
 enum class ProgressMode : std::uint8_t { none, ndjson_generate, ndjson_chat, sse, json };
@@ -105,6 +106,7 @@ struct RequestContext {
   /// The ETAs given when it parked (scheduler.eta_header): X-Sluice-Eta-Ms, X-Sluice-Eta-Rate-Ms.
   std::optional<core::Duration> eta_at_park;
   std::optional<core::Duration> eta_rate_at_park;
+  std::optional<core::Duration> eta_after;  ///< X-Sluice-Eta-After-Ms: when they were given
   bool client_reusable = true;  ///< the connection may carry another request
   bool linger = false;          ///< request body left unread: linger before closing
 };
@@ -179,6 +181,7 @@ void add_sluice_headers(Fields& fields, const RequestContext& ctx) {
   if (ctx.queue_wait) fields.set(kQueueMsHeader, queue_ms_text(*ctx.queue_wait));
   if (ctx.eta_at_park) fields.set(kEtaMsHeader, queue_ms_text(*ctx.eta_at_park));
   if (ctx.eta_rate_at_park) fields.set(kEtaRateMsHeader, queue_ms_text(*ctx.eta_rate_at_park));
+  if (ctx.eta_at_park && ctx.eta_after) fields.set(kEtaAfterMsHeader, queue_ms_text(*ctx.eta_after));
 }
 
 struct LocalResponse {

@@ -58,6 +58,7 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
   if (const auto& at_park = tracked.at_park()) {
     ctx.eta_at_park = at_park->eta;
     ctx.eta_rate_at_park = at_park->eta_rate;
+    ctx.eta_after = tracked.eta_after();
   }
   switch (admission.kind) {
     case AdmitResult::Kind::admitted:

@@ -49,6 +49,27 @@ WaitFigures WaitingBoard::figures(core::Ticket ticket, std::uint64_t epoch) {
   return figures;
 }
 
+void WaitingBoard::await_eta(TrackedRequest* request) {
+  awaiting_eta_.push_back(request);
+}
+
+void WaitingBoard::drop_await(TrackedRequest* request) {
+  std::erase(awaiting_eta_, request);
+}
+
+void WaitingBoard::give_awaited_etas() {
+  if (awaiting_eta_.empty()) return;
+  order(gate_.version());  // forced (within the CPU bound): the first ETA is wanted at once
+  const core::Time now = gate_.now();
+  std::erase_if(awaiting_eta_, [&](TrackedRequest* request) {
+    const WaitFigures figures = this->figures(request->ticket_, request->epoch_);
+    if (!figures.eta) return false;
+    request->at_park_ = figures;
+    request->eta_after_ = now - request->parked_at_;
+    return true;
+  });
+}
+
 WaitFigures WaitingBoard::figures(const core::RequestRecord& record) {
   if (record.state != core::RequestState::parked || !record.ticket)
     return WaitFigures{.position = 0, .exact = true, .eta = core::Duration{}};
@@ -60,6 +81,7 @@ TrackedRequest::TrackedRequest(WaitingBoard& board, const AdmissionGate& gate, s
     : board_(board), gate_(gate), handle_(board.registry.start(id, owner, workload, gate.now())) {}
 
 TrackedRequest::~TrackedRequest() {
+  board_.drop_await(this);
   board_.registry.finish(handle_, gate_.now());
 }
 
@@ -67,14 +89,24 @@ void TrackedRequest::on_parked(core::Ticket ticket) {
   ticket_ = ticket;
   epoch_ = gate_.version();
   parked_ = true;
+  parked_at_ = gate_.now();
   board_.registry.parked(handle_, ticket, epoch_);
-  if (record_at_park && !at_park_) at_park_ = board_.figures(ticket, epoch_);
+  if (record_at_park && !at_park_) {
+    at_park_ = board_.figures(ticket, epoch_);
+    if (at_park_->eta) {
+      eta_after_ = core::Duration{};
+    } else {
+      board_.await_eta(this);
+    }
+  }
   if (on_park) on_park();
 }
 
 void TrackedRequest::admitted() {
   parked_ = false;
+  board_.drop_await(this);
   board_.registry.running(handle_, gate_.now());
+  board_.give_awaited_etas();
 }
 
 WaitFigures TrackedRequest::figures() {

@@ -15,12 +15,15 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "sluice/core/queue_order.hpp"
 #include "sluice/core/request_registry.hpp"
 #include "sluice/net/admission_gate.hpp"
 
 namespace sluice::net {
+
+class TrackedRequest;
 
 /// A parked request's figures, as GET /sluice/requests/{id} and the progress keep-alives say them.
 struct WaitFigures {
@@ -49,8 +52,17 @@ class WaitingBoard {
   /// The order, recomputed if stale (see the file comment).
   const core::QueueOrder& order(std::uint64_t needed_epoch = 0);
 
+  /// Requests recording their ETA at park (TrackedRequest::record_at_park) that parked before
+  /// sluice could estimate one: they get the first ETA there is, at the next admission.
+  void await_eta(TrackedRequest* request);
+  void drop_await(TrackedRequest* request);
+  /// Gives the awaiting requests their first ETA if the order now has one (a completion just
+  /// taught the estimators); called on every admission while any awaits.
+  void give_awaited_etas();
+
  private:
   const AdmissionGate& gate_;
+  std::vector<TrackedRequest*> awaiting_eta_;
   core::QueueOrder order_;
   std::optional<std::uint64_t> version_;  // gate version the cached order was computed at
   std::chrono::steady_clock::time_point computed_at_{};
@@ -78,6 +90,9 @@ class TrackedRequest final : public ParkObserver {
   /// Compute the figures when it parks (at_park()): for X-Sluice-Eta-Ms.
   bool record_at_park = false;
   const std::optional<WaitFigures>& at_park() const { return at_park_; }
+  /// How long after parking at_park()'s ETA was given (0: when it parked; later when it parked
+  /// before sluice could estimate): X-Sluice-Eta-After-Ms.
+  const std::optional<core::Duration>& eta_after() const { return eta_after_; }
   /// Called once when it parks (the progress loop's wake-up); optional.
   std::function<void()> on_park;
 
@@ -88,7 +103,11 @@ class TrackedRequest final : public ParkObserver {
   core::Ticket ticket_;
   std::uint64_t epoch_ = 0;
   bool parked_ = false;
+  core::Time parked_at_{};
   std::optional<WaitFigures> at_park_;
+  std::optional<core::Duration> eta_after_;
+
+  friend class WaitingBoard;
 };
 
 /// The JSON document of GET /sluice/requests/{id}: {id, state, workload, position,

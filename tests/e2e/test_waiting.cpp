@@ -153,6 +153,35 @@ TEST_CASE("GET /sluice/requests/{id}: ETA from the drain once requests have comp
   CHECK(answer.header("X-Sluice-Queue-Ms").has_value());
 }
 
+TEST_CASE("eta_header: a request parked before any completion gets the first ETA there is") {
+  Simulator sim({"--time-scale", "20"});
+  ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1, "eta_header": true})"));
+  // Cold: nothing has completed when these park, so no ETA exists at parking.
+  auto first = send_async(proxy.port(), post_json("/api/generate", generate_body("one", 20)));
+  REQUIRE(proxy.wait_for([](const core::Snapshot& s) { return s.in_flight == 1; }));
+  auto second = send_async(proxy.port(), post_json("/api/generate", generate_body("two", 20)));
+  REQUIRE(proxy.wait_for([](const core::Snapshot& s) { return s.parked == 1; }));
+  auto third = send_async(proxy.port(), post_json("/api/generate", generate_body("three", 20),
+                                                  {{"X-Request-Id", "third"}}));
+  REQUIRE(proxy.wait_for([](const core::Snapshot& s) { return s.parked == 2; }));
+  CHECK(json::parse(status_of(proxy.port(), "third").body)["eta_ms"].is_null());
+  CHECK(first.get().status == 200);
+  // The second was admitted at the first completion: it never waited with an ETA.
+  const HttpResponse two = second.get();
+  CHECK(two.status == 200);
+  CHECK_FALSE(two.header("X-Sluice-Eta-Ms").has_value());
+  // The third got one at that completion, some time after it parked, before it was admitted.
+  const HttpResponse three = third.get();
+  CHECK(three.status == 200);
+  REQUIRE(three.header("X-Sluice-Eta-Ms").has_value());
+  REQUIRE(three.header("X-Sluice-Eta-After-Ms").has_value());
+  REQUIRE(three.header("X-Sluice-Queue-Ms").has_value());
+  const double after = std::stod(std::string(*three.header("X-Sluice-Eta-After-Ms")));
+  const double queued = std::stod(std::string(*three.header("X-Sluice-Queue-Ms")));
+  CHECK(after > 0);
+  CHECK(after < queued);
+}
+
 TEST_CASE("GET /sluice/requests/{id}: bad input and unknown ids answer JSON errors") {
   Simulator sim({"--time-scale", "20"});
   ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1})"));

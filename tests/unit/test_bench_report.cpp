@@ -76,6 +76,7 @@ TEST_CASE("CSV round trip keeps every field, quoting what needs it") {
   odd.model = "llama3.1:8b";
   odd.eta_s = 1.25;
   odd.eta_rate_s = 2.5;
+  odd.eta_after_s = 0.75;
   records.push_back(odd);
 
   const std::string csv = write_csv(records);
@@ -103,6 +104,31 @@ TEST_CASE("CSV round trip keeps every field, quoting what needs it") {
   CHECK_FALSE(back[0].eta_s);
   CHECK(*back[1].eta_s == doctest::Approx(1.25));
   CHECK(*back[1].eta_rate_s == doctest::Approx(2.5));
+  CHECK_FALSE(back[0].eta_after_s);
+  CHECK(*back[1].eta_after_s == doctest::Approx(0.75));
+}
+
+TEST_CASE("an ETA given after parking is scored against the wait left then") {
+  std::string csv(kCsvColumnsWithoutEtaAfter);
+  csv += "\n0,u,paid,paid,r-0,200,ok,,64,0.000000,3.0,3.5,4.0,20,64,length,paid,mistral,3.0,\n";
+  const auto old = parse_csv(csv);
+  REQUIRE(old.size() == 1);
+  CHECK(*old[0].eta_s == doctest::Approx(3.0));
+  CHECK_FALSE(old[0].eta_after_s);
+  // Waited 12 s; the ETA came 2 s after parking: 10 s were left. 8 s is 20 % off, not 33 %.
+  RequestRecord r = record(0, "u", "paid", 0, 13);
+  r.queue_s = 12;
+  r.eta_s = 8;
+  r.eta_after_s = 2;
+  RequestRecord late = record(1, "v", "paid", 0, 13);  // given as it was admitted: not scored
+  late.queue_s = 5;
+  late.eta_s = 0;
+  late.eta_after_s = 5;
+  const Summary s = summarize({r, late}, UpstreamUsage{});
+  const SubjectSummary* paid = s.find("tier", "paid");
+  REQUIRE(paid);
+  CHECK(paid->eta_error.n == 1);
+  CHECK(*paid->eta_error.p50 == doctest::Approx(0.2));
 }
 
 TEST_CASE("CSV written before the ETA columns still reads; the ETA error per tier") {
@@ -148,16 +174,16 @@ TEST_CASE("CSV written before the model column still reads") {
   // ...but a row must have as many fields as its header says.
   CHECK_THROWS_WITH_AS(parse_csv(std::string(kCsvColumns) +
                                  "\n0,u,paid,paid,r-0,200,ok,,64,0,,0.5,1.0,20,64,length,paid\n"),
-                       "csv line 2: expected 20 fields, got 17", ReportError);
+                       "csv line 2: expected 21 fields, got 17", ReportError);
 }
 
 TEST_CASE("malformed CSV is refused with the line") {
   CHECK_THROWS_WITH_AS(parse_csv("a,b\n1,2\n"), doctest::Contains("unexpected header"),
                        ReportError);
   const std::string header = std::string(kCsvColumns) + "\n";
-  CHECK_THROWS_WITH_AS(parse_csv(header + "1,2,3\n"), doctest::Contains("line 2: expected 20"),
+  CHECK_THROWS_WITH_AS(parse_csv(header + "1,2,3\n"), doctest::Contains("line 2: expected 21"),
                        ReportError);
-  CHECK_THROWS_WITH_AS(parse_csv(header + "0,u,t,g,id,200,ok,,,x,,,,,,,,,,\n"),
+  CHECK_THROWS_WITH_AS(parse_csv(header + "0,u,t,g,id,200,ok,,,x,,,,,,,,,,,\n"),
                        doctest::Contains("sent_s: not a number"), ReportError);
   CHECK_THROWS_WITH_AS(parse_csv(header + "0,\"u"), doctest::Contains("unterminated"), ReportError);
   CHECK(parse_csv(header).empty());

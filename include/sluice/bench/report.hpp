@@ -30,6 +30,10 @@ class ReportError : public std::runtime_error {
 
 inline constexpr std::string_view kCsvColumns =
     "index,user,tier,group,request_id,status,outcome,error,num_predict,sent_s,queue_s,ttft_s,"
+    "latency_s,prompt_tokens,output_tokens,done_reason,workload,model,eta_s,eta_rate_s,eta_after_s";
+/// The columns before eta_after_s was added; parse_csv() still reads such files.
+inline constexpr std::string_view kCsvColumnsWithoutEtaAfter =
+    "index,user,tier,group,request_id,status,outcome,error,num_predict,sent_s,queue_s,ttft_s,"
     "latency_s,prompt_tokens,output_tokens,done_reason,workload,model,eta_s,eta_rate_s";
 /// The columns before the ETAs were added; parse_csv() still reads such files.
 inline constexpr std::string_view kCsvColumnsWithoutEta =

@@ -53,6 +53,10 @@ struct RequestRecord {
   std::string model;                 ///< what the request asked for
   std::optional<double> eta_s;       ///< X-Sluice-Eta-Ms: the ETA given when it parked
   std::optional<double> eta_rate_s;  ///< X-Sluice-Eta-Rate-Ms: the drain-rate ETA then
+  /// X-Sluice-Eta-After-Ms: how long after parking the ETAs were given (a request that parked
+  /// before sluice could estimate gets its first ETA later); their error is against the wait
+  /// left then, queue_s - eta_after_s.
+  std::optional<double> eta_after_s;
 
   bool ok() const { return outcome == "ok"; }
   double end_s() const { return sent_s + latency_s.value_or(0); }

@@ -15,7 +15,11 @@
 // simulated (O(log n) each). A request beyond them is reported with the lower bound `ordered`.
 // A queue longer than kMaxOrderedParked is not copied: every position is then the lower bound 0.
 //
-// ETA, two estimators (docs/waiting-clients.md compares them on the mistral-guide experiment):
+// ETA, three estimators (docs/waiting-clients.md compares them on the mistral-guide experiment):
+//  * work: the cost (tokens) of the requests that end before its admission — of a running one,
+//    what is left of it — divided by the work throughput of recent completions (cost tokens per
+//    second of busy time, model loads left out). Needs one completion. Independent of how many
+//    requests the backend really runs at once, which the service model below has to guess.
 //  * service: the simulated time of its admission, with each running or simulated request ending
 //    at admitted + cost x (average service time / average cost) of recent completions;
 //  * rate: the completions its admission waits for, divided by the recent completion rate.
@@ -37,11 +41,15 @@ inline constexpr std::int64_t kMaxOrderedParked = 200'000;
 struct QueuePosition {
   std::int64_t position = 0;            ///< parked requests admitted before it
   std::int64_t completions_ahead = 0;   ///< running requests that end before its admission
+  std::optional<Duration> eta_work;     ///< nullopt until a request completed
   std::optional<Duration> eta_service;  ///< nullopt until a request completed
   std::optional<Duration> eta_rate;     ///< nullopt until two requests completed
 
-  /// The ETA sluice reports (eta_ms): the service estimate, else the rate estimate.
-  std::optional<Duration> eta() const { return eta_service ? eta_service : eta_rate; }
+  /// The ETA sluice reports (eta_ms): the work estimate, else the service, else the rate one.
+  std::optional<Duration> eta() const {
+    if (eta_work) return eta_work;
+    return eta_service ? eta_service : eta_rate;
+  }
 };
 
 struct QueueOrder {
