@@ -15,6 +15,10 @@ namespace {
 
 /// Weight of a new sample in the service-time averages.
 constexpr double kServiceAlpha = 0.1;
+/// Completions of a busy period before its work throughput counts (until then the last period's
+/// stands, or none): one request's cost says little about time (prompt tokens run far faster
+/// than output tokens), and the first ETA of a cold burst is given from this.
+constexpr std::size_t kMinWorkSamples = 4;
 
 struct Running {
   Time finish;
@@ -78,13 +82,15 @@ void Scheduler::State::record_completion(const Entry& entry, std::int64_t actual
   }
   double tokens = 0;
   Duration loads{};
+  std::size_t samples = 0;
   for (std::size_t i = from; i < completion_count; ++i) {
     if (completions[i % kRateWindow] < start) continue;  // an earlier busy period
     tokens += completion_costs[i % kRateWindow];
     loads += completion_loads[i % kRateWindow];
+    ++samples;
   }
   const double seconds = std::chrono::duration<double>(now - start - loads).count();
-  if (tokens > 0 && seconds > 0) work_throughput = tokens / seconds;
+  if (samples >= kMinWorkSamples && tokens > 0 && seconds > 0) work_throughput = tokens / seconds;
 }
 
 Scheduler::Scheduler(SchedulerConfig config, bool draining, std::unique_ptr<State> state)

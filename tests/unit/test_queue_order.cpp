@@ -169,9 +169,8 @@ TEST_CASE("queue order: ETA from service times, and from the completion rate") {
   REQUIRE(at_d.eta_service);
   CHECK(*at_d.eta_service == 6s);  // c runs 15..18 s
   CHECK(at_d.completions_ahead == 2);
-  REQUIRE(at_d.eta_work);  // 1 token/s of work: b's 3 left, then c's 3
-  CHECK(*at_d.eta_work == 6s);
-  CHECK(at_d.eta() == at_d.eta_work);
+  CHECK_FALSE(at_d.eta_work);  // one completion is no work throughput yet
+  CHECK(at_d.eta() == at_d.eta_service);
   CHECK_FALSE(at_d.eta_rate);  // one completion is no rate yet
   // A second completion gives a rate: 2 completions in [10 s, 15 s] -> 1 per 5 s.
   h.now = at(15s);
@@ -185,58 +184,44 @@ TEST_CASE("queue order: ETA from service times, and from the completion rate") {
 }
 
 TEST_CASE("queue order: ETA from the work throughput — costs ahead over tokens per busy second") {
-  // Two slots on a backend that runs one request at a time: each request's own run time
-  // (10 s, then 20 s, ...) says nothing about the drain; the work done per second of busy time
-  // does. The model load of the first request is left out of the throughput.
+  // Two slots on a backend that runs one request at a time: each request's own run time says
+  // little about the drain; the work done per second of busy time does. The model load of the
+  // first request is left out of the throughput, and four completions are needed.
   Harness h(paid_free_config(2));
   h.now = at(100s);  // busy from 100 s (the earlier idle time does not count)
-  const int a = h.submit({.user = "a", .cost = 10});
-  const int b = h.submit({.user = "b", .cost = 10});
-  const int c = h.submit({.user = "c", .cost = 10});
-  const int d = h.submit({.user = "d", .cost = 20});
-  const int e = h.submit({.user = "e", .cost = 10});
-  // a ends at 115 s: 5 s of it loading the model, 10 tokens in 10 s of work: 1 token/s.
-  h.now = at(115s);
-  h.finish(a, 10, {.load_duration = 5s});
-  REQUIRE(h.running.count(c));  // c took a's slot
-  h.now = at(117s);
-  const QueueOrder order = h.sched.queue_order(h.now, 10);
+  const int w1 = h.submit({.user = "w1", .cost = 10});
+  const int w2 = h.submit({.user = "w2", .cost = 10});
+  const int w3 = h.submit({.user = "w3", .cost = 10});
+  const int w4 = h.submit({.user = "w4", .cost = 10});
+  const int x = h.submit({.user = "x", .cost = 10});
+  const int y = h.submit({.user = "y", .cost = 20});
+  const int z = h.submit({.user = "z", .cost = 10});
   bool exact = false;
-  // In flight: b (admitted at 100 s) and c (at 115 s), 1 token/s shared: b has 10 - 17/2 left,
-  // c 10 - 2/2. d is admitted when b ends; e when the next ends (c, the older of c and d).
-  const QueuePosition at_d = position_of(h, order, d, exact);
-  REQUIRE(at_d.eta_work);
-  CHECK(at_d.eta_work->count() == doctest::Approx(1.5e9));
-  const QueuePosition at_e = position_of(h, order, e, exact);
-  REQUIRE(at_e.eta_work);
-  CHECK(at_e.eta_work->count() == doctest::Approx(10.5e9));
-  CHECK(at_e.eta() == at_e.eta_work);
-  // Idle, then busy again: the new period is judged on its own completions, and until one
-  // comes the last period's throughput stands.
-  for (int id : {b, c, d, e}) h.finish(id, 10);
+  h.now = at(115s);
+  h.finish(w1, 10, {.load_duration = 5s});  // 5 s of its 15 loading the model
+  CHECK_FALSE(position_of(h, h.sched.queue_order(h.now, 10), z, exact).eta_work);
+  for (int id : {w2, w3, w4}) {
+    h.now += 5s;
+    h.finish(id, 10);
+  }
+  // 40 tokens in 130 - 100 - 5 = 25 s of work: 1.6 tokens/s. In flight: x (admitted at 125 s,
+  // 10 - 5 x 1.6 / 2 = 6 left) and y (at 130 s, 20 left); x ends first, then z is admitted.
+  REQUIRE(h.running.count(x));
+  REQUIRE(h.running.count(y));
+  const QueuePosition at_z = position_of(h, h.sched.queue_order(h.now, 10), z, exact);
+  REQUIRE(at_z.eta_work);
+  CHECK(at_z.eta_work->count() == doctest::Approx(3.75e9));
+  CHECK(at_z.eta() == at_z.eta_work);
+  // Idle, then busy again: until the new period has four completions, the last one's stands.
+  for (int id : {x, y, z}) h.finish(id, 10);
   REQUIRE(h.running.empty());
   h.now = at(1000s);
-  const int f = h.submit({.user = "f", .cost = 40});
-  const int g = h.submit({.user = "g", .cost = 40});
+  h.submit({.user = "f", .cost = 40});
+  h.submit({.user = "g", .cost = 40});
   const int i = h.submit({.user = "i", .cost = 40});
-  {
-    const QueueOrder idle_after = h.sched.queue_order(h.now, 10);
-    const QueuePosition at_i = position_of(h, idle_after, i, exact);
-    REQUIRE(at_i.eta_work);
-    CHECK(at_i.eta_work->count() > 0);
-  }
-  h.now = at(1010s);
-  h.finish(f, 40);  // 40 tokens in 10 s: 4 tokens/s
-  const QueueOrder busy = h.sched.queue_order(h.now, 10);
-  REQUIRE(h.running.count(g));
-  REQUIRE(h.running.count(i));
-  CHECK(busy.parked == 0);
-  const int j = h.submit({.user = "j", .cost = 8});
-  const QueueOrder next = h.sched.queue_order(h.now, 10);
-  const QueuePosition at_j = position_of(h, next, j, exact);
-  REQUIRE(at_j.eta_work);
-  // g (admitted at 1000 s) has 40 - 10 * 4 / 2 = 20 left: 20 tokens at 4 tokens/s.
-  CHECK(at_j.eta_work->count() == doctest::Approx(5e9));
+  const QueuePosition at_i = position_of(h, h.sched.queue_order(h.now, 10), i, exact);
+  REQUIRE(at_i.eta_work);
+  CHECK(at_i.eta_work->count() > 0);
 }
 
 TEST_CASE("queue order: randomized — positions equal the real admission order") {

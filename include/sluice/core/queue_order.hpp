@@ -18,7 +18,8 @@
 // ETA, three estimators (docs/waiting-clients.md compares them on the mistral-guide experiment):
 //  * work: the cost (tokens) of the requests that end before its admission — of a running one,
 //    what is left of it — divided by the work throughput of recent completions (cost tokens per
-//    second of busy time, model loads left out). Needs one completion. Independent of how many
+//    second of busy time, model loads left out). Needs four completions in the busy period (or
+//    a past period's figure). Independent of how many
 //    requests the backend really runs at once, which the service model below has to guess.
 //  * service: the simulated time of its admission, with each running or simulated request ending
 //    at admitted + cost x (average service time / average cost) of recent completions;
@@ -41,7 +42,7 @@ inline constexpr std::int64_t kMaxOrderedParked = 200'000;
 struct QueuePosition {
   std::int64_t position = 0;            ///< parked requests admitted before it
   std::int64_t completions_ahead = 0;   ///< running requests that end before its admission
-  std::optional<Duration> eta_work;     ///< nullopt until a request completed
+  std::optional<Duration> eta_work;     ///< nullopt until four requests completed
   std::optional<Duration> eta_service;  ///< nullopt until a request completed
   std::optional<Duration> eta_rate;     ///< nullopt until two requests completed
 
