@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -31,7 +32,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
+#include "sluice/bench/report.hpp"
 #include "sluice/bench/stream.hpp"
 
 namespace sluice::bench {
@@ -90,8 +93,9 @@ struct GetResult {
   Clock::time_point sent, received;
 };
 
-GetResult http_get(const HttpTarget& target, const std::string& path,
-                   std::chrono::seconds timeout) {
+// A GET, or a POST of a JSON body when `post_body` is given.
+GetResult http_get(const HttpTarget& target, const std::string& path, std::chrono::seconds timeout,
+                   const std::string* post_body = nullptr) {
   GetResult result;
   asio::io_context ioc(1);
   auto op = [&]() -> asio::awaitable<void> {
@@ -110,9 +114,15 @@ GetResult http_get(const HttpTarget& target, const std::string& path,
       result.error = "connect " + target.to_string() + ": " + cec.message();
       co_return;
     }
-    http::request<http::empty_body> req{http::verb::get, target.base_path + path, 11};
+    http::request<http::string_body> req{post_body ? http::verb::post : http::verb::get,
+                                         target.base_path + path, 11};
     req.set(http::field::host, target.host_header);
     req.set(http::field::user_agent, "sluice-bench");
+    if (post_body) {
+      req.set(http::field::content_type, "application/json");
+      req.body() = *post_body;
+      req.prepare_payload();
+    }
     result.sent = Clock::now();
     stream.expires_after(timeout);
     auto [wec, wn] = co_await http::async_write(stream, req, as_tuple);
@@ -638,7 +648,56 @@ LoadResult run_load(const Scenario& scenario, const Plan& plan, const LoadOption
 
   LoadRun run(scenario, plan, options, ioc);
   run.start(std::move(endpoints));
+  // The watcher: live changes at their time, and the limit sluice has in force. Its own thread
+  // with blocking calls, so the load's io_context is not slowed by it; it only reads the run's
+  // start time (fixed before it starts) and writes what it owns until it is joined.
+  std::atomic<bool> stop_watch{false};
+  std::vector<LimitPoint> limits;
+  std::vector<std::string> watch_notes;
+  std::thread watcher;
+  if (options.watch_state || !options.live_changes.empty()) {
+    watcher = std::thread([&] {
+      std::size_t next_change = 0;
+      std::optional<long> last;
+      std::string why;
+      while (!stop_watch) {
+        const double now_s = run.run_seconds(Clock::now());
+        while (next_change < options.live_changes.size() &&
+               options.live_changes[next_change].at_s <= now_s) {
+          const LiveChange& change = options.live_changes[next_change++];
+          std::string note = "live change at " + format_number(now_s) + " s: " + change.body;
+          if (options.sim_stats.empty()) {
+            note += " not applied: no --sim-stats";
+          } else {
+            const auto got = http_get(options.sim_stats[0], "/sim/config", std::chrono::seconds(5),
+                                      &change.body);
+            if (!got.error.empty() || got.status != 200)
+              note += " failed: " + (got.error.empty() ? got.body : got.error);
+          }
+          watch_notes.push_back(std::move(note));
+        }
+        if (options.watch_state) {
+          const auto got = http_get(*options.watch_state, "/admin/state", std::chrono::seconds(5));
+          std::optional<long> limit;
+          if (got.error.empty() && got.status == 200) limit = parse_state_limit(got.body, &why);
+          if (limit && limit != last) {
+            limits.push_back({run.run_seconds(got.sent + (got.received - got.sent) / 2), *limit});
+            last = limit;
+          } else if (!limit && why.empty()) {
+            why = got.error.empty() ? "HTTP " + std::to_string(got.status) : got.error;
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(options.watch_interval_ms));
+      }
+      if (options.watch_state && limits.empty())
+        watch_notes.push_back("GET /admin/state gave no limit: " + why);
+    });
+  }
   ioc.run();
+  stop_watch = true;
+  if (watcher.joinable()) watcher.join();
+  result.limits = std::move(limits);
+  result.notes = std::move(watch_notes);
   result.wall_s = std::chrono::duration<double>(Clock::now() - run.started()).count();
   result.records = run.take_records();
   result.truncated = run.truncated();
@@ -664,6 +723,7 @@ LoadResult run_load(const Scenario& scenario, const Plan& plan, const LoadOption
     UpstreamObservation o;
     o.target = target.to_string();
     o.intervals = to_run_time(*after, before.now_ns, run.run_seconds(anchors[i].wall));
+    result.intervals.insert(result.intervals.end(), o.intervals.begin(), o.intervals.end());
     if (before.loads && after->loads && *after->loads >= *before.loads) {
       o.model_loads = *after->loads - *before.loads;
       o.load_s = double(after->load_ns_total.value_or(0) - before.load_ns_total.value_or(0)) / 1e9;

@@ -22,6 +22,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "adaptive_cmd.hpp"
+#include "sluice/bench/adaptive.hpp"
 #include "sluice/bench/load.hpp"
 #include "sluice/bench/report.hpp"
 #include "sluice/bench/scenario.hpp"
@@ -63,6 +65,9 @@ struct RunArgs {
   double time_scale = 0;
   std::size_t max_in_flight = 4096;
   bool no_progress = false;
+  std::string watch_state;
+  std::vector<std::string> live_changes;
+  double rate_scale = 1;
 };
 
 // One socket per request in flight: raise the soft limit on open files towards the hard one
@@ -77,7 +82,8 @@ void raise_open_file_limit(std::size_t wanted) {
 }
 
 int cmd_run(const RunArgs& a) {
-  const Scenario scenario = load_scenario_file(a.scenario);
+  Scenario scenario = load_scenario_file(a.scenario);
+  if (a.rate_scale != 1) scale_poisson_rates(scenario, a.rate_scale);
   const Plan plan = make_plan(scenario);
   raise_open_file_limit(std::min(plan.total_requests, a.max_in_flight) + 64);
   std::string why;
@@ -105,6 +111,18 @@ int cmd_run(const RunArgs& a) {
   opt.label = a.label;
   opt.run_id = a.run_id.empty() ? run_id_for(a.label) : a.run_id;
   opt.progress = !a.no_progress;
+  if (!a.watch_state.empty()) {
+    auto admin = parse_http_target(a.watch_state, &why);
+    if (!admin) throw std::invalid_argument("--watch-state: " + why);
+    opt.watch_state = *admin;
+  }
+  for (const auto& text : a.live_changes) {
+    auto change = parse_live_change(text, &why);
+    if (!change) throw std::invalid_argument("--sim-config-at " + text + ": " + why);
+    opt.live_changes.push_back(*change);
+  }
+  std::sort(opt.live_changes.begin(), opt.live_changes.end(),
+            [](const LiveChange& x, const LiveChange& y) { return x.at_s < y.at_s; });
 
   LoadResult result = run_load(scenario, plan, opt);
   Summary summary = summarize(result.records, result.upstream);
@@ -128,10 +146,16 @@ int cmd_run(const RunArgs& a) {
       {"jain", "Jain's index of the per-user mean latency of ok requests"},
       {"run_id", opt.run_id},
       {"wall_seconds", format_number(result.wall_s)}};
+  if (a.rate_scale != 1) summary.notes.emplace_back("rate_scale", format_number(a.rate_scale));
+  for (std::size_t i = 0; i < result.notes.size(); ++i)
+    summary.notes.emplace_back("watch_" + std::to_string(i), result.notes[i]);
 
   fs::create_directories(a.out);
   const fs::path dir(a.out);
   write_file(dir / "requests.csv", write_csv(result.records));
+  if (result.upstream.available)
+    write_file(dir / "upstream.csv", write_upstream_csv(result.intervals));
+  if (opt.watch_state) write_file(dir / "limits.csv", write_limits_csv(result.limits));
   write_file(dir / "summary.json", summary_to_json(summary).dump(2) + "\n");
   std::vector<Run> runs{{summary, result.records}};
   const std::string fleet_table = fleet_markdown_table(runs);
@@ -279,6 +303,41 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   run_cmd->add_option("--run-id", run.run_id, "sent as X-Bench-Run (default: label-pid-time)");
   run_cmd->add_flag("--no-progress", run.no_progress, "no progress line on stderr");
+  run_cmd->add_option("--watch-state", run.watch_state,
+                      "sluice's admin URL: poll GET /admin/state during the run and write the "
+                      "limit in force over time to limits.csv");
+  run_cmd->add_option("--sim-config-at", run.live_changes,
+                      "SECONDS=JSON: POST JSON to the first --sim-stats' /sim/config at that run "
+                      "time (simulated seconds); repeatable");
+  run_cmd
+      ->add_option("--rate-scale", run.rate_scale,
+                   "multiply every Poisson group's rate (the same load for a bigger backend)")
+      ->check(CLI::Range(0.001, 1000.0));
+
+  AdaptiveArgs adaptive;
+  auto* adaptive_cmd = app.add_subcommand(
+      "adaptive", "issue 13's benchmark: one group of runs (auto and static limits) as a table");
+  adaptive_cmd->add_option("--out", adaptive.out, "Markdown file to write")->required();
+  adaptive_cmd->add_option("--title", adaptive.title, "heading of the table")->required();
+  adaptive_cmd->add_option("--from", adaptive.from_s,
+                           "measure from this run time on (simulated seconds)");
+  adaptive_cmd->add_option("--converge-from", adaptive.converge_from_s,
+                           "measure the time to converge from here (default: --from)");
+  adaptive_cmd
+      ->add_option("--max-converge", adaptive.max_converge_s,
+                   "the convergence target, simulated seconds")
+      ->capture_default_str();
+  adaptive_cmd->add_option("runs", adaptive.runs, "run folders: labels auto or static-N")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+
+  LimitChartArgs chart;
+  auto* chart_cmd =
+      app.add_subcommand("limit-chart", "the limit over time of runs (limits.csv) as an SVG");
+  chart_cmd->add_option("--out", chart.out, "SVG file to write")->required();
+  chart_cmd->add_option("--title", chart.title, "chart title")->required();
+  chart_cmd->add_option("panels", chart.panels, "TITLE=DIR[,DIR...]: one panel per argument")
+      ->required();
 
   ReportArgs report;
   auto* report_cmd =
@@ -309,6 +368,8 @@ int main(int argc, char** argv) {
     if (*report_cmd) return cmd_report(report);
     if (*check_cmd) return cmd_check(check_path);
     if (*fleet_cmd) return cmd_fleet(fleet_path);
+    if (*adaptive_cmd) return cmd_adaptive(adaptive);
+    if (*chart_cmd) return cmd_limit_chart(chart);
   } catch (const ScenarioError& e) {
     std::cerr << "sluice-bench: " << e.what() << "\n";
     return 2;

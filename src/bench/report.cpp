@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "sluice/bench/svg.hpp"
+
 namespace sluice::bench {
 namespace {
 
@@ -210,60 +212,14 @@ std::string ratio_text(const std::optional<double>& value, const std::optional<d
   return buf;
 }
 
-std::string xml_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
-// A "nice" step for about `ticks` ticks over [0, max].
-double nice_step(double max, int ticks) {
-  if (!(max > 0)) return 1;
-  const double raw = max / ticks;
-  const double mag = std::pow(10, std::floor(std::log10(raw)));
-  const double f = raw / mag;
-  const double nice = f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10;
-  return nice * mag;
-}
-
+using svg::nice_step;
+using svg::num;
+using svg::tick;
 const char* tier_colour(std::size_t i) {
-  static const char* palette[] = {"#d1495b", "#2e86ab", "#3a9d23", "#8e6c8a",
-                                  "#edae49", "#66545e", "#00798c", "#f26419"};
-  return palette[i % (sizeof palette / sizeof *palette)];
+  return svg::colour(i);
 }
-
-// Axis labels: whole numbers without decimals ("50", not "50.0").
-std::string tick(double v) {
-  char buf[32];
-  if (std::fabs(v - std::round(v)) < 1e-9) {
-    std::snprintf(buf, sizeof buf, "%.0f", v);
-  } else {
-    std::snprintf(buf, sizeof buf, "%g", v);
-  }
-  return buf;
-}
-
-std::string num(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", v);
-  return buf;
+std::string xml_escape(std::string_view s) {
+  return svg::escape(s);
 }
 
 // ---- targets ----
@@ -653,12 +609,7 @@ std::string svg_chart(const std::vector<Run>& runs, const std::string& title) {
   };
 
   std::ostringstream out;
-  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << num(width) << "\" height=\""
-      << num(height) << "\" viewBox=\"0 0 " << num(width) << " " << num(height)
-      << "\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\">\n";
-  out << "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
-  out << "<text x=\"16\" y=\"24\" font-size=\"15\" font-weight=\"bold\">" << xml_escape(title)
-      << "</text>\n";
+  svg::open(out, width, height, title);
   out << "<text x=\"16\" y=\"42\" fill=\"#555\">end-to-end latency of each request (y) against "
          "the time it completed (x)"
       << (scaled ? ", simulated seconds" : ", seconds") << "; dashed: p90 per " << key_kind;
@@ -676,8 +627,9 @@ std::string svg_chart(const std::vector<Run>& runs, const std::string& title) {
     const double oy = 56 + double(i / columns) * panel_h;
     const double pw = panel_w - left - right, ph = panel_h - top - bottom;
     const double x0 = ox + left, y0 = oy + top;
-    auto px = [&](double t) { return x0 + t / x_max * pw; };
-    auto py = [&](double l) { return y0 + ph - l / y_max * ph; };
+    const svg::Axes axes{x0, y0, pw, ph, x_max, x_step, y_max, y_step};
+    auto px = [&](double t) { return axes.px(t); };
+    auto py = [&](double l) { return axes.py(l); };
 
     out << "<g>\n<text x=\"" << num(x0) << "\" y=\"" << num(oy + 20)
         << "\" font-size=\"13\" font-weight=\"bold\">" << xml_escape(run.summary.label)
@@ -691,24 +643,7 @@ std::string svg_chart(const std::vector<Run>& runs, const std::string& title) {
       figures += " · busy " + percent(run.summary.upstream.utilisation);
     out << "<text x=\"" << num(x0) << "\" y=\"" << num(oy + 36) << "\" fill=\"#555\">"
         << xml_escape(figures) << "</text>\n";
-    out << "<rect x=\"" << num(x0) << "\" y=\"" << num(y0) << "\" width=\"" << num(pw)
-        << "\" height=\"" << num(ph) << "\" fill=\"#fafafa\" stroke=\"#bbb\"/>\n";
-    for (double v = 0; v <= y_max + 1e-9; v += y_step) {
-      out << "<line x1=\"" << num(x0) << "\" x2=\"" << num(x0 + pw) << "\" y1=\"" << num(py(v))
-          << "\" y2=\"" << num(py(v)) << "\" stroke=\"#e4e4e4\"/>";
-      out << "<text x=\"" << num(x0 - 5) << "\" y=\"" << num(py(v) + 4)
-          << "\" text-anchor=\"end\" fill=\"#444\">" << tick(v) << "</text>\n";
-    }
-    for (double v = 0; v <= x_max + 1e-9; v += x_step) {
-      out << "<line x1=\"" << num(px(v)) << "\" x2=\"" << num(px(v)) << "\" y1=\"" << num(y0)
-          << "\" y2=\"" << num(y0 + ph) << "\" stroke=\"#eeeeee\"/>";
-      out << "<text x=\"" << num(px(v)) << "\" y=\"" << num(y0 + ph + 15)
-          << "\" text-anchor=\"middle\" fill=\"#444\">" << tick(v) << "</text>\n";
-    }
-    out << "<text x=\"" << num(x0 + pw / 2) << "\" y=\"" << num(y0 + ph + 32)
-        << "\" text-anchor=\"middle\" fill=\"#444\">completed at (s since start)</text>\n";
-    out << "<text transform=\"translate(" << num(ox + 14) << "," << num(y0 + ph / 2)
-        << ") rotate(-90)\" text-anchor=\"middle\" fill=\"#444\">latency (s)</text>\n";
+    svg::axes(out, axes, "completed at (s since start)", "latency (s)");
     // The most numerous tier (group) first, so the smaller ones are drawn on top of it.
     std::map<std::string, std::size_t> counts;
     for (const auto& r : run.records)

@@ -76,6 +76,7 @@ std::optional<SimStats> parse_sim_stats(std::string_view json_text, std::string_
       in.start_ns = start.get<std::int64_t>();
       const auto& end = r.at("end_ns");
       in.end_ns = end.is_null() ? s.now_ns : end.get<std::int64_t>();
+      in.arrival_ns = r.value("arrival_ns", in.start_ns);
       s.generation.push_back(in);
     }
     if (!(s.time_scale > 0)) return fail("/sim/stats: time_scale must be positive");
@@ -91,7 +92,8 @@ std::vector<UpstreamInterval> to_run_time(const SimStats& stats, std::int64_t an
   out.reserve(stats.generation.size());
   for (const auto& g : stats.generation)
     out.push_back({anchor_run_s + double(g.start_ns - anchor_ns) / 1e9,
-                   anchor_run_s + double(g.end_ns - anchor_ns) / 1e9});
+                   anchor_run_s + double(g.end_ns - anchor_ns) / 1e9,
+                   anchor_run_s + double(g.arrival_ns - anchor_ns) / 1e9});
   return out;
 }
 

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sluice/bench/adaptive.hpp"
 #include "sluice/bench/scenario.hpp"
 #include "sluice/bench/stats.hpp"
 #include "sluice/bench/target.hpp"
@@ -40,6 +41,12 @@ struct LoadOptions {
   std::vector<HttpTarget> sim_stats;
   std::string label;     ///< shown in the progress line
   bool progress = true;  ///< live progress line on stderr
+  /// sluice's admin listener: GET /admin/state is polled every watch_interval_ms (real
+  /// milliseconds) during the run and backends[0].concurrency_limit recorded (LoadResult::limits).
+  std::optional<HttpTarget> watch_state;
+  int watch_interval_ms = 10;
+  /// POSTed to sim_stats[0]'s /sim/config at their run time (simulated seconds), in order.
+  std::vector<LiveChange> live_changes;
 };
 
 struct LoadResult {
@@ -47,6 +54,9 @@ struct LoadResult {
   UpstreamUsage upstream;
   bool truncated = false;  ///< the run deadline cut requests off
   double wall_s = 0;
+  std::vector<LimitPoint> limits;           ///< with watch_state: only changes, and the first
+  std::vector<UpstreamInterval> intervals;  ///< the simulators' records of the run, in run time
+  std::vector<std::string> notes;           ///< live changes applied (or failed), watch errors
 };
 
 /// Reads /sim/stats of each simulator once (blocking) to learn their time scale; nullopt (and

@@ -158,6 +158,7 @@ Summary summarize(const std::vector<RequestRecord>& records, UpstreamUsage upstr
 struct UpstreamInterval {
   double start_s = 0;
   double end_s = 0;
+  double arrival_s = 0;  ///< when the request reached the upstream (before its wait for a slot)
 };
 
 /// Utilisation of the upstream over [first send, last end] of `records`.

@@ -57,8 +57,9 @@ struct SimStats {
   std::optional<std::int64_t> load_ns_total;
   struct Interval {
     std::uint64_t id = 0;
-    std::int64_t start_ns = 0;  ///< slot acquired
-    std::int64_t end_ns = 0;    ///< finished (or now_ns if still running)
+    std::int64_t start_ns = 0;    ///< slot acquired
+    std::int64_t end_ns = 0;      ///< finished (or now_ns if still running)
+    std::int64_t arrival_ns = 0;  ///< reached the simulator (start_ns - arrival_ns: its wait)
   };
   std::vector<Interval> generation;  ///< records of the run (see parse_sim_stats)
 };
