@@ -154,7 +154,8 @@ TEST_CASE("GET /sluice/requests/{id}: ETA from the drain once requests have comp
 }
 
 TEST_CASE("eta_header: a request parked before any completion gets the first ETA there is") {
-  Simulator sim({"--time-scale", "20"});
+  // Real time: the first answer takes ~0.4 s, long enough for the others to park before it ends.
+  Simulator sim({"--time-scale", "1"});
   ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1, "eta_header": true})"));
   // Cold: nothing has completed when these park, so no ETA exists at parking.
   auto first = send_async(proxy.port(), post_json("/api/generate", generate_body("one", 20)));
