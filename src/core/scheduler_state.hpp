@@ -83,11 +83,11 @@ struct Entry {
   Time enqueued{};
   Time deadline{};
   std::uint64_t seq = 0;
-  BackendId backend = 0;               // while in flight: where it runs
-  BackendSet avoid = 0;                // backends that failed it (Scheduler::requeue); steers placement
+  BackendId backend = 0;  // while in flight: where it runs
+  BackendSet avoid = 0;   // backends that failed it (Scheduler::requeue); steers placement
   std::int64_t backend_in_flight = 0;  // on its backend once admitted there, itself included
-  Time admitted{};                     // while in flight: when it was admitted (service time, queue order)
-  std::uint64_t admit_seq = 0;         // while in flight: admission order
+  Time admitted{};              // while in flight: when it was admitted (service time, queue order)
+  std::uint64_t admit_seq = 0;  // while in flight: admission order
 };
 
 struct SubQueue {

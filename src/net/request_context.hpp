@@ -107,8 +107,8 @@ struct RequestContext {
   std::optional<core::Duration> eta_at_park;
   std::optional<core::Duration> eta_rate_at_park;
   std::optional<core::Duration> eta_after;  ///< X-Sluice-Eta-After-Ms: when they were given
-  bool client_reusable = true;  ///< the connection may carry another request
-  bool linger = false;          ///< request body left unread: linger before closing
+  bool client_reusable = true;              ///< the connection may carry another request
+  bool linger = false;                      ///< request body left unread: linger before closing
 };
 
 /// Marks the session busy with a request for as long as it lives.
@@ -181,7 +181,8 @@ void add_sluice_headers(Fields& fields, const RequestContext& ctx) {
   if (ctx.queue_wait) fields.set(kQueueMsHeader, queue_ms_text(*ctx.queue_wait));
   if (ctx.eta_at_park) fields.set(kEtaMsHeader, queue_ms_text(*ctx.eta_at_park));
   if (ctx.eta_rate_at_park) fields.set(kEtaRateMsHeader, queue_ms_text(*ctx.eta_rate_at_park));
-  if (ctx.eta_at_park && ctx.eta_after) fields.set(kEtaAfterMsHeader, queue_ms_text(*ctx.eta_after));
+  if (ctx.eta_at_park && ctx.eta_after)
+    fields.set(kEtaAfterMsHeader, queue_ms_text(*ctx.eta_after));
 }
 
 struct LocalResponse {

@@ -213,7 +213,8 @@ TEST_CASE("queue order: ETA from the work throughput — costs ahead over tokens
   CHECK(at_z.eta_work->count() == doctest::Approx(3.75e9));
   CHECK(at_z.eta() == at_z.eta_work);
   // Idle, then busy again: until the new period has four completions, the last one's stands.
-  for (int id : {x, y, z}) h.finish(id, 10);
+  for (int id : {x, y, z})
+    h.finish(id, 10);
   REQUIRE(h.running.empty());
   h.now = at(1000s);
   h.submit({.user = "f", .cost = 40});
