@@ -56,6 +56,7 @@ json auto_json(const std::optional<core::ConcurrencyView>& view) {
           {"max", view->max},
           {"probing", view->probing},
           {"last_change", view->last_change},
+          {"alone_wait_ms", view->alone_wait_ms},
           {"levels", std::move(levels)}};
 }
 

@@ -63,9 +63,18 @@ void ConcurrencyController::set_spec(const AutoConcurrency& spec) {
   }
 }
 
-bool ConcurrencyController::waited(const Observation& o, double reference_ttfb) const {
-  const double wait = o.wait_s >= 0 ? o.wait_s : std::max(0.0, o.ttfb_s - reference_ttfb);
+bool ConcurrencyController::waited(const Observation& o, double wait) const {
   return wait > std::max(seconds(spec_.wait_floor), spec_.wait_share * o.service_s);
+}
+
+// The usual raw wait of a request that ran alone: what any request waits whatever the load.
+double ConcurrencyController::alone_wait() const {
+  return median(std::vector<double>(alone_.begin(), alone_.begin() + alone_count_));
+}
+
+double ConcurrencyController::excess_wait(const Observation& o, double reference_ttfb,
+                                          double alone) const {
+  return std::max(0.0, o.wait_s >= 0 ? o.wait_s - alone : o.ttfb_s - reference_ttfb);
 }
 
 // The median TTFB of the lowest level with samples: the baseline of answers without durations.
@@ -88,6 +97,7 @@ ConcurrencyController::Judgement ConcurrencyController::judge(std::int64_t n) co
   if (level.count == 0) return j;
   double reference = 0;
   bool reference_known = false;
+  const double alone = alone_wait();
   std::vector<double> waits, all_waits, shares, speeds;
   for (std::size_t i = 0; i < level.count; ++i) {
     const Observation& o = level.ring[i];
@@ -95,9 +105,9 @@ ConcurrencyController::Judgement ConcurrencyController::judge(std::int64_t n) co
       reference = reference_ttfb();
       reference_known = true;
     }
-    const double wait = o.wait_s >= 0 ? o.wait_s : std::max(0.0, o.ttfb_s - reference);
+    const double wait = excess_wait(o, reference, alone);
     all_waits.push_back(wait);
-    if (waited(o, reference)) {
+    if (waited(o, wait)) {
       ++j.waited;
       waits.push_back(wait);
       // Without durations the service is the total minus the wait.
@@ -165,6 +175,11 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
       o.speed = static_cast<double>(sample.eval_count) / after_first;
   }
   const std::int64_t n = std::clamp<std::int64_t>(sample.in_flight, 1, spec_.max);
+  if (n == 1 && o.wait_s >= 0) {
+    alone_[alone_next_] = o.wait_s;
+    alone_next_ = (alone_next_ + 1) % kAloneWindow;
+    alone_count_ = std::min(alone_count_ + 1, kAloneWindow);
+  }
   Level& filed = levels_[static_cast<std::size_t>(n)];
   filed.ring[filed.next] = o;
   filed.next = (filed.next + 1) % kLevelWindow;
@@ -200,7 +215,13 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
     reason += std::to_string(j.samples);
     reason += " samples; ";
     reason += fixed(100 * (1 / j.median_share - 1), 0);
-    reason += "% of their service time)";
+    reason += "% of their service time";
+    if (const double alone = alone_wait(); alone > 0) {
+      reason += ", beyond the ";
+      reason += milliseconds(alone);
+      reason += " a request waits alone";
+    }
+    reason += ")";
     return change(target, std::move(reason));
   }
 
@@ -287,6 +308,7 @@ ConcurrencyView ConcurrencyController::view() const {
   v.max = spec_.max;
   v.probing = probing_;
   v.last_change = last_change_;
+  v.alone_wait_ms = alone_wait() * 1000;
   for (std::int64_t n = 1; n < static_cast<std::int64_t>(levels_.size()); ++n) {
     const Judgement j = judge(n);
     if (j.samples == 0) continue;

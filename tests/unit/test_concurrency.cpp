@@ -52,6 +52,7 @@ struct Model {
   int output_tokens = 250;    // mean output length
   bool vary_length = true;    // log-normal lengths (sigma 0.6)
   double ttfb_jitter_s = 0;   // uniform noise added to the measured TTFB
+  double overhead_s = 0;      // fixed per-request time before the backend sees it (network, HTTP)
   double speed_noise = 0;     // each request's speed x U(1 - x, 1 + x)
   int external_streams = 0;   // another tenant's streams (share the GPU, hold no slot)
   bool openai = false;        // answers without durations (TTFB and tokens only)
@@ -154,9 +155,9 @@ Run simulate(Model model, AutoConcurrency spec, double seconds, std::uint64_t se
       s.in_flight = r.in_flight;
       const double jitter = model.ttfb_jitter_s * uniform(rng);
       s.time_to_first_byte = std::chrono::duration_cast<Duration>(
-          std::chrono::duration<double>(r.first_token - r.admitted + jitter));
-      s.total =
-          std::chrono::duration_cast<Duration>(std::chrono::duration<double>(end - r.admitted));
+          std::chrono::duration<double>(r.first_token - r.admitted + jitter + model.overhead_s));
+      s.total = std::chrono::duration_cast<Duration>(
+          std::chrono::duration<double>(end - r.admitted + model.overhead_s));
       s.eval_count = r.planned;
       if (!model.openai) {
         s.load_duration = 10us;
@@ -331,6 +332,42 @@ TEST_CASE("converges to the backend's parallelism on a GPU that scales (P = 1, 2
     // under 5 % of the service time).
     CHECK(static_cast<double>(run.waited) < 0.1 * static_cast<double>(run.completed));
   }
+}
+
+TEST_CASE("a fixed per-request overhead is not a wait: it is learned from requests run alone") {
+  // Short services (answers of 250 tokens at 1200 tokens/s: ~0.2 s, so 3 % is 6 ms) behind a
+  // fixed 8 ms (+ up to 2 ms) that every request spends before the backend sees it. Counted as
+  // waiting, it would hold the limit at 1 whatever P is.
+  for (int p : {2, 4}) {
+    CAPTURE(p);
+    Model model{.parallel = p,
+                .total = linear_total,
+                .solo_rate = 1200,
+                .prefill_s = 0.005,
+                .ttfb_jitter_s = 0.002,
+                .overhead_s = 0.008};
+    const Run run = simulate(model, {.min = 1, .max = 16}, 120, 40 + p);
+    CHECK(run.final_limit == p);
+    CHECK(settled_at(run, p - 1, p + 1, 120) <= 30.0);
+  }
+  // The alone wait is what was subtracted: about the overhead.
+  ConcurrencyController c({.min = 1, .max = 4});
+  for (int i = 0; i < 8; ++i)
+    c.observe(native(1, 8ms + std::chrono::milliseconds(i % 3)), at(std::chrono::seconds(i)));
+  CHECK(c.view().alone_wait_ms == doctest::Approx(9).epsilon(0.01));
+  // And a real wait beyond it still counts (reason names both).
+  ConcurrencyController d({.min = 1, .max = 8});
+  Time t = at(0s);
+  for (std::int64_t level = 1; level <= 3; ++level) {
+    for (int i = 0; i < 3; ++i)
+      d.observe(native(level, 20ms), t += 9s);
+  }
+  REQUIRE(d.limit() == 4);
+  const std::optional<LimitChange> change = d.observe(native(4, 1020ms), t += 9s);
+  REQUIRE(change);
+  CHECK(change->to == 3);
+  CHECK(change->reason.find("waited 1000 ms inside the backend") != std::string::npos);
+  CHECK(change->reason.find("beyond the 20 ms a request waits alone") != std::string::npos);
 }
 
 TEST_CASE("stops where throughput flattens (the simulator's decode scaling, P = 4 and 8)") {

@@ -8,8 +8,13 @@
 //     wait = TTFB - load_duration - prompt_eval_duration - one token interval
 // (the whole eval_duration when the answer was not streamed: its head came with its end),
 // is time the request spent queued *inside* Ollama (its FIFO semaphore of OLLAMA_NUM_PARALLEL
-// slots), where sluice can no longer order it. A request "waited" when that is above a small
-// share of its service time (prompt evaluation + decoding).
+// slots), where sluice can no longer order it. Part of it is fixed, whatever the load: the
+// network, HTTP, tokenizing the prompt. That part is learned where nothing of sluice's can make a
+// request wait — requests admitted alone on the backend (level 1): the *alone wait* is the median
+// raw wait of the last kAloneWindow of them, and what counts is the excess over it. A request
+// "waited" when the excess is above a small share of its service time (prompt evaluation +
+// decoding). Without it, a few milliseconds of overhead beside a short service (a fast GPU, short
+// answers) look like waits and hold the limit down.
 //
 // Levels. Each sample is filed under the number of requests in flight on the backend when it
 // was admitted, itself included (its level n). A request admitted at level n that did not wait
@@ -71,6 +76,8 @@ namespace sluice::core {
 inline constexpr std::int64_t kMaxAutoConcurrency = 1024;
 /// Samples remembered per level.
 inline constexpr std::size_t kLevelWindow = 4;
+/// Raw waits of requests admitted alone remembered for the alone wait (the fixed overhead).
+inline constexpr std::size_t kAloneWindow = 8;
 
 /// The config's `auto_concurrency` (bounds and the per-stream floor) and the controller's
 /// tuning, which the config does not expose.
@@ -122,6 +129,8 @@ struct ConcurrencyView {
   std::int64_t max = 0;
   bool probing = false;     ///< the limit was raised and is being judged
   std::string last_change;  ///< the reason of the last change, "" before any
+  /// The alone wait subtracted from every native wait (ms; 0 before any request ran alone).
+  double alone_wait_ms = 0;
   /// Per level with samples: level, samples, how many waited, median wait (ms), throughput
   /// T(level) in tokens/s (0 when unknown).
   struct Level {
@@ -153,7 +162,7 @@ class ConcurrencyController {
 
  private:
   struct Observation {
-    double wait_s = 0;  ///< time waiting inside the backend; < 0: unknown (no durations)
+    double wait_s = 0;  ///< raw time waiting inside the backend; < 0: unknown (no durations)
     double ttfb_s = 0;
     double service_s = 0;  ///< prompt evaluation + decoding (or, without durations, total)
     double speed = -1;     ///< per-stream decode tokens/s; < 0 unknown
@@ -174,8 +183,11 @@ class ConcurrencyController {
   };
 
   Judgement judge(std::int64_t n) const;
-  bool waited(const Observation& o, double reference_ttfb) const;
+  bool waited(const Observation& o, double wait) const;
   double reference_ttfb() const;
+  double alone_wait() const;
+  /// The wait that counts: the excess over the alone wait (native) or over the reference TTFB.
+  double excess_wait(const Observation& o, double reference_ttfb, double alone) const;
   double throughput(const Judgement& j, std::int64_t n) const;
   void back_off(std::int64_t n, Time now);
   std::optional<LimitChange> change(std::int64_t to, std::string reason);
@@ -187,6 +199,9 @@ class ConcurrencyController {
   Time probe_since_{};          ///< when the probe began
   std::string last_change_;
   std::vector<Level> levels_;  ///< [n] for n in 1..max; [0] unused
+  std::array<double, kAloneWindow> alone_{};  ///< raw native waits at level 1 (ring)
+  std::size_t alone_count_ = 0;
+  std::size_t alone_next_ = 0;
 };
 
 }  // namespace sluice::core
