@@ -176,8 +176,10 @@ EOF
 run() {
   local scenario=$1 label=$2 kind=$3 config=${4:-}
   local file="$root/config/scenarios/$scenario.json"
+  # --wall-durations: the final objects' durations agree with sluice's clock (what the ETA's
+  # work throughput divides by, as in front of a real GPU); nothing else reads them.
   start "sim-$scenario-$label" "$sim_bin" --listen 127.0.0.1:0 --parallel 1 --time-scale "$scale" \
-    --seed 1 --log-level warn
+    --wall-durations --seed 1 --log-level warn
   local sim_port=$port target
   case "$kind" in
     direct) target="http://127.0.0.1:$sim_port" ;;

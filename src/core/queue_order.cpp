@@ -4,6 +4,9 @@
 // shapes the order (bands, weights, fairness, per-key limits, token budgets, placement) without
 // a second implementation of them to keep in step.
 #include <algorithm>
+#include <array>
+#include <cstddef>
+#include <utility>
 #include <queue>
 #include <vector>
 
@@ -16,8 +19,11 @@ namespace {
 /// Weight of a new sample in the service-time averages.
 constexpr double kServiceAlpha = 0.1;
 /// Completions of a busy period before its work throughput counts (until then the last period's
-/// stands, or none): one request's cost says little about time (prompt tokens run far faster
-/// than output tokens), and the first ETA of a cold burst is given from this.
+/// stands, or none), and completions in all before any estimator gives an ETA: one request's
+/// cost says little about time (prompt tokens run far faster than output tokens), and its run
+/// time says little about the drain (the first of a burst waited behind nothing inside the
+/// backend: the service model from it alone promised half the wait with two slots on a backend
+/// that runs one). The first ETA of a cold burst is given from these.
 constexpr std::size_t kMinWorkSamples = 4;
 
 struct Running {
@@ -67,7 +73,7 @@ void Scheduler::State::record_completion(const Entry& entry, std::int64_t actual
   completions[slot] = now;
   completion_costs[slot] =
       static_cast<double>(actual_cost >= 0 ? std::max<std::int64_t>(actual_cost, 1) : entry.cost);
-  completion_loads[slot] = std::max(Duration{}, load);
+  completion_loads[slot] = {entry.admitted, entry.admitted + std::max(Duration{}, load)};
   ++completion_count;
   // Throughput over the window's completions since the busy period began. When the ring has
   // dropped older completions of this period, the oldest kept one opens the window instead (its
@@ -81,15 +87,28 @@ void Scheduler::State::record_completion(const Entry& entry, std::int64_t actual
     from = first + 1;
   }
   double tokens = 0;
-  Duration loads{};
+  std::array<std::pair<Time, Time>, kRateWindow> loading{};
+  std::size_t loads = 0;
   std::size_t samples = 0;
   for (std::size_t i = from; i < completion_count; ++i) {
     if (completions[i % kRateWindow] < start) continue;  // an earlier busy period
     tokens += completion_costs[i % kRateWindow];
-    loads += completion_loads[i % kRateWindow];
+    const auto [from_time, to_time] = completion_loads[i % kRateWindow];
+    if (to_time > from_time) loading[loads++] = {std::max(from_time, start), std::min(to_time, now)};
     ++samples;
   }
-  const double seconds = std::chrono::duration<double>(now - start - loads).count();
+  // Time spent loading: the union of the load intervals within [start, now].
+  std::sort(loading.begin(), loading.begin() + static_cast<std::ptrdiff_t>(loads));
+  Duration loaded{};
+  Time covered = start;
+  for (std::size_t i = 0; i < loads; ++i) {
+    const Time begin = std::max(loading[i].first, covered);
+    if (loading[i].second > begin) {
+      loaded += loading[i].second - begin;
+      covered = loading[i].second;
+    }
+  }
+  const double seconds = std::chrono::duration<double>(now - start - loaded).count();
   if (samples >= kMinWorkSamples && tokens > 0 && seconds > 0) work_throughput = tokens / seconds;
 }
 
@@ -104,14 +123,15 @@ QueueOrder Scheduler::queue_order(Time now, std::size_t limit) const {
   if (state.parked == 0 || limit == 0 || state.parked > kMaxOrderedParked) return order;
 
   // Time per token of cost (0 while unknown: running requests then end in admission order).
-  const bool timed = state.service_samples > 0 && state.service_cost_avg > 0;
+  const bool timed = state.service_samples >= kMinWorkSamples && state.service_cost_avg > 0;
   const double ns_per_token = timed ? state.service_ns_avg / state.service_cost_avg : 0;
   auto service_of = [&](std::int64_t cost) {
     return Duration{static_cast<Duration::rep>(ns_per_token * static_cast<double>(cost))};
   };
   // Completions per second over the Retry-After window (retry_after_seconds()'s estimate).
   double rate = 0;
-  if (const std::size_t n = std::min(state.completion_count, State::kRateWindow); n >= 2) {
+  if (const std::size_t n = std::min(state.completion_count, State::kRateWindow);
+      n >= kMinWorkSamples) {
     const Time newest = state.completions[(state.completion_count - 1) % State::kRateWindow];
     const Time oldest = state.completions[(state.completion_count - n) % State::kRateWindow];
     const double seconds = std::chrono::duration<double>(std::max(newest, now) - oldest).count();

@@ -425,7 +425,10 @@ struct Scheduler::State {
   // its cost in tokens and the model load it spent; and when the current busy period began (the
   // first admission after the last moment nothing ran).
   std::array<double, kRateWindow> completion_costs{};
-  std::array<Duration, kRateWindow> completion_loads{};
+  /// When each completion's model load may have run: [admitted, admitted + load_duration].
+  /// Ollama's load_duration runs from the request's arrival until its model is ready, so the
+  /// requests that arrived during one load all report it: the loads count as the union.
+  std::array<std::pair<Time, Time>, kRateWindow> completion_loads{};
   Time busy_since{};
   /// Cost tokens completed per second while busy, over the recent completions of the current busy
   /// period (else the last one's figure); set by record_completion(), 0 while unknown.

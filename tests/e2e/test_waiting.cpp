@@ -131,8 +131,8 @@ TEST_CASE("GET /sluice/requests/{id}: a paid request parked after ten free ones 
 TEST_CASE("GET /sluice/requests/{id}: ETA from the drain once requests have completed") {
   Simulator sim({"--time-scale", "20"});
   ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1, "eta_header": true})"));
-  // Two completions teach the service model and the drain rate.
-  for (int i = 0; i < 2; ++i)
+  // Four completions teach the estimators (fewer give no ETA).
+  for (int i = 0; i < 4; ++i)
     REQUIRE(
         http_request(proxy.port(), post_json("/api/generate", generate_body("warm", 20))).status ==
         200);
@@ -154,31 +154,37 @@ TEST_CASE("GET /sluice/requests/{id}: ETA from the drain once requests have comp
 }
 
 TEST_CASE("eta_header: a request parked before any completion gets the first ETA there is") {
-  // Real time: the first answer takes ~0.4 s, long enough for the others to park before it ends.
+  // Real time: each answer takes ~0.4 s, long enough for the others to park before it ends.
   Simulator sim({"--time-scale", "1"});
   ProxyUnderTest proxy(proxy_config(sim.url(), R"({"max_concurrency": 1, "eta_header": true})"));
-  // Cold: nothing has completed when these park, so no ETA exists at parking.
+  // Cold: nothing has completed when these park, so no ETA exists at parking; one exists from
+  // the fourth completion on.
   auto first = send_async(proxy.port(), post_json("/api/generate", generate_body("one", 20)));
   REQUIRE(proxy.wait_for([](const core::Snapshot& s) { return s.in_flight == 1; }));
-  auto second = send_async(proxy.port(), post_json("/api/generate", generate_body("two", 20)));
-  REQUIRE(proxy.wait_for([](const core::Snapshot& s) { return s.parked == 1; }));
-  auto third = send_async(proxy.port(), post_json("/api/generate", generate_body("three", 20),
-                                                  {{"X-Request-Id", "third"}}));
-  REQUIRE(proxy.wait_for([](const core::Snapshot& s) { return s.parked == 2; }));
-  CHECK(json::parse(status_of(proxy.port(), "third").body)["eta_ms"].is_null());
+  std::vector<std::future<HttpResponse>> parked;
+  for (int i = 1; i <= 5; ++i) {
+    parked.push_back(send_async(proxy.port(),
+                                post_json("/api/generate", generate_body("n" + std::to_string(i), 20),
+                                          {{"X-Request-Id", "parked-" + std::to_string(i)}})));
+    REQUIRE(proxy.wait_for([i](const core::Snapshot& s) { return s.parked == i; }));
+  }
+  CHECK(json::parse(status_of(proxy.port(), "parked-5").body)["eta_ms"].is_null());
   CHECK(first.get().status == 200);
-  // The second was admitted at the first completion: it never waited with an ETA.
-  const HttpResponse two = second.get();
-  CHECK(two.status == 200);
-  CHECK_FALSE(two.header("X-Sluice-Eta-Ms").has_value());
-  // The third got one at that completion, some time after it parked, before it was admitted.
-  const HttpResponse three = third.get();
-  CHECK(three.status == 200);
-  REQUIRE(three.header("X-Sluice-Eta-Ms").has_value());
-  REQUIRE(three.header("X-Sluice-Eta-After-Ms").has_value());
-  REQUIRE(three.header("X-Sluice-Queue-Ms").has_value());
-  const double after = std::stod(std::string(*three.header("X-Sluice-Eta-After-Ms")));
-  const double queued = std::stod(std::string(*three.header("X-Sluice-Queue-Ms")));
+  // The first four parked were admitted at the first four completions: none waited with an ETA.
+  for (int i = 0; i < 4; ++i) {
+    CAPTURE(i);
+    const HttpResponse answer = parked[static_cast<std::size_t>(i)].get();
+    CHECK(answer.status == 200);
+    CHECK_FALSE(answer.header("X-Sluice-Eta-Ms").has_value());
+  }
+  // The last got one at the fourth completion, some time after it parked, before it was admitted.
+  const HttpResponse last = parked[4].get();
+  CHECK(last.status == 200);
+  REQUIRE(last.header("X-Sluice-Eta-Ms").has_value());
+  REQUIRE(last.header("X-Sluice-Eta-After-Ms").has_value());
+  REQUIRE(last.header("X-Sluice-Queue-Ms").has_value());
+  const double after = std::stod(std::string(*last.header("X-Sluice-Eta-After-Ms")));
+  const double queued = std::stod(std::string(*last.header("X-Sluice-Queue-Ms")));
   CHECK(after > 0);
   CHECK(after < queued);
 }

@@ -143,7 +143,15 @@ TEST_CASE("queue order: per-key limits — a user's second request waits for its
 
 TEST_CASE("queue order: ETA from service times, and from the completion rate") {
   Harness h(paid_free_config(1));
-  // No completion yet: positions, but no ETA.
+  // Three completions, each 10 s at cost 10, in separate busy periods (so no work throughput):
+  // positions, but no ETA before the fourth.
+  for (int i = 0; i < 3; ++i) {
+    h.now = at(std::chrono::seconds(100 * i - 300));
+    h.submit({.user = "w", .cost = 10});
+    h.now += 10s;
+    h.finish_oldest();
+  }
+  h.now = at(0s);
   h.submit({.user = "a", .cost = 10});
   const int b = h.submit({.user = "b", .cost = 5});
   {
@@ -153,7 +161,7 @@ TEST_CASE("queue order: ETA from service times, and from the completion rate") {
     CHECK(exact);
     CHECK_FALSE(where.eta());
   }
-  // a ran 10 s at cost 10: 1 s per token. b (cost 5) is admitted at 10 s.
+  // a ran 10 s at cost 10: 1 s per token, the fourth sample. b (cost 5) is admitted at 10 s.
   h.now = at(10s);
   h.finish_oldest();
   const int c = h.submit({.user = "c", .cost = 3});
@@ -169,18 +177,11 @@ TEST_CASE("queue order: ETA from service times, and from the completion rate") {
   REQUIRE(at_d.eta_service);
   CHECK(*at_d.eta_service == 6s);  // c runs 15..18 s
   CHECK(at_d.completions_ahead == 2);
-  CHECK_FALSE(at_d.eta_work);  // one completion is no work throughput yet
+  CHECK_FALSE(at_d.eta_work);  // one completion of this busy period is no work throughput yet
   CHECK(at_d.eta() == at_d.eta_service);
-  CHECK_FALSE(at_d.eta_rate);  // one completion is no rate yet
-  // A second completion gives a rate: 2 completions in [10 s, 15 s] -> 1 per 5 s.
-  h.now = at(15s);
-  h.finish_oldest();  // b
-  const int e = h.submit({.user = "e", .cost = 1});
-  const QueueOrder later = h.sched.queue_order(h.now, 10);
-  const QueuePosition at_e = position_of(h, later, e, exact);
-  CHECK(at_e.completions_ahead == 2);  // c, then d
-  REQUIRE(at_e.eta_rate);
-  CHECK(*at_e.eta_rate == 10s);
+  // The rate: the last 4 completions from -290 s to 10 s (3 per 300 s), as of now (12 s).
+  REQUIRE(at_d.eta_rate);
+  CHECK(at_d.eta_rate->count() == doctest::Approx(2 * 302e9 / 3));
 }
 
 TEST_CASE("queue order: ETA from the work throughput — costs ahead over tokens per busy second") {
@@ -223,6 +224,37 @@ TEST_CASE("queue order: ETA from the work throughput — costs ahead over tokens
   const QueuePosition at_i = position_of(h, h.sched.queue_order(h.now, 10), i, exact);
   REQUIRE(at_i.eta_work);
   CHECK(at_i.eta_work->count() > 0);
+}
+
+TEST_CASE("queue order: requests that waited for one model load all report it: counted once") {
+  // Ollama's load_duration runs from arrival until the model is ready: two requests admitted
+  // together on a cold model both say 6 s. The GPU loaded once.
+  Harness h(paid_free_config(2));
+  h.now = at(100s);
+  const int w1 = h.submit({.user = "w1", .cost = 10});
+  const int w2 = h.submit({.user = "w2", .cost = 10});
+  const int w3 = h.submit({.user = "w3", .cost = 10});
+  const int w4 = h.submit({.user = "w4", .cost = 10});
+  const int x = h.submit({.user = "x", .cost = 40});
+  const int y = h.submit({.user = "y", .cost = 40});
+  const int z = h.submit({.user = "z", .cost = 10});
+  h.now = at(110s);
+  h.finish(w1, 10, {.load_duration = 6s});
+  h.now = at(114s);
+  h.finish(w2, 10, {.load_duration = 6s});
+  h.now = at(118s);
+  h.finish(w3, 10);
+  h.now = at(122s);
+  h.finish(w4, 10);
+  REQUIRE(h.running.count(x));
+  REQUIRE(h.running.count(y));
+  // 40 tokens in 22 s, 6 of them loading: 2.5 tokens/s. x (admitted at 118 s) has 40 - 4 x
+  // 2.5 / 2 = 35 left and ends first; then z is admitted: 35 / 2.5 = 14 s. (Counting the load
+  // twice: 4 tokens/s, 32 left, 8 s.)
+  bool exact = false;
+  const QueuePosition at_z = position_of(h, h.sched.queue_order(h.now, 10), z, exact);
+  REQUIRE(at_z.eta_work);
+  CHECK(at_z.eta_work->count() == doctest::Approx(14e9));
 }
 
 TEST_CASE("queue order: randomized — positions equal the real admission order") {

@@ -42,9 +42,9 @@ inline constexpr std::int64_t kMaxOrderedParked = 200'000;
 struct QueuePosition {
   std::int64_t position = 0;            ///< parked requests admitted before it
   std::int64_t completions_ahead = 0;   ///< running requests that end before its admission
-  std::optional<Duration> eta_work;     ///< nullopt until four requests completed
-  std::optional<Duration> eta_service;  ///< nullopt until a request completed
-  std::optional<Duration> eta_rate;     ///< nullopt until two requests completed
+  std::optional<Duration> eta_work;     ///< nullopt until four requests of a busy period completed
+  std::optional<Duration> eta_service;  ///< nullopt until four requests completed
+  std::optional<Duration> eta_rate;     ///< nullopt until four requests completed
 
   /// The ETA sluice reports (eta_ms): the work estimate, else the service, else the rate one.
   std::optional<Duration> eta() const {
