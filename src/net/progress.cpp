@@ -51,6 +51,8 @@ std::string progress_head(const RequestContext& ctx) {
   if (ctx.progress == ProgressMode::sse) head.set(http::field::cache_control, "no-cache");
   head.set(kProgressHeader, "1");
   add_sluice_headers(head, ctx);
+  // Parked: no backend holds it (after a failover, ctx still names the one that failed).
+  head.erase(kBackendHeader);
   head.set(http::field::transfer_encoding, "chunked");
   if (!ctx.client_keep_alive) head.set(http::field::connection, "close");
   return wire::serialize_head(head);
@@ -79,9 +81,10 @@ asio::awaitable<void> keep_alive(Client& client, RequestContext& ctx, TrackedReq
 
   const Clock::duration interval = ctx.config->scheduler.progress_interval;
   std::string piece = keepalive_piece(ctx.progress, model, tracked.figures(), rfc3339_now());
-  std::string first = progress_head(ctx) + as_chunk(piece);
+  // Parked again after a failover, the head may be out already: the body goes on.
+  std::string first = ctx.progress_sent ? as_chunk(piece) : progress_head(ctx) + as_chunk(piece);
+  if (!ctx.progress_sent) ctx.ttfb = since(ctx.arrival);
   ctx.progress_sent = true;
-  ctx.ttfb = since(ctx.arrival);
   error_code ec = co_await write_whole(client, ctx, std::move(first));
   while (!ec) {
     state = co_await asio::this_coro::cancellation_state;
@@ -188,6 +191,19 @@ asio::awaitable<AdmitResult> admit_with_progress(Proxy::Impl& proxy, Client& cli
                                                  TrackedRequest& tracked, std::string model) {
   using namespace asio::experimental::awaitable_operators;
   auto admission = proxy.gate.admit(request, &tracked);
+  auto informing = keep_alive(client, ctx, tracked, std::move(model));
+  auto winner = co_await (std::move(admission) || std::move(informing));
+  if (winner.index() == 0) co_return std::get<0>(std::move(winner));
+  AdmitResult gone;  // a keep-alive could not be written: the client left
+  gone.kind = AdmitResult::Kind::cancelled;
+  co_return gone;
+}
+
+asio::awaitable<AdmitResult> requeue_with_progress(Proxy::Impl& proxy, Client& client,
+                                                   RequestContext& ctx, Slot& slot,
+                                                   TrackedRequest& tracked, std::string model) {
+  using namespace asio::experimental::awaitable_operators;
+  auto admission = proxy.gate.requeue(slot, &tracked);
   auto informing = keep_alive(client, ctx, tracked, std::move(model));
   auto winner = co_await (std::move(admission) || std::move(informing));
   if (winner.index() == 0) co_return std::get<0>(std::move(winner));

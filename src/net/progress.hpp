@@ -57,4 +57,11 @@ asio::awaitable<AdmitResult> admit_with_progress(Proxy::Impl& proxy, Client& cli
                                                  RequestContext& ctx, core::Request request,
                                                  TrackedRequest& tracked, std::string model);
 
+/// The same for a request that failed over back into the queue (gate.requeue(slot)): while
+/// parked again it is kept informed likewise — the head first if none went out yet (it was
+/// admitted at once the first time), else keep-alives continuing the body already begun.
+asio::awaitable<AdmitResult> requeue_with_progress(Proxy::Impl& proxy, Client& client,
+                                                   RequestContext& ctx, Slot& slot,
+                                                   TrackedRequest& tracked, std::string model);
+
 }  // namespace sluice::net

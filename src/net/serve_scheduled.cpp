@@ -136,7 +136,13 @@ asio::awaitable<void> admit_and_forward(Proxy::Impl& proxy, Client& client, Requ
           "request {}: backend {} failed ({}); no other backend has room, back in the "
           "queue",
           ctx.request_id, from, why);
-      AdmitResult again = co_await proxy.gate.requeue(slot, &tracked);
+      // With progress on it is kept informed while parked again, as the first time.
+      AdmitResult again;
+      if (ctx.progress != ProgressMode::none) {
+        again = co_await requeue_with_progress(proxy, client, ctx, slot, tracked, plan.body.model);
+      } else {
+        again = co_await proxy.gate.requeue(slot, &tracked);
+      }
       ctx.queue_wait = ctx.queue_wait.value_or(core::Duration{}) + again.waited;
       switch (again.kind) {
         case AdmitResult::Kind::admitted:

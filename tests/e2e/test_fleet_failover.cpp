@@ -191,6 +191,35 @@ TEST_CASE("failover: with the other backend busy, a refused request waits for it
   expect_idle(proxy);
 }
 
+TEST_CASE("failover: with progress on, a request back in the queue is kept informed there") {
+  std::optional<SimProcess> a(std::in_place);
+  SimProcess b;
+  ProxyUnderTest proxy(
+      two_backends(a->url(), b.url(), R"("health_interval": "30s", "eject_after": 3)"));
+  REQUIRE(proxy.wait_for(all_up));
+  a->kill();
+  a.reset();
+  auto slow = std::async(std::launch::async,
+                         [&proxy] { return http_request(proxy.port(), generate("slow", 500)); });
+  REQUIRE(proxy.wait_for([](const sluice::core::Snapshot& snap) {
+    return snap.backends.size() == 2 && snap.backends[1].in_flight == 1 && up(snap, 0);
+  }));
+  // Admitted at once onto gpu-a (no progress head then), refused, back in the queue behind
+  // "slow": there it gets the progress head and a keep-alive, then gpu-b's answer.
+  HttpRequest waits = generate("waits", 3, /*stream=*/true);
+  waits.headers.push_back({"X-Sluice-Progress", "1"});
+  HttpResponse r = http_request(proxy.port(), waits);
+  INFO(r.status << " " << r.body);
+  CHECK(r.status == 200);
+  CHECK(r.header("X-Sluice-Progress") == "1");
+  CHECK_FALSE(r.header("X-Sluice-Backend").has_value());  // parked: the one that failed is not it
+  const auto first_line = r.body.substr(0, r.body.find('\n'));
+  CHECK(first_line.find(R"("sluice":{"queue_position":)") != std::string::npos);
+  CHECK(r.body.find(R"("done":true)") != std::string::npos);
+  CHECK(slow.get().status == 200);
+  expect_idle(proxy);
+}
+
 TEST_CASE("failover: a reset before response headers is retried once on the other backend") {
   ClosingUpstream closing;
   SimProcess b;
