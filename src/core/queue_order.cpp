@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
-#include <utility>
 #include <queue>
+#include <utility>
 #include <vector>
 
 #include "scheduler_state.hpp"
@@ -94,7 +94,8 @@ void Scheduler::State::record_completion(const Entry& entry, std::int64_t actual
     if (completions[i % kRateWindow] < start) continue;  // an earlier busy period
     tokens += completion_costs[i % kRateWindow];
     const auto [from_time, to_time] = completion_loads[i % kRateWindow];
-    if (to_time > from_time) loading[loads++] = {std::max(from_time, start), std::min(to_time, now)};
+    if (to_time > from_time)
+      loading[loads++] = {std::max(from_time, start), std::min(to_time, now)};
     ++samples;
   }
   // Time spent loading: the union of the load intervals within [start, now].

@@ -163,9 +163,9 @@ TEST_CASE("eta_header: a request parked before any completion gets the first ETA
   REQUIRE(proxy.wait_for([](const core::Snapshot& s) { return s.in_flight == 1; }));
   std::vector<std::future<HttpResponse>> parked;
   for (int i = 1; i <= 5; ++i) {
-    parked.push_back(send_async(proxy.port(),
-                                post_json("/api/generate", generate_body("n" + std::to_string(i), 20),
-                                          {{"X-Request-Id", "parked-" + std::to_string(i)}})));
+    parked.push_back(send_async(
+        proxy.port(), post_json("/api/generate", generate_body("n" + std::to_string(i), 20),
+                                {{"X-Request-Id", "parked-" + std::to_string(i)}})));
     REQUIRE(proxy.wait_for([i](const core::Snapshot& s) { return s.parked == i; }));
   }
   CHECK(json::parse(status_of(proxy.port(), "parked-5").body)["eta_ms"].is_null());

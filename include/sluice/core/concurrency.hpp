@@ -198,7 +198,7 @@ class ConcurrencyController {
   double probe_baseline_ = -1;  ///< throughput at the limit a probe came from; < 0 unknown
   Time probe_since_{};          ///< when the probe began
   std::string last_change_;
-  std::vector<Level> levels_;  ///< [n] for n in 1..max; [0] unused
+  std::vector<Level> levels_;                 ///< [n] for n in 1..max; [0] unused
   std::array<double, kAloneWindow> alone_{};  ///< raw native waits at level 1 (ring)
   std::size_t alone_count_ = 0;
   std::size_t alone_next_ = 0;
