@@ -186,11 +186,13 @@ std::string rfc3339_now() {
   return text.data();
 }
 
-asio::awaitable<AdmitResult> admit_with_progress(Proxy::Impl& proxy, Client& client,
-                                                 RequestContext& ctx, core::Request request,
-                                                 TrackedRequest& tracked, std::string model) {
+namespace {
+
+// A wait for admission (gate.admit or gate.requeue) raced against the keep-alives.
+asio::awaitable<AdmitResult> inform_while(asio::awaitable<AdmitResult> admission, Client& client,
+                                          RequestContext& ctx, TrackedRequest& tracked,
+                                          std::string model) {
   using namespace asio::experimental::awaitable_operators;
-  auto admission = proxy.gate.admit(request, &tracked);
   auto informing = keep_alive(client, ctx, tracked, std::move(model));
   auto winner = co_await (std::move(admission) || std::move(informing));
   if (winner.index() == 0) co_return std::get<0>(std::move(winner));
@@ -199,17 +201,18 @@ asio::awaitable<AdmitResult> admit_with_progress(Proxy::Impl& proxy, Client& cli
   co_return gone;
 }
 
+}  // namespace
+
+asio::awaitable<AdmitResult> admit_with_progress(Proxy::Impl& proxy, Client& client,
+                                                 RequestContext& ctx, core::Request request,
+                                                 TrackedRequest& tracked, std::string model) {
+  return inform_while(proxy.gate.admit(request, &tracked), client, ctx, tracked, std::move(model));
+}
+
 asio::awaitable<AdmitResult> requeue_with_progress(Proxy::Impl& proxy, Client& client,
                                                    RequestContext& ctx, Slot& slot,
                                                    TrackedRequest& tracked, std::string model) {
-  using namespace asio::experimental::awaitable_operators;
-  auto admission = proxy.gate.requeue(slot, &tracked);
-  auto informing = keep_alive(client, ctx, tracked, std::move(model));
-  auto winner = co_await (std::move(admission) || std::move(informing));
-  if (winner.index() == 0) co_return std::get<0>(std::move(winner));
-  AdmitResult gone;  // a keep-alive could not be written: the client left
-  gone.kind = AdmitResult::Kind::cancelled;
-  co_return gone;
+  return inform_while(proxy.gate.requeue(slot, &tracked), client, ctx, tracked, std::move(model));
 }
 
 }  // namespace sluice::net

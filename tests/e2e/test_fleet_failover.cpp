@@ -179,44 +179,32 @@ TEST_CASE("failover: with the other backend busy, a refused request waits for it
   REQUIRE(proxy.wait_for([](const sluice::core::Snapshot& snap) {
     return snap.backends.size() == 2 && snap.backends[1].in_flight == 1 && up(snap, 0);
   }));
-  HttpResponse r = http_request(proxy.port(), generate("waits"));
-  INFO(r.status << " " << r.body);
-  CHECK(r.status == 200);
-  CHECK(r.header("X-Sluice-Backend") == "gpu-b");
-  HttpResponse first = slow.get();
-  CHECK(first.status == 200);
-  CHECK(first.header("X-Sluice-Backend") == "gpu-b");
-  CHECK(logs.text().find("request waits: backend gpu-a failed (") != std::string::npos);
-  CHECK(logs.text().find("no other backend has room, back in the queue") != std::string::npos);
-  expect_idle(proxy);
-}
-
-TEST_CASE("failover: with progress on, a request back in the queue is kept informed there") {
-  std::optional<SimProcess> a(std::in_place);
-  SimProcess b;
-  ProxyUnderTest proxy(
-      two_backends(a->url(), b.url(), R"("health_interval": "30s", "eject_after": 3)"));
-  REQUIRE(proxy.wait_for(all_up));
-  a->kill();
-  a.reset();
-  auto slow = std::async(std::launch::async,
-                         [&proxy] { return http_request(proxy.port(), generate("slow", 500)); });
-  REQUIRE(proxy.wait_for([](const sluice::core::Snapshot& snap) {
-    return snap.backends.size() == 2 && snap.backends[1].in_flight == 1 && up(snap, 0);
-  }));
-  // Admitted at once onto gpu-a (no progress head then), refused, back in the queue behind
-  // "slow": there it gets the progress head and a keep-alive, then gpu-b's answer.
-  HttpRequest waits = generate("waits", 3, /*stream=*/true);
-  waits.headers.push_back({"X-Sluice-Progress", "1"});
-  HttpResponse r = http_request(proxy.port(), waits);
-  INFO(r.status << " " << r.body);
-  CHECK(r.status == 200);
-  CHECK(r.header("X-Sluice-Progress") == "1");
-  CHECK_FALSE(r.header("X-Sluice-Backend").has_value());  // parked: the one that failed is not it
-  const auto first_line = r.body.substr(0, r.body.find('\n'));
-  CHECK(first_line.find(R"("sluice":{"queue_position":)") != std::string::npos);
-  CHECK(r.body.find(R"("done":true)") != std::string::npos);
-  CHECK(slow.get().status == 200);
+  SUBCASE("it is answered by the other backend") {
+    HttpResponse r = http_request(proxy.port(), generate("waits"));
+    INFO(r.status << " " << r.body);
+    CHECK(r.status == 200);
+    CHECK(r.header("X-Sluice-Backend") == "gpu-b");
+    HttpResponse first = slow.get();
+    CHECK(first.status == 200);
+    CHECK(first.header("X-Sluice-Backend") == "gpu-b");
+    CHECK(logs.text().find("request waits: backend gpu-a failed (") != std::string::npos);
+    CHECK(logs.text().find("no other backend has room, back in the queue") != std::string::npos);
+  }
+  SUBCASE("with progress on, it is kept informed while back in the queue") {
+    // Admitted at once onto gpu-a (no progress head then), refused, back in the queue behind
+    // "slow": there it gets the progress head and a keep-alive, then gpu-b's answer.
+    HttpRequest waits = generate("waits", 3, /*stream=*/true);
+    waits.headers.push_back({"X-Sluice-Progress", "1"});
+    HttpResponse r = http_request(proxy.port(), waits);
+    INFO(r.status << " " << r.body);
+    CHECK(r.status == 200);
+    CHECK(r.header("X-Sluice-Progress") == "1");
+    CHECK_FALSE(r.header("X-Sluice-Backend").has_value());  // parked: the failed one is not it
+    const auto first_line = r.body.substr(0, r.body.find('\n'));
+    CHECK(first_line.find(R"("sluice":{"queue_position":)") != std::string::npos);
+    CHECK(r.body.find(R"("done":true)") != std::string::npos);
+    CHECK(slow.get().status == 200);
+  }
   expect_idle(proxy);
 }
 
