@@ -50,7 +50,8 @@ json auto_json(const std::optional<core::ConcurrencyView>& view) {
                       {"samples", l.samples},
                       {"waited", l.waited},
                       {"median_wait_ms", l.median_wait_ms},
-                      {"tokens_per_second", l.tokens_per_second}});
+                      {"tokens_per_second", l.tokens_per_second},
+                      {"median_backlog", l.median_backlog}});
   }
   return {{"min", view->min},
           {"max", view->max},

@@ -98,9 +98,10 @@ ConcurrencyController::Judgement ConcurrencyController::judge(std::int64_t n) co
   double reference = 0;
   bool reference_known = false;
   const double alone = alone_wait();
-  std::vector<double> waits, all_waits, shares, speeds;
+  std::vector<double> waits, all_waits, shares, speeds, backlogs;
   for (std::size_t i = 0; i < level.count; ++i) {
     const Observation& o = level.ring[i];
+    backlogs.push_back(o.backlog);
     if (o.wait_s < 0 && !reference_known) {
       reference = reference_ttfb();
       reference_known = true;
@@ -118,8 +119,45 @@ ConcurrencyController::Judgement ConcurrencyController::judge(std::int64_t n) co
   }
   j.median_wait_s = median(j.waited > 0 ? waits : all_waits);
   j.median_share = shares.empty() ? 1.0 : median(std::move(shares));
-  j.speed = speeds.empty() ? -1 : median(std::move(speeds));
+  j.speeds = speeds.size();
+  j.speed = speeds.empty() ? level.known_speed : median(std::move(speeds));
+  j.backlog = median(std::move(backlogs));
   return j;
+}
+
+ConcurrencyController::Worth ConcurrencyController::worth(std::int64_t n, double speed,
+                                                          double speed_below, double backlog) {
+  Worth w;
+  w.backlog = backlog;
+  if (n < 2 || speed <= 0 || speed_below <= 0) return w;
+  const auto level = static_cast<double>(n);
+  w.gain = level * speed / ((level - 1) * speed_below) - 1;
+  w.stretch = std::max(0.0, speed_below / speed - 1);
+  return worth(n, w, backlog);
+}
+
+ConcurrencyController::Worth ConcurrencyController::worth(std::int64_t n, const Worth& measured,
+                                                          double backlog) {
+  Worth w = measured;
+  w.backlog = backlog;
+  const auto level = static_cast<double>(n);
+  w.worth = n < 2 || 1 / (level - 1) + w.gain * backlog >= level * w.stretch;
+  return w;
+}
+
+std::string ConcurrencyController::unworthy_reason(std::int64_t n, const Worth& w) {
+  std::string reason = "not worth a slot: ";
+  reason += std::to_string(n);
+  reason += " in flight move ";
+  reason += fixed(100 * w.gain, 1);
+  reason += "% more tokens/s than ";
+  reason += std::to_string(n - 1);
+  reason += " and make each stream take ";
+  reason += fixed(100 * w.stretch, 0);
+  reason += "% longer, with ";
+  reason += fixed(w.backlog, w.backlog < 10 && w.backlog != std::floor(w.backlog) ? 1 : 0);
+  reason += " requests waiting (p50)";
+  return reason;
 }
 
 double ConcurrencyController::throughput(const Judgement& j, std::int64_t n) const {
@@ -143,6 +181,7 @@ std::optional<LimitChange> ConcurrencyController::change(std::int64_t to, std::s
     Level& level = levels_[static_cast<std::size_t>(to)];
     level.count = 0;
     level.next = 0;
+    level.known_speed = -1;  // (its `kept` stays: the gain and stretch are the GPU's)
   }
   LimitChange c{.from = limit_, .to = to, .reason = std::move(reason)};
   limit_ = to;
@@ -174,7 +213,11 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
     if (sample.eval_count > 0 && after_first > 0)
       o.speed = static_cast<double>(sample.eval_count) / after_first;
   }
+  o.backlog = std::isfinite(sample.backlog) ? std::max(0.0, sample.backlog) : 0;
   const std::int64_t n = std::clamp<std::int64_t>(sample.in_flight, 1, spec_.max);
+  if (sample.mean_in_flight > 0 &&
+      std::abs(sample.mean_in_flight - static_cast<double>(n)) > kSpeedLevelSlack)
+    o.speed = -1;  // it did not run at its level for most of its life
   if (n == 1 && o.wait_s >= 0) {
     alone_[alone_next_] = o.wait_s;
     alone_next_ = (alone_next_ + 1) % kAloneWindow;
@@ -184,6 +227,12 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
   filed.ring[filed.next] = o;
   filed.next = (filed.next + 1) % kLevelWindow;
   filed.count = std::min(filed.count + 1, kLevelWindow);
+  if (o.speed >= 0) {
+    std::vector<double> speeds;
+    for (std::size_t i = 0; i < filed.count; ++i)
+      if (filed.ring[i].speed >= 0) speeds.push_back(filed.ring[i].speed);
+    filed.known_speed = median(std::move(speeds));
+  }
 
   const double floor = spec_.min_stream_tokens_per_s;
   const auto below_floor = [&](const Judgement& j) {
@@ -252,6 +301,9 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
     const auto settle = std::chrono::duration_cast<Duration>(
         std::chrono::duration<double>(2 * median(std::move(services))));
     if (now < probe_since_ + settle) return std::nullopt;
+    // Nor before the new level's speed is known (two samples that ran at it), if the old one's
+    // was: the gain and the streams' slowdown are what the probe is for.
+    if (probe_baseline_speed_ > 0 && at_limit.speeds < 2) return std::nullopt;
     // Against the throughput measured before the probe: the level below also gets the samples
     // of requests that ran partly beside the probe's, which makes it look worse than it was.
     const double gained = throughput(at_limit, limit_);
@@ -274,8 +326,24 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
       reason += "%)";
       return change(limit_ - 1, std::move(reason));
     }
+    // More tokens/s, but for whom? Not worth the slower streams without a queue to drain.
+    if (const Worth w = worth(limit_, at_limit.speed, probe_baseline_speed_, at_limit.backlog);
+        !w.worth) {
+      back_off(limit_, now);
+      return change(limit_ - 1, unworthy_reason(limit_, w));
+    }
     // Kept: this level is good, its backoff starts over.
-    levels_[static_cast<std::size_t>(limit_)].backoff = Duration::zero();
+    Level& kept = levels_[static_cast<std::size_t>(limit_)];
+    kept.backoff = Duration::zero();
+    if (at_limit.speed > 0 && probe_baseline_speed_ > 0)
+      kept.kept = worth(limit_, at_limit.speed, probe_baseline_speed_, at_limit.backlog);
+  } else if (const auto& kept = levels_[static_cast<std::size_t>(limit_)].kept;
+             kept && limit_ > spec_.min) {
+    // A level kept while a queue justified it steps down once the queue is gone.
+    if (const Worth w = worth(limit_, *kept, at_limit.backlog); !w.worth) {
+      back_off(limit_, now);
+      return change(limit_ - 1, unworthy_reason(limit_, w));
+    }
   }
 
   // --- probe up ---------------------------------------------------------------------------------
@@ -284,9 +352,12 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
   if (now < next.backoff_until) return std::nullopt;
   next.count = 0;
   next.next = 0;
+  next.known_speed = -1;
+  next.kept.reset();
   probing_ = true;
   probe_since_ = now;
   probe_baseline_ = throughput(at_limit, limit_);
+  probe_baseline_speed_ = at_limit.speed;
   std::string reason = "probing: no request waited at ";
   reason += std::to_string(limit_);
   reason += " in flight (";
@@ -317,7 +388,8 @@ ConcurrencyView ConcurrencyController::view() const {
                         .samples = j.samples,
                         .waited = j.waited,
                         .median_wait_ms = j.median_wait_s * 1000,
-                        .tokens_per_second = t < 0 ? 0 : t});
+                        .tokens_per_second = t < 0 ? 0 : t,
+                        .median_backlog = j.backlog});
   }
   return v;
 }

@@ -99,6 +99,8 @@ void Scheduler::State::admit(EntryId e, BackendId b, Time now) {
   const bool cold = m != kUnlistedModel && !fleet.is_resident(b, m);
   fleet.admit(b, m, now);
   entries[e].backend_in_flight = fleet.in_flight(b);
+  entries[e].backend_backlog = adaptive_backlog(b);
+  entries[e].backend_load_mark = fleet.in_flight_seconds(b, now);
   // Residency on b changed (m is resident there now, maybe another model was evicted): the
   // requests b may serve are judged again, e.g. those waiting for a warm m may go to b now.
   if (cold) release_holds_for(b);

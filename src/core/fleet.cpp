@@ -366,8 +366,26 @@ void Fleet::make_resident(Backend& backend, ModelId m, Time now) {
   backend.resident.push_back({.model = m, .in_flight = 0, .last_used = now});
 }
 
+void Fleet::accumulate(Backend& backend, Time now) {
+  if (now > backend.in_flight_since) {
+    backend.in_flight_seconds +=
+        static_cast<double>(backend.in_flight) *
+        std::chrono::duration<double>(now - backend.in_flight_since).count();
+    backend.in_flight_since = now;
+  }
+}
+
+double Fleet::in_flight_seconds(BackendId b, Time now) const {
+  const Backend& backend = backends_.at(b);
+  const double open = now > backend.in_flight_since
+                          ? std::chrono::duration<double>(now - backend.in_flight_since).count()
+                          : 0;
+  return backend.in_flight_seconds + static_cast<double>(backend.in_flight) * open;
+}
+
 void Fleet::admit(BackendId b, ModelId m, Time now) {
   Backend& backend = backends_.at(b);
+  accumulate(backend, now);
   ++backend.in_flight;
   if (m == kUnlistedModel) return;
   make_resident(backend, m, now);
@@ -378,6 +396,7 @@ void Fleet::admit(BackendId b, ModelId m, Time now) {
 
 bool Fleet::release(BackendId b, ModelId m, const Timings& timings, Time now) {
   Backend& backend = backends_.at(b);
+  accumulate(backend, now);
   --backend.in_flight;
   for (auto r = backend.resident.begin(); r != backend.resident.end(); ++r) {
     if (r->model != m || r->in_flight == 0) continue;
@@ -494,6 +513,24 @@ bool Fleet::set_resident(BackendId b, std::span<const std::string> models, Time 
 
 void Fleet::note_parked(ModelId m, int delta) {
   if (m < parked_.size()) parked_[m] += delta;
+}
+
+double Fleet::backlog(BackendId b) const {
+  if (!usable(b)) return 0;
+  const auto slots = [&](BackendId x) {
+    return static_cast<double>(std::max<std::int64_t>(1, backends_[x].spec.max_concurrency));
+  };
+  double share = 0;
+  for (ModelId m = 0; m < parked_.size(); ++m) {
+    if (parked_[m] <= 0) continue;
+    const BackendSet set = eligible(m);
+    if ((set & bit(b)) == 0) continue;
+    double total = 0;
+    for (BackendSet rest = set; rest != 0; rest &= rest - 1)
+      total += slots(static_cast<BackendId>(std::countr_zero(rest)));
+    share += static_cast<double>(parked_[m]) * slots(b) / total;
+  }
+  return share;
 }
 
 BackendView Fleet::view(BackendId b) const {

@@ -23,10 +23,22 @@ void Scheduler::State::sync_adaptive(const SchedulerConfig& config) {
   adaptive = std::move(next);
 }
 
-void Scheduler::State::learn_limit(BackendId b, std::int64_t in_flight, const Timings& timings,
+double Scheduler::State::adaptive_backlog(BackendId b) const {
+  return b < adaptive.size() && adaptive[b] ? fleet.backlog(b) : 0;
+}
+
+void Scheduler::State::learn_limit(BackendId b, const Entry& entry, const Timings& timings,
                                    Time now) {
   if (b >= adaptive.size() || !adaptive[b] || !timings.time_to_first_byte) return;
-  ConcurrencySample sample{.in_flight = in_flight,
+  // The mean number in flight on b over the request's life, itself included (it was released
+  // from the fleet just before: the integral up to now still counts it).
+  const double life = std::chrono::duration<double>(now - entry.admitted).count();
+  const double mean_in_flight =
+      life > 0 ? (fleet.in_flight_seconds(b, now) - entry.backend_load_mark) / life
+               : static_cast<double>(entry.backend_in_flight);
+  ConcurrencySample sample{.in_flight = entry.backend_in_flight,
+                           .backlog = entry.backend_backlog,
+                           .mean_in_flight = mean_in_flight,
                            .time_to_first_byte = *timings.time_to_first_byte,
                            .total = timings.response_time.value_or(*timings.time_to_first_byte),
                            .load_duration = timings.load_duration,

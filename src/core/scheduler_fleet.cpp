@@ -26,6 +26,8 @@ std::optional<BackendId> Scheduler::reroute(Permit permit, Time now,
   state.fleet.admit(where.backend, m, now);
   entry.backend = where.backend;
   entry.backend_in_flight = state.fleet.in_flight(where.backend);
+  entry.backend_backlog = state.adaptive_backlog(where.backend);
+  entry.backend_load_mark = state.fleet.in_flight_seconds(where.backend, now);
   if (cold) state.release_holds_for(where.backend);
   state.release_holds_for(failed);
   state.dispatch(config_, admitted, now);

@@ -86,6 +86,8 @@ struct Entry {
   BackendId backend = 0;  // while in flight: where it runs
   BackendSet avoid = 0;   // backends that failed it (Scheduler::requeue); steers placement
   std::int64_t backend_in_flight = 0;  // on its backend once admitted there, itself included
+  double backend_backlog = 0;    // parked requests its backend could take then (adaptive only)
+  double backend_load_mark = 0;  // its backend's Fleet::in_flight_seconds then
   Time admitted{};              // while in flight: when it was admitted (service time, queue order)
   std::uint64_t admit_seq = 0;  // while in flight: admission order
 };
@@ -496,9 +498,12 @@ struct Scheduler::State {
   // Creates, keeps (new bounds) or drops each backend's controller after the fleet took
   // `config`, and gives each adaptive backend the controller's limit.
   void sync_adaptive(const SchedulerConfig& config);
+  // What b could take from the queue right now (Fleet::backlog), for b's controller; 0 when b
+  // has none (not computed).
+  double adaptive_backlog(BackendId b) const;
   // A request admitted on b at `in_flight` ended with `timings`: teaches b's controller, if any
   // (nothing without a measured time to first byte), and applies a new limit.
-  void learn_limit(BackendId b, std::int64_t in_flight, const Timings& timings, Time now);
+  void learn_limit(BackendId b, const Entry& entry, const Timings& timings, Time now);
   std::optional<Time> next_wake() const;
 
   // --- the queue: subqueue lists and counters (here, inline: every event uses them) -------

@@ -423,6 +423,34 @@ TEST_CASE("fleet: model names are bounded; unused names are reclaimed") {
 
 // Random operations on a random fleet: after each, the invariants hold, and every placement
 // names an eligible backend with a free slot; `full` only when no eligible backend has one.
+TEST_CASE("fleet: backlog is each backend's share by slots of the parked requests it could serve") {
+  // a (2 slots) and b (6 slots) serve m1; only b serves m2; c serves m3 alone.
+  Fleet fleet = up_fleet({{.name = "a", .max_concurrency = 2, .models = {"m1"}},
+                          {.name = "b", .max_concurrency = 6, .models = {"m1", "m2"}},
+                          {.name = "c", .max_concurrency = 1, .models = {"m3"}}});
+  const ModelId m1 = fleet.model("m1"), m2 = fleet.model("m2");
+  CHECK(fleet.backlog(0) == 0);
+  fleet.note_parked(m1, 8);
+  fleet.note_parked(m2, 3);
+  CHECK(fleet.backlog(0) == doctest::Approx(8.0 * 2 / 8));
+  CHECK(fleet.backlog(1) == doctest::Approx(8.0 * 6 / 8 + 3));
+  CHECK(fleet.backlog(2) == 0);
+  fleet.set_up(0, false);  // a down: b could take all of m1
+  CHECK(fleet.backlog(1) == doctest::Approx(11));
+  CHECK(fleet.backlog(0) == 0);
+}
+
+TEST_CASE("fleet: in_flight_seconds integrates a backend's in-flight count over time") {
+  Fleet fleet = up_fleet(three());
+  const ModelId m1 = fleet.model("m1");
+  fleet.admit(0, m1, at(1s));
+  fleet.admit(0, m1, at(3s));
+  CHECK(fleet.in_flight_seconds(0, at(4s)) == doctest::Approx(2 + 2 * 1));
+  fleet.release(0, m1, {}, at(5s));
+  CHECK(fleet.in_flight_seconds(0, at(7s)) == doctest::Approx(2 + 2 * 2 + 2));
+  CHECK(fleet.in_flight_seconds(1, at(7s)) == 0);
+}
+
 TEST_CASE("fleet: model check of placement under random events") {
   std::mt19937_64 rng(12345);
   for (int round = 0; round < 200; ++round) {

@@ -67,6 +67,12 @@ TEST_CASE(
   REQUIRE(view);
   CHECK(view->limit == 2);
   CHECK(view->probing);
+  // Each sample carries the queue it left behind (0 for the first, admitted at once, then 8 and
+  // 7 of the 10) and ran alone all its life (so its speed counts at level 1).
+  REQUIRE(!view->levels.empty());
+  CHECK(view->levels[0].in_flight == 1);
+  CHECK(view->levels[0].median_backlog == doctest::Approx(7));
+  CHECK(view->levels[0].tokens_per_second == doctest::Approx(60));
 }
 
 TEST_CASE("adaptive: lowering the limit cancels nothing; admissions wait until in-flight drops") {

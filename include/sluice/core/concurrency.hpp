@@ -42,6 +42,18 @@
 //    one) and backs the level off; otherwise it is kept and the next probe may follow at once.
 //    The gain is measured against T(n-1) as it was when the probe began: the level below later
 //    also gets samples of requests that ran partly beside the probe's, and looks worse.
+//  * Worth it (latency). A slot that adds throughput also slows every stream when the GPU does
+//    not scale (the simulator's curve: the 3rd slot adds 2.9 % tokens/s and makes each stream
+//    46 % slower). It pays only when enough requests wait for it. In units of one service time:
+//    the request it admits saves about 1/(n-1) (the wait for one of n-1 busy slots), each of the
+//    B requests still parked behind it (the sample's backlog, median over the level) saves the
+//    throughput gain g = T(n)/T(n-1) - 1 of a wait that is at least a service, and each of the
+//    n streams running takes longer by the stretch x = s(n-1)/s(n) - 1 (s: per-stream speed).
+//    Level n is worth its last slot when 1/(n-1) + g B >= n x. A probe that is not worth it
+//    reverts like a flat one; a kept level that stops being worth it (the burst that justified
+//    it drained) steps down by one and is backed off like a failed probe. On a GPU that scales
+//    (x ~ 0) every level the waits allow is worth it; on a flat one the limit rises above the
+//    knee only while a long queue waits.
 //  * Backoff (hysteresis). A level that failed is not probed again for probe_backoff, doubling
 //    with each failure of the same level up to max_probe_backoff; it resets when a probe of it
 //    succeeds. So a steady state moves by at most one slot, at most once per backoff, and a
@@ -78,6 +90,8 @@ inline constexpr std::int64_t kMaxAutoConcurrency = 1024;
 inline constexpr std::size_t kLevelWindow = 4;
 /// Raw waits of requests admitted alone remembered for the alone wait (the fixed overhead).
 inline constexpr std::size_t kAloneWindow = 8;
+/// How far a request's mean concurrency may be from its level for its speed to count there.
+inline constexpr double kSpeedLevelSlack = 0.5;
 
 /// The config's `auto_concurrency` (bounds and the per-stream floor) and the controller's
 /// tuning, which the config does not expose.
@@ -102,7 +116,14 @@ std::string validate(const AutoConcurrency& spec);
 
 /// What one finished request says. Durations absent from the final object are nullopt.
 struct ConcurrencySample {
-  std::int64_t in_flight = 1;     ///< on the backend when it was admitted, itself included
+  std::int64_t in_flight = 1;  ///< on the backend when it was admitted, itself included
+  /// Requests still parked in sluice's queue that this backend could take, when it was
+  /// admitted (in a fleet: the backend's share by slots of each model's parked requests).
+  double backlog = 0;
+  /// The mean number in flight on the backend over the request's life (0: unknown, taken as
+  /// in_flight). Its speed counts for its level only when it ran at about that level (within
+  /// kSpeedLevelSlack): a request admitted at 4 that ran mostly alone says nothing of 4 streams.
+  double mean_in_flight = 0;
   Duration time_to_first_byte{};  ///< measured by sluice: request sent -> response head
   Duration total{};               ///< measured by sluice: request sent -> response end
   std::optional<Duration> load_duration;
@@ -139,6 +160,7 @@ struct ConcurrencyView {
     std::size_t waited = 0;
     double median_wait_ms = 0;
     double tokens_per_second = 0;
+    double median_backlog = 0;  ///< requests parked when its samples were admitted (median)
   };
   std::vector<Level> levels;
 };
@@ -166,11 +188,24 @@ class ConcurrencyController {
     double ttfb_s = 0;
     double service_s = 0;  ///< prompt evaluation + decoding (or, without durations, total)
     double speed = -1;     ///< per-stream decode tokens/s; < 0 unknown
+    double backlog = 0;    ///< ConcurrencySample::backlog
+  };
+  /// The "worth it" rule for level n against the level below (speeds per stream, > 0).
+  struct Worth {
+    bool worth = true;
+    double gain = 0;     ///< T(n) / T(n-1) - 1
+    double stretch = 0;  ///< s(n-1) / s(n) - 1, >= 0
+    double backlog = 0;
   };
   struct Level {
     std::array<Observation, kLevelWindow> ring{};
     std::size_t count = 0;  ///< valid entries, <= kLevelWindow
     std::size_t next = 0;
+    double known_speed = -1;  ///< median speed of the samples that ran at it, when last known
+    /// Set when a probe of this level was kept with the speeds known: the gain and stretch it
+    /// measured. A level kept for a queue gives its slot back when the queue has gone, judged
+    /// on these (the level below's samples may be from another time: another GPU load).
+    std::optional<Worth> kept;
     Time backoff_until{};  ///< not probed before this
     Duration backoff{};    ///< the next failure backs off this long (0: probe_backoff)
   };
@@ -179,8 +214,17 @@ class ConcurrencyController {
     std::size_t waited = 0;
     double median_wait_s = 0;  ///< over the samples that waited (all when none did)
     double median_share = 0;   ///< median of service / (service + wait) over waited ones
-    double speed = -1;         ///< median per-stream speed; < 0 unknown
+    /// Median per-stream speed of the samples that ran at the level; when none of the last
+    /// kLevelWindow did, the level's last known one (a drained queue's tail runs below its
+    /// level); < 0 unknown.
+    double speed = -1;
+    std::size_t speeds = 0;  ///< samples with a speed (0 when speed is the remembered one)
+    double backlog = 0;      ///< median backlog at admission
   };
+  static Worth worth(std::int64_t n, double speed, double speed_below, double backlog);
+  /// The same judgement from a gain and stretch measured earlier (Level::kept).
+  static Worth worth(std::int64_t n, const Worth& measured, double backlog);
+  static std::string unworthy_reason(std::int64_t n, const Worth& w);
 
   Judgement judge(std::int64_t n) const;
   bool waited(const Observation& o, double wait) const;
@@ -195,8 +239,9 @@ class ConcurrencyController {
   AutoConcurrency spec_;
   std::int64_t limit_ = 1;
   bool probing_ = false;
-  double probe_baseline_ = -1;  ///< throughput at the limit a probe came from; < 0 unknown
-  Time probe_since_{};          ///< when the probe began
+  double probe_baseline_ = -1;        ///< throughput at the limit a probe came from; < 0 unknown
+  double probe_baseline_speed_ = -1;  ///< its per-stream speed; < 0 unknown
+  Time probe_since_{};                ///< when the probe began
   std::string last_change_;
   std::vector<Level> levels_;                 ///< [n] for n in 1..max; [0] unused
   std::array<double, kAloneWindow> alone_{};  ///< raw native waits at level 1 (ring)

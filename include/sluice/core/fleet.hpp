@@ -221,6 +221,13 @@ class Fleet {
   bool set_resident(BackendId b, std::span<const std::string> models, Time now);
   /// Parked requests per model (kept by the scheduler): the eviction cost reads it.
   void note_parked(ModelId m, int delta);
+  /// The queue b could drain: for each model b may serve, its parked requests times b's share
+  /// of the slots of the backends that may serve it (all of them with one backend). O(models x
+  /// backends); read when a request is admitted to a backend with an adaptive limit.
+  double backlog(BackendId b) const;
+  /// The integral of b's in-flight count over time (request-seconds) up to `now`: the mean
+  /// concurrency a request ran at is its difference over the request's life, divided by it.
+  double in_flight_seconds(BackendId b, Time now) const;
 
   std::optional<BackendId> find(std::string_view name) const;
   std::size_t size() const { return backends_.size(); }  ///< including free and retired ids
@@ -249,6 +256,8 @@ class Fleet {
     std::vector<Resident> resident;
     std::size_t resident_capacity = 1;
     std::int64_t in_flight = 0;
+    double in_flight_seconds = 0;  ///< integral of in_flight up to in_flight_since
+    Time in_flight_since{};
     double tokens_per_second = kDefaultTokensPerSecond;
     bool speed_known = false;
     std::unordered_map<ModelId, Duration> load_time;
@@ -265,6 +274,7 @@ class Fleet {
   const Resident* eviction_victim(const Backend& backend) const;
   bool worth_loading(BackendId b, ModelId m) const;
   void make_resident(Backend& backend, ModelId m, Time now);
+  static void accumulate(Backend& backend, Time now);
   void maybe_free(BackendId b);
 
   std::vector<Backend> backends_;
