@@ -56,7 +56,7 @@ EntryId Scheduler::State::best_head(AccountId a, const std::vector<KeyLimitSpec>
       block(s, blocker);
       continue;
     }
-    const Placement where = placement(sq, now);
+    const Placement where = placement(sq, now, may_defer);
     if (where.kind != Placement::Kind::place) {
       hold(s, where);
       continue;
@@ -97,7 +97,7 @@ void Scheduler::State::admit(EntryId e, BackendId b, Time now) {
   count_in_flight(e, +1);
   const ModelId m = subqueues[s].model;
   const bool cold = m != kUnlistedModel && !fleet.is_resident(b, m);
-  fleet.admit(b, m, now);
+  entries[e].expected_end = fleet.admit(b, m, now, entries[e].cost);
   entries[e].backend_in_flight = fleet.in_flight(b);
   entries[e].backend_backlog = adaptive_backlog(b);
   entries[e].backend_load_mark = fleet.in_flight_seconds(b, now);
@@ -127,6 +127,23 @@ void Scheduler::State::dispatch(const SchedulerConfig& config, std::vector<Admis
                                 Time now) {
   last_now = std::max(last_now, now);
   release_holds_due(now);  // an event may come before the expire() of a warm wait's end
+  admit_in_order(config, out, now);
+  if (!deferred.empty()) {
+    // Heads that waited for a faster slot while lower-priority work took the free ones: a slot
+    // nobody took is theirs after all (work conservation), in fair order; the others are held
+    // as full, judged again when a slot frees.
+    for (SubQueueId s : deferred)
+      release_hold(s);
+    deferred.clear();
+    may_defer = false;
+    admit_in_order(config, out, now);
+    may_defer = true;
+  }
+  concurrency_ceiling = std::max(config.max_concurrency, in_flight);
+}
+
+void Scheduler::State::admit_in_order(const SchedulerConfig& config, std::vector<Admission>& out,
+                                      Time now) {
   while (in_flight < config.max_concurrency) {
     EntryId e = select(config.per_key, now);
     if (e.is_nil()) break;
@@ -139,7 +156,6 @@ void Scheduler::State::dispatch(const SchedulerConfig& config, std::vector<Admis
     std::uint64_t h = handle(e, entries[e]);
     out.push_back(Admission{Ticket{h}, Permit{h}, b});
   }
-  concurrency_ceiling = std::max(config.max_concurrency, in_flight);
 }
 
 // Charges `delta` tokens (actual - estimated) to the account and class of subqueue s.

@@ -263,14 +263,6 @@ Duration Fleet::load_time(BackendId b, ModelId m) const {
   return sum / static_cast<Duration::rep>(backend.load_time.size());
 }
 
-Duration Fleet::service_time(const Backend& backend, std::int64_t cost) const {
-  const double seconds = static_cast<double>(std::max<std::int64_t>(cost, 1)) /
-                         std::max(backend.tokens_per_second, 1e-3);
-  const double load = 1.0 + static_cast<double>(backend.in_flight) /
-                                static_cast<double>(backend.spec.max_concurrency);
-  return Duration(static_cast<Duration::rep>(std::min(seconds * load, 1e6) * 1e9));
-}
-
 const Fleet::Resident* Fleet::eviction_victim(const Backend& backend) const {
   if (backend.resident.size() < backend.resident_capacity) return nullptr;
   const Resident* victim = nullptr;
@@ -279,25 +271,6 @@ const Fleet::Resident* Fleet::eviction_victim(const Backend& backend) const {
     if (!victim || r.last_used < victim->last_used) victim = &r;
   }
   return victim;
-}
-
-Duration Fleet::expected_finish(BackendId b, ModelId m, std::int64_t cost) const {
-  const Backend& backend = backends_[b];
-  const Duration service = service_time(backend, cost);
-  Duration finish = service;
-  if (m == kUnlistedModel || resident_on(b, m)) return finish;
-  finish += load_time(b, m);
-  if (backend.resident.size() < backend.resident_capacity) return finish;
-  const Resident* victim = eviction_victim(backend);
-  if (!victim) return finish + service;  // every resident model busy: the load waits for one
-  const ModelId v = victim->model;
-  if (parked_[v] > 0) {
-    bool elsewhere = false;
-    for (BackendId other = 0; other < backends_.size() && !elsewhere; ++other)
-      elsewhere = other != b && usable(other) && resident_on(other, v);
-    if (!elsewhere) finish += load_time(b, v);
-  }
-  return finish;
 }
 
 Placement Fleet::choose(ModelId m, std::int64_t cost, Time waiting_since, Time now,
@@ -383,21 +356,34 @@ double Fleet::in_flight_seconds(BackendId b, Time now) const {
   return backend.in_flight_seconds + static_cast<double>(backend.in_flight) * open;
 }
 
-void Fleet::admit(BackendId b, ModelId m, Time now) {
+Time Fleet::admit(BackendId b, ModelId m, Time now, std::int64_t cost) {
+  // Its learned speed is a stream's at the load it usually runs beside: no load factor here
+  // (that factor ranks backends against each other; an end time wants the best guess).
+  const Time end = now + expected_finish(b, model_aware_ ? m : kUnlistedModel, cost, 0);
   Backend& backend = backends_.at(b);
   accumulate(backend, now);
   ++backend.in_flight;
-  if (m == kUnlistedModel) return;
+  backend.ends.push_back(end);
+  if (m == kUnlistedModel) return end;
   make_resident(backend, m, now);
   for (Resident& r : backend.resident) {
     if (r.model == m) ++r.in_flight;
   }
+  return end;
 }
 
-bool Fleet::release(BackendId b, ModelId m, const Timings& timings, Time now) {
+bool Fleet::release(BackendId b, ModelId m, const Timings& timings, Time now,
+                    std::optional<Time> expected_end) {
   Backend& backend = backends_.at(b);
   accumulate(backend, now);
   --backend.in_flight;
+  if (!backend.ends.empty()) {
+    auto it = expected_end ? std::find(backend.ends.begin(), backend.ends.end(), *expected_end)
+                           : backend.ends.end();
+    if (it == backend.ends.end()) it = std::min_element(backend.ends.begin(), backend.ends.end());
+    *it = backend.ends.back();
+    backend.ends.pop_back();
+  }
   for (auto r = backend.resident.begin(); r != backend.resident.end(); ++r) {
     if (r->model != m || r->in_flight == 0) continue;
     --r->in_flight;
@@ -569,6 +555,8 @@ std::string Fleet::check_invariants() const {
       continue;
     }
     if (backend.in_flight < 0) return name + ": negative in_flight";
+    if (backend.ends.size() != static_cast<std::size_t>(backend.in_flight))
+      return name + ": expected ends do not match in_flight";
     std::int64_t by_model = 0;
     for (const Resident& r : backend.resident) {
       if (r.in_flight < 0) return name + ": negative in_flight for a model";

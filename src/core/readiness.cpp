@@ -8,7 +8,9 @@
 // reconfigure), when a cold placement makes the model resident somewhere new, at the earliest
 // time one of them may stop waiting for a warm slot (expire(), next_deadline()), and — for the
 // models with a request waiting for a warm slot — whenever the demand changes (a request
-// parked, admitted, ended or removed), since whether a load is worth it depends on it.
+// parked, admitted, ended or removed), since whether a load is worth it depends on it. A head
+// told to wait for a faster slot (placement() with may_defer) is held only within one
+// dispatch(), which releases it again before it returns (fair_queue.cpp).
 //
 // A subqueue is ready iff it has parked entries and no limit key holds its head back.
 // An account is in its class heap iff it has a ready subqueue; a class is in its band heap iff
@@ -104,16 +106,37 @@ void Scheduler::State::unblock_every_key() {
   }
 }
 
-Placement Scheduler::State::placement(const SubQueue& sq, Time now) const {
+Placement Scheduler::State::placement(const SubQueue& sq, Time now, bool may_defer) const {
   const Entry& head = entries[sq.head];
   // A requeued head avoids the backends that failed it while another is up and serves its
-  // model; without one it is placed as if it avoided nothing (see Scheduler::requeue).
+  // model; without one it is placed as if it avoided nothing (see Scheduler::requeue). It has
+  // waited already: it does not wait for a faster slot.
   if (head.avoid != 0) {
     const Placement avoiding = fleet.choose(sq.model, head.cost, head.enqueued, now, head.avoid);
     if (avoiding.kind != Placement::Kind::down && avoiding.kind != Placement::Kind::unserved)
       return avoiding;
   }
-  return fleet.choose(sq.model, head.cost, head.enqueued, now);
+  const Placement where = fleet.choose(sq.model, head.cost, head.enqueued, now);
+  if (!may_defer || head.avoid != 0 || where.kind != Placement::Kind::place) return where;
+  const auto faster =
+      fleet.faster_slot(sq.model, head.cost, where.backend, now - head.enqueued, now);
+  if (!faster || !outranks_ready_work(sq)) return where;
+  return {.kind = Placement::Kind::wait_faster, .backend = *faster};
+}
+
+// Whether some ready subqueue has lower priority than sq: a lower band, or in sq's band a class
+// of lower weight. Only then may sq's head leave a free slot to others (the slot goes to that
+// work, not to its peers).
+bool Scheduler::State::outranks_ready_work(const SubQueue& sq) const {
+  const Class& mine = classes[accounts[sq.account].class_id];
+  for (const Band& band : bands) {  // highest level first
+    if (band.level > mine.band || band.ready_classes->empty()) continue;
+    if (band.level < mine.band) return true;
+    for (ClassId c : band.ready_classes->elements()) {
+      if (classes[c].weight < mine.weight) return true;
+    }
+  }
+  return false;
 }
 
 void Scheduler::State::hold(SubQueueId s, const Placement& why) {
@@ -129,6 +152,7 @@ void Scheduler::State::hold(SubQueueId s, const Placement& why) {
   sq.held_pos = static_cast<std::uint32_t>(h.held.size());
   h.held.push_back(s);
   if (why.kind == Placement::Kind::wait_warm) h.wake = std::min(h.wake, why.until);
+  if (why.kind == Placement::Kind::wait_faster) deferred.push_back(s);
   sync_ready(s);
 }
 

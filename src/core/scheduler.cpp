@@ -257,7 +257,7 @@ bool Scheduler::release(Permit permit, std::int64_t actual_cost, Time now,
   const BackendId b = state.entries[e].backend;
   state.count_in_flight(e, -1);
   state.learn_service(state.entries[e], actual_cost, now);
-  state.fleet.release(b, state.subqueues[s].model, timings, now);
+  state.fleet.release(b, state.subqueues[s].model, timings, now, state.entries[e].expected_end);
   state.learn_limit(b, state.entries[e], timings, now);
   state.release_holds_for(b);  // a slot freed on b: the models it may serve are judged again
   if (actual_cost >= 0) {

@@ -21,9 +21,9 @@ std::optional<BackendId> Scheduler::reroute(Permit permit, Time now,
   const Placement where =
       state.fleet.choose(m, entry.cost, Time::min(), now, BackendSet{1} << failed);
   if (where.kind != Placement::Kind::place) return std::nullopt;
-  state.fleet.release(failed, m, {}, now);
+  state.fleet.release(failed, m, {}, now, entry.expected_end);
   const bool cold = m != kUnlistedModel && !state.fleet.is_resident(where.backend, m);
-  state.fleet.admit(where.backend, m, now);
+  entry.expected_end = state.fleet.admit(where.backend, m, now, entry.cost);
   entry.backend = where.backend;
   entry.backend_in_flight = state.fleet.in_flight(where.backend);
   entry.backend_backlog = state.adaptive_backlog(where.backend);
@@ -44,7 +44,7 @@ std::optional<RequeueResult> Scheduler::requeue(Permit permit, Time now,
   const ModelId m = state.subqueues[s].model;
   // Off its backend as in release(), but no completion and no cost correction: it did not run.
   state.count_in_flight(e, -1);
-  state.fleet.release(failed, m, {}, now);
+  state.fleet.release(failed, m, {}, now, state.entries[e].expected_end);
   state.release_holds_for(failed);
   state.unblock_keys_of(s);
   // Refund what admit() charged (tag += cost, and cost / weight on the class).

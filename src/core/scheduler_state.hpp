@@ -89,7 +89,8 @@ struct Entry {
   std::int64_t backend_in_flight = 0;  // on its backend once admitted there, itself included
   double backend_backlog = 0;    // parked requests its backend could take then (adaptive only)
   double backend_load_mark = 0;  // its backend's Fleet::in_flight_seconds then
-  Time admitted{};              // while in flight: when it was admitted (service time, queue order)
+  Time admitted{};      // while in flight: when it was admitted (service time, queue order)
+  Time expected_end{};  // while in flight: when its backend expects it to end (Fleet::admit)
   std::uint64_t admit_seq = 0;  // while in flight: admission order
 };
 
@@ -407,7 +408,10 @@ struct Scheduler::State {
                           const std::vector<KeyLimitSpec>& limits) const;
   // Placement holds: a subqueue whose head no backend may take now waits on its model's list
   // until a backend eligible for the model frees a slot or changes, or until `wake`.
-  Placement placement(const SubQueue& sq, Time now) const;
+  // `may_defer`: a head that a busy faster backend would serve sooner may be told to wait
+  // for it (wait_faster) while work of lower priority is ready to take the free slot.
+  Placement placement(const SubQueue& sq, Time now, bool may_defer = false) const;
+  bool outranks_ready_work(const SubQueue& sq) const;
   void hold(SubQueueId s, const Placement& why);  // precondition: s is ready
   void release_hold(SubQueueId s);                // a no-op when s is not held
   void release_holds(ModelId m);
@@ -513,6 +517,11 @@ struct Scheduler::State {
   void remove_parked(EntryId e);
   // The chosen head's backend, set by best_head()/select() with the entry they return.
   BackendId chosen_backend = 0;
+  // dispatch(): whether heads may wait for a faster slot in this pass, and the subqueues held
+  // for one (released again before dispatch() returns; empty between calls).
+  bool may_defer = true;
+  std::vector<SubQueueId> deferred;
+  void admit_in_order(const SchedulerConfig& config, std::vector<Admission>& out, Time now);
   EntryId best_head(AccountId a, const std::vector<KeyLimitSpec>& limits, Time now);
   EntryId select(const std::vector<KeyLimitSpec>& limits, Time now);
   void admit(EntryId e, BackendId b, Time now);

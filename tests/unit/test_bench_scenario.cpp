@@ -455,4 +455,12 @@ TEST_CASE("the shipped scenarios parse and match the experiment's description") 
   const Scenario slow = load_scenario_file(dir + "fleet-slow.json");
   CHECK(slow.fleet->backends[2].decode_rate_factor == 0.5);
   CHECK(load_scenario_file(dir + "fleet.json").fleet->backends[2].decode_rate_factor == 1);
+  // fleet-slow with one model everywhere: placement by speed alone.
+  const Scenario one = load_scenario_file(dir + "fleet-slow-one-model.json");
+  REQUIRE(one.fleet);
+  REQUIRE(one.models.size() == 1);
+  CHECK(one.total_requests() == slow.total_requests());
+  for (const auto& b : one.fleet->backends)
+    CHECK(b.models == std::vector<std::string>{one.models[0].name});
+  CHECK(one.fleet->backends[2].decode_rate_factor == 0.5);
 }

@@ -314,6 +314,63 @@ TEST_CASE("fleet: learns load times per model and the speed of each backend") {
   CHECK(place(speed, m1) == 0);
 }
 
+TEST_CASE("fleet: a busy fast backend's next slot can beat a free slow one") {
+  // a decodes 100 tokens/s with one slot, b 25 tokens/s with two; both hold m1.
+  Fleet fleet = up_fleet({{.name = "a", .max_concurrency = 1, .models = {"m1"}},
+                          {.name = "b", .max_concurrency = 2, .models = {"m1"}}},
+                         {{"m1"}, {"m1"}});
+  const ModelId m1 = fleet.model("m1");
+  fleet.admit(0, m1, at(0s));
+  fleet.release(0, m1, {.eval_count = 100, .eval_duration = 1s}, at(1s));
+  fleet.admit(1, m1, at(0s));
+  fleet.release(1, m1, {.eval_count = 100, .eval_duration = 4s}, at(4s));
+
+  // a runs 50 tokens from 10 s: expected to end at 10.5 s (its speed, no load factor).
+  const Time end = fleet.admit(0, m1, at(10s), 50);
+  CHECK(end == at(10s) + 500ms);
+  fleet.admit(1, m1, at(10s), 400);  // b has one of its two slots in use
+  CHECK(place(fleet, m1, at(10s) + 100ms) == 1);
+  // 100 tokens: on b beside one other 4 s x 1.5 = 6 s; on a after a 0.4 s wait, 1 s.
+  CHECK(fleet.faster_slot(m1, 100, 1, 0s, at(10s) + 100ms) == BackendId{0});
+  // Rent-or-buy: a request that has waited as long as b would take stops waiting.
+  CHECK(fleet.faster_slot(m1, 100, 1, 6s, at(10s) + 100ms) == std::nullopt);
+  // A wait that eats the saving is not worth it: 5.5 s of it, then 1 s, against 6 s.
+  CHECK(fleet.faster_slot(m1, 100, 1, 0s, at(5s)) == std::nullopt);
+  // Overdue requests are expected to end any moment, not in the past.
+  CHECK(fleet.faster_slot(m1, 100, 1, 0s, at(20s)) == BackendId{0});
+  // Least-loaded placement (the benchmark's comparison) waits for nothing.
+  fleet.set_model_aware(false);
+  CHECK(fleet.faster_slot(m1, 100, 1, 0s, at(10s) + 100ms) == std::nullopt);
+  fleet.set_model_aware(true);
+
+  // The expected end leaves with its request; one not named goes earliest first.
+  fleet.release(0, m1, {}, at(10s) + 400ms, end);
+  CHECK(fleet.check_invariants() == "");
+  CHECK(fleet.faster_slot(m1, 100, 1, 0s, at(10s) + 400ms) == std::nullopt);  // a is free now
+  fleet.release(1, m1, {}, at(11s));
+  CHECK(fleet.check_invariants() == "");
+}
+
+TEST_CASE("fleet: a busy backend that must load the model first is not a faster slot") {
+  Fleet fleet = up_fleet({{.name = "a", .max_concurrency = 1, .models = {"m1", "m2"}},
+                          {.name = "b", .max_concurrency = 2, .models = {"m1", "m2"}}},
+                         {{"m1"}, {"m2"}});
+  const ModelId m1 = fleet.model("m1");
+  const ModelId m2 = fleet.model("m2");
+  fleet.admit(0, m1, at(0s));
+  fleet.release(0, m1, {.eval_count = 100, .eval_duration = 1s}, at(1s));
+  fleet.admit(1, m2, at(0s));
+  fleet.release(1, m2, {.eval_count = 100, .eval_duration = 4s}, at(4s));
+  fleet.admit(0, m1, at(10s), 50);
+  fleet.admit(1, m2, at(10s), 400);
+  // m2 on a: a 0.4 s wait, the default 5 s load, which waits for the busy m1 to go idle (1 s
+  // more), and 1 s of decoding: more than b's 6 s less a fifth.
+  CHECK(fleet.faster_slot(m2, 100, 1, 0s, at(10s) + 100ms) == std::nullopt);
+  // With 1 s loads it is faster: 0.4 + 1 + 1 + 1 s < 4.8 s.
+  fleet.set_load_policy(1s, sluice::core::kLoadSeen);
+  CHECK(fleet.faster_slot(m2, 100, 1, 0s, at(10s) + 100ms) == BackendId{0});
+}
+
 TEST_CASE("fleet: the assumed load time and the load threshold are the operator's") {
   // A fleet 100 times faster than the defaults assume (fleet.load_time, fleet.load_threshold).
   Fleet fleet = up_fleet(three(1), {{"m1"}, {"m2"}, {"m3"}});

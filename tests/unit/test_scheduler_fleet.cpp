@@ -158,6 +158,72 @@ TEST_CASE("fleet scheduler: a request waits for a warm slot at most one load tim
   }
 }
 
+TEST_CASE("fleet scheduler: a slow backend's slot goes to lower-priority work first") {
+  // fast decodes 100 tokens/s, slow 25; one slot each, both serve m1 (fast m2 too).
+  Harness h(fleet_config({{.name = "fast", .max_concurrency = 1, .models = {"m1", "m2"}},
+                          {.name = "slow", .max_concurrency = 1, .models = {"m1"}}}));
+  all_up(h);
+  h.set_resident(0, {"m1"});
+  h.set_resident(1, {"m1"});
+  const int teach_fast = h.submit({.user = "t", .cost = 100, .model = "m1"});
+  const int teach_slow = h.submit({.user = "t", .cost = 100, .model = "m1"});
+  REQUIRE(h.backend_of.at(teach_fast) == 0);
+  REQUIRE(h.backend_of.at(teach_slow) == 1);
+  h.now = at(1s);
+  h.finish(teach_fast, -1, {.eval_count = 100, .eval_duration = 1s});
+  h.now = at(4s);
+  h.finish(teach_slow, -1, {.eval_count = 100, .eval_duration = 4s});
+
+  h.now = at(10s);
+  const int short_one = h.submit({.workload = "free", .user = "a", .cost = 50, .model = "m1"});
+  const int long_one = h.submit({.workload = "free", .user = "b", .cost = 400, .model = "m1"});
+  REQUIRE(h.backend_of.at(short_one) == 0);  // fast ends it at 10.5 s
+  REQUIRE(h.backend_of.at(long_one) == 1);
+
+  SUBCASE("paid waits for the fast slot while free work takes the slow one") {
+    const int f = h.submit({.workload = "free", .user = "f", .cost = 100, .model = "m1"});
+    const int p = h.submit({.workload = "paid", .user = "p", .cost = 100, .model = "m1"});
+    h.now = at(10s) + 100ms;
+    h.finish(long_one);
+    // p: 4 s on slow, or 0.4 s of waiting and 1 s on fast. f takes slow meanwhile.
+    CHECK(h.backend_of.at(f) == 1);
+    CHECK(h.is_parked(p));
+    h.now = at(10s) + 500ms;
+    h.finish(short_one);
+    CHECK(h.backend_of.at(p) == 0);
+  }
+  SUBCASE("nothing of lower priority waits: the slow slot is paid's (work conservation)") {
+    const int p = h.submit({.workload = "paid", .user = "p", .cost = 100, .model = "m1"});
+    h.now = at(10s) + 100ms;
+    h.finish(long_one);
+    CHECK(h.backend_of.at(p) == 1);
+  }
+  SUBCASE("lower-priority work that cannot use the slow slot does not keep it idle") {
+    const int f = h.submit({.workload = "free", .user = "f", .cost = 100, .model = "m2"});
+    const int p = h.submit({.workload = "paid", .user = "p", .cost = 100, .model = "m1"});
+    h.now = at(10s) + 100ms;
+    h.finish(long_one);
+    CHECK(h.backend_of.at(p) == 1);  // f may run only on fast
+    CHECK(h.is_parked(f));
+  }
+  SUBCASE("peers keep fair order: the first of two paid requests takes the slow slot") {
+    const int p1 = h.submit({.workload = "paid", .user = "p", .cost = 100, .model = "m1"});
+    const int p2 = h.submit({.workload = "paid", .user = "q", .cost = 100, .model = "m1"});
+    h.now = at(10s) + 100ms;
+    h.finish(long_one);
+    CHECK(h.backend_of.at(p1) == 1);
+    CHECK(h.is_parked(p2));
+  }
+  SUBCASE("a request that has waited as long as the slow slot takes stops waiting") {
+    const int f = h.submit({.workload = "free", .user = "f", .cost = 100, .model = "m1"});
+    const int p = h.submit({.workload = "paid", .user = "p", .cost = 100, .model = "m1"});
+    h.now = at(14s);  // fast is overdue, but p has waited the 4 s slow needs
+    h.finish(long_one);
+    CHECK(h.backend_of.at(p) == 1);
+    CHECK(h.is_parked(f));
+  }
+}
+
 TEST_CASE("fleet scheduler: least-loaded placement ignores residency (for comparison)") {
   const std::vector<std::string> both = {"m1", "m2"};
   SchedulerConfig config = fleet_config({{.name = "a", .max_concurrency = 1, .models = both},
@@ -432,9 +498,12 @@ TEST_CASE("fleet scheduler: model check") {
           if (!h.running.empty()) {
             auto it = h.running.begin();
             std::advance(it, static_cast<std::ptrdiff_t>(rng() % h.running.size()));
-            const sluice::core::Timings t{.load_duration = std::chrono::milliseconds(rng() % 6000),
-                                          .eval_count = 50,
-                                          .eval_duration = std::chrono::seconds(1)};
+            // Backends decode at different speeds (a: 50 tokens/s, b: 25, ...), so some
+            // requests wait for a faster slot.
+            const sluice::core::Timings t{
+                .load_duration = std::chrono::milliseconds(rng() % 6000),
+                .eval_count = 50,
+                .eval_duration = std::chrono::seconds(1 + h.backend_of.at(it->first))};
             h.finish(it->first, -1, t);
           }
           break;

@@ -37,6 +37,14 @@
 // The scheduler places warm requests meanwhile (work conservation: a slot stays idle only while
 // every request eligible for it is waiting this way).
 //
+// Waiting for a faster slot (faster_slot(), fleet_faster.cpp). A free slot on a slow backend
+// can finish a request later than the next slot of a busy fast one: faster_slot() names the
+// busy backend whose next slot (the expected end of its requests in flight, admit()) plus the
+// expected finish there beats the free backend's by at least a fifth, and only while the
+// request has waited less than the free backend would take to serve it (rent-or-buy again).
+// The scheduler uses it to let a lower-priority request take the slow slot meanwhile; it never
+// lets the slot idle for it (scheduler.hpp, "a faster slot").
+//
 // Residency. A backend's resident models are what /api/ps last said, plus what sluice placed
 // since (a placed model is resident from the moment it is sent: Ollama loads it once and makes
 // the others wait). A backend holds at most `resident_capacity` models, learned as the most
@@ -116,8 +124,11 @@ struct Placement {
     place,      ///< run on `backend` now
     full,       ///< eligible backends are up, none has a free slot
     wait_warm,  ///< free slots exist only where the model must load; retry at `until`
-    down,       ///< backends serve the model, none of them is up
-    unserved,   ///< no backend serves the model
+    /// A busy `backend` finishes it sooner than the free slot does; the scheduler lets work of
+    /// lower priority have the free slot first (never returned by Fleet::choose()).
+    wait_faster,
+    down,      ///< backends serve the model, none of them is up
+    unserved,  ///< no backend serves the model
   };
   Kind kind = Kind::unserved;
   BackendId backend = 0;
@@ -206,10 +217,20 @@ class Fleet {
   /// Backends with a free slot.
   BackendSet free_slots() const;
 
-  /// A request for m starts on b: counts it, makes m resident (evicting as Ollama would).
-  void admit(BackendId b, ModelId m, Time now);
-  /// It ended; `timings` teaches load time and speed. Returns true when it had loaded m.
-  bool release(BackendId b, ModelId m, const Timings& timings, Time now);
+  /// A request for m of `cost` tokens starts on b: counts it, makes m resident (evicting as
+  /// Ollama would). Returns when it is expected to end (now + its expected finish on b), kept
+  /// with b's requests in flight until release().
+  Time admit(BackendId b, ModelId m, Time now, std::int64_t cost = 1);
+  /// It ended; `timings` teaches load time and speed. `expected_end`: what admit() returned for
+  /// it (absent: the earliest of b's is forgotten). Returns true when it had loaded m.
+  bool release(BackendId b, ModelId m, const Timings& timings, Time now,
+               std::optional<Time> expected_end = std::nullopt);
+  /// A busy backend whose next slot finishes a request for m of `cost` tokens at least a fifth
+  /// sooner than `here` (a backend with a free slot, as choose() picked) would, while the
+  /// request has `waited` less than `here` would take to serve it; nullopt when none, with
+  /// least-loaded placement, or when the request has waited that long. O(backends x slots).
+  std::optional<BackendId> faster_slot(ModelId m, std::int64_t cost, BackendId here,
+                                       Duration waited, Time now) const;
 
   /// Sets b's concurrency limit (the adaptive limit). A lower one stops admissions until its
   /// in-flight requests drop below it; none is cancelled. Precondition: live(b), limit >= 1.
@@ -256,6 +277,7 @@ class Fleet {
     std::vector<Resident> resident;
     std::size_t resident_capacity = 1;
     std::int64_t in_flight = 0;
+    std::vector<Time> ends;        ///< expected end of each request in flight (admit())
     double in_flight_seconds = 0;  ///< integral of in_flight up to in_flight_since
     Time in_flight_since{};
     double tokens_per_second = kDefaultTokensPerSecond;
@@ -269,8 +291,10 @@ class Fleet {
   void rebuild_masks();
   bool usable(BackendId b) const;
   bool resident_on(BackendId b, ModelId m) const;
-  Duration service_time(const Backend& backend, std::int64_t cost) const;
-  Duration expected_finish(BackendId b, ModelId m, std::int64_t cost) const;
+  // `beside`: the requests it would run beside (default: b's in flight now).
+  Duration service_time(const Backend& backend, std::int64_t cost, std::int64_t beside) const;
+  Duration expected_finish(BackendId b, ModelId m, std::int64_t cost,
+                           std::optional<std::int64_t> beside = std::nullopt) const;
   const Resident* eviction_victim(const Backend& backend) const;
   bool worth_loading(BackendId b, ModelId m) const;
   void make_resident(Backend& backend, ModelId m, Time now);

@@ -30,6 +30,13 @@
 //    order stays global across the fleet, so when a slot frees on backend B, B takes the first
 //    request in fair order that may run there (eligible, and not waiting for a warm slot
 //    elsewhere). A request held back only by placement never holds back one that could run.
+//  * A faster slot. When the free slot B offers a request is on a slow backend and a busy
+//    faster one would finish it sooner, counting the wait for its next slot
+//    (Fleet::faster_slot), the request lets ready work of lower priority (a lower band, or a
+//    lower weight in its band) have B first; peers keep fair order. A slot is never left idle
+//    for it: what nobody of lower priority took is offered again, in fair order, without the
+//    wait, before the call returns. So paid traffic stays off a half-speed GPU while free
+//    traffic can use it, and a fleet of equal backends or of one priority is unaffected.
 //    With no backends configured there is one, of max_concurrency slots, serving every model
 //    and always up: a single upstream.
 //  * Adaptive limits. A backend with auto_concurrency has a ConcurrencyController
