@@ -15,6 +15,10 @@ namespace {
 // estimates (decode speed, the expected ends of requests in flight) are rough, and a request
 // that waits for a near tie gains nothing and may lose the slot it had.
 constexpr double kFasterBy = 0.2;
+// And its streams must decode at least this many times as fast: a backend's learned speed mixes
+// streams that ran alone and beside others, so equal backends differ by up to ~1.4x (60 vs 42
+// tokens/s in the simulator) without being faster; a GPU at half speed is 2x.
+constexpr double kFasterStreams = 1.5;
 
 constexpr BackendSet bit(BackendId b) {
   return BackendSet{1} << b;
@@ -53,6 +57,8 @@ Duration Fleet::expected_finish(BackendId b, ModelId m, std::int64_t cost,
 std::optional<BackendId> Fleet::faster_slot(ModelId m, std::int64_t cost, BackendId here,
                                             Duration waited, Time now) const {
   if (!model_aware_) return std::nullopt;  // least-loaded placement waits for nothing
+  // Only speed: whether to wait for a warm slot or load is choose()'s rule (staying warm).
+  if (m != kUnlistedModel && !resident_on(here, m)) return std::nullopt;
   const Duration served_here = expected_finish(here, m, cost);
   // Rent-or-buy: it waits at most as long as the free slot would take to serve it.
   if (waited >= served_here) return std::nullopt;
@@ -64,7 +70,9 @@ std::optional<BackendId> Fleet::faster_slot(ModelId m, std::int64_t cost, Backen
   for (BackendSet rest = busy; rest != 0; rest &= rest - 1) {
     const auto b = static_cast<BackendId>(std::countr_zero(rest));
     const Backend& backend = backends_[b];
-    if (backend.ends.empty()) continue;
+    if (backend.ends.empty() || (m != kUnlistedModel && !resident_on(b, m)) ||
+        backend.tokens_per_second < kFasterStreams * backends_[here].tokens_per_second)
+      continue;
     // Its next slot frees when the (in_flight - max_concurrency + 1)-th request ends: the
     // first, unless its limit was lowered below what runs there.
     const auto k = static_cast<std::size_t>(

@@ -351,24 +351,46 @@ TEST_CASE("fleet: a busy fast backend's next slot can beat a free slow one") {
   CHECK(fleet.check_invariants() == "");
 }
 
-TEST_CASE("fleet: a busy backend that must load the model first is not a faster slot") {
+TEST_CASE("fleet: a faster slot is about speed: warm on both sides, streams 1.5x as fast") {
   Fleet fleet = up_fleet({{.name = "a", .max_concurrency = 1, .models = {"m1", "m2"}},
                           {.name = "b", .max_concurrency = 2, .models = {"m1", "m2"}}},
                          {{"m1"}, {"m2"}});
   const ModelId m1 = fleet.model("m1");
   const ModelId m2 = fleet.model("m2");
+  fleet.set_load_policy(1ms, sluice::core::kLoadSeen);  // loads cost next to nothing...
   fleet.admit(0, m1, at(0s));
   fleet.release(0, m1, {.eval_count = 100, .eval_duration = 1s}, at(1s));
   fleet.admit(1, m2, at(0s));
   fleet.release(1, m2, {.eval_count = 100, .eval_duration = 4s}, at(4s));
   fleet.admit(0, m1, at(10s), 50);
   fleet.admit(1, m2, at(10s), 400);
-  // m2 on a: a 0.4 s wait, the default 5 s load, which waits for the busy m1 to go idle (1 s
-  // more), and 1 s of decoding: more than b's 6 s less a fifth.
+  // ...but whether to wait for a warm slot or load is choose()'s rule, not this one's: m2 is
+  // cold on the busy a, and m1 cold on the free b.
   CHECK(fleet.faster_slot(m2, 100, 1, 0s, at(10s) + 100ms) == std::nullopt);
-  // With 1 s loads it is faster: 0.4 + 1 + 1 + 1 s < 4.8 s.
-  fleet.set_load_policy(1s, sluice::core::kLoadSeen);
-  CHECK(fleet.faster_slot(m2, 100, 1, 0s, at(10s) + 100ms) == BackendId{0});
+  CHECK(fleet.faster_slot(m1, 100, 1, 0s, at(10s) + 100ms) == std::nullopt);
+
+  // Warm on both, a at 1.3x b's speed (a learned speed mixes lone and shared streams): not
+  // faster, however the finishes compare.
+  Fleet close = up_fleet({{.name = "a", .max_concurrency = 1, .models = {"m1"}},
+                          {.name = "b", .max_concurrency = 2, .models = {"m1"}}},
+                         {{"m1"}, {"m1"}});
+  close.admit(0, m1, at(0s));
+  close.release(0, m1, {.eval_count = 130, .eval_duration = 1s}, at(1s));
+  close.admit(1, m1, at(0s));
+  close.release(1, m1, {.eval_count = 100, .eval_duration = 1s}, at(1s));
+  close.admit(0, m1, at(10s), 1);
+  close.admit(1, m1, at(10s), 400);
+  CHECK(close.faster_slot(m1, 1000, 1, 0s, at(10s)) == std::nullopt);
+  // At 1.5x it is: 1000 tokens, 15 s on b beside one other, 6.3 s on a.
+  close.admit(0, m1, at(20s));
+  close.release(0, m1, {.eval_count = 150, .eval_duration = 1s}, at(21s));
+  for (int i = 0; i < 2; ++i) {
+    close.admit(0, m1, at(21s));
+    close.release(0, m1, {.eval_count = 200, .eval_duration = 1s}, at(22s));
+  }
+  REQUIRE(close.view(0).tokens_per_second >= 150);  // smoothed: 157.8
+  close.admit(0, m1, at(30s), 1);
+  CHECK(close.faster_slot(m1, 1000, 1, 0s, at(30s)) == BackendId{0});
 }
 
 TEST_CASE("fleet: the assumed load time and the load threshold are the operator's") {

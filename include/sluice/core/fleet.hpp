@@ -37,9 +37,10 @@
 // The scheduler places warm requests meanwhile (work conservation: a slot stays idle only while
 // every request eligible for it is waiting this way).
 //
-// Waiting for a faster slot (faster_slot(), fleet_faster.cpp). A free slot on a slow backend
+// Waiting for a faster slot (faster_slot(), fleet_finish.cpp). A free slot on a slow backend
 // can finish a request later than the next slot of a busy fast one: faster_slot() names the
-// busy backend whose next slot (the expected end of its requests in flight, admit()) plus the
+// busy backend, warm for the model like the free one, whose streams decode at least 1.5x as
+// fast and whose next slot (the expected end of its requests in flight, admit()) plus the
 // expected finish there beats the free backend's by at least a fifth, and only while the
 // request has waited less than the free backend would take to serve it (rent-or-buy again).
 // The scheduler uses it to let a lower-priority request take the slow slot meanwhile; it never
@@ -225,9 +226,10 @@ class Fleet {
   /// it (absent: the earliest of b's is forgotten). Returns true when it had loaded m.
   bool release(BackendId b, ModelId m, const Timings& timings, Time now,
                std::optional<Time> expected_end = std::nullopt);
-  /// A busy backend whose next slot finishes a request for m of `cost` tokens at least a fifth
-  /// sooner than `here` (a backend with a free slot, as choose() picked) would, while the
-  /// request has `waited` less than `here` would take to serve it; nullopt when none, with
+  /// A busy backend, warm for m and with streams at least 1.5x as fast as `here` (a backend with
+  /// a free slot, warm for m, as choose() picked), whose next slot finishes a request for m of
+  /// `cost` tokens at least a fifth sooner than `here` would, while the request has `waited`
+  /// less than `here` would take to serve it; nullopt when none, when `here` must load m, with
   /// least-loaded placement, or when the request has waited that long. O(backends x slots).
   std::optional<BackendId> faster_slot(ModelId m, std::int64_t cost, BackendId here,
                                        Duration waited, Time now) const;
