@@ -17,10 +17,6 @@ namespace {
 // forth as the queue's mix wobbles).
 constexpr double kLoadGain = 0.2;
 
-constexpr BackendSet bit(BackendId b) {
-  return BackendSet{1} << b;
-}
-
 }  // namespace
 
 double congestion(std::span<const ModelDemand> models, std::span<const std::int64_t> slots) {
@@ -79,7 +75,7 @@ bool Fleet::worth_loading(BackendId b, ModelId m) const {
     for (const Resident& r : backends_[other].resident) {
       ModelDemand& d = entry(r.model);
       d.demand += static_cast<double>(r.in_flight);
-      d.holders |= bit(other);
+      d.holders |= backend_bit(other);
     }
   }
   for (ModelId x = 1; x < parked_.size(); ++x) {
@@ -103,8 +99,8 @@ bool Fleet::worth_loading(BackendId b, ModelId m) const {
     if (demand[i].demand <= 0) continue;
     before.push_back(demand[i]);
     after.push_back(demand[i]);
-    if (ids[i] == m) after.back().holders |= bit(b);
-    if (victim && ids[i] == victim->model) after.back().holders &= ~bit(b);
+    if (ids[i] == m) after.back().holders |= backend_bit(b);
+    if (victim && ids[i] == victim->model) after.back().holders &= ~backend_bit(b);
   }
   return congestion(after, slots) < (1 - kLoadGain) * congestion(before, slots);
 }

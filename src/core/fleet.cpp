@@ -12,10 +12,6 @@ namespace {
 constexpr double kLoadTimeWeight = 0.5;
 constexpr double kSpeedWeight = 0.2;
 
-constexpr BackendSet bit(BackendId b) {
-  return BackendSet{1} << b;
-}
-
 Duration blend(Duration old, Duration sample, double weight) {
   const double value = (1 - weight) * static_cast<double>(old.count()) +
                        weight * static_cast<double>(sample.count());
@@ -215,11 +211,11 @@ void Fleet::rebuild_masks() {
     const Backend& backend = backends_[b];
     if (!backend.live || backend.retired) continue;
     if (!backend.catalog_known) {
-      any_model_ |= bit(b);
+      any_model_ |= backend_bit(b);
       continue;
     }
     for (ModelId m : backend.catalog)
-      served_by_[m] |= bit(b);
+      served_by_[m] |= backend_bit(b);
   }
 }
 
@@ -233,7 +229,7 @@ BackendSet Fleet::eligible(ModelId m) const {
   BackendSet out = 0;
   for (BackendSet rest = set; rest != 0; rest &= rest - 1) {
     const auto b = static_cast<BackendId>(std::countr_zero(rest));
-    if (usable(b)) out |= bit(b);
+    if (usable(b)) out |= backend_bit(b);
   }
   return out;
 }
@@ -241,7 +237,8 @@ BackendSet Fleet::eligible(ModelId m) const {
 BackendSet Fleet::free_slots() const {
   BackendSet out = 0;
   for (BackendId b = 0; b < backends_.size(); ++b) {
-    if (usable(b) && backends_[b].in_flight < backends_[b].spec.max_concurrency) out |= bit(b);
+    if (usable(b) && backends_[b].in_flight < backends_[b].spec.max_concurrency)
+      out |= backend_bit(b);
   }
   return out;
 }
@@ -510,7 +507,7 @@ double Fleet::backlog(BackendId b) const {
   for (ModelId m = 0; m < parked_.size(); ++m) {
     if (parked_[m] <= 0) continue;
     const BackendSet set = eligible(m);
-    if ((set & bit(b)) == 0) continue;
+    if ((set & backend_bit(b)) == 0) continue;
     double total = 0;
     for (BackendSet rest = set; rest != 0; rest &= rest - 1)
       total += slots(static_cast<BackendId>(std::countr_zero(rest)));

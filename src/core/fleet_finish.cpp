@@ -20,10 +20,6 @@ constexpr double kFasterBy = 0.2;
 // tokens/s in the simulator) without being faster; a GPU at half speed is 2x.
 constexpr double kFasterStreams = 1.5;
 
-constexpr BackendSet bit(BackendId b) {
-  return BackendSet{1} << b;
-}
-
 }  // namespace
 
 Duration Fleet::service_time(const Backend& backend, std::int64_t cost, std::int64_t beside) const {
@@ -63,7 +59,7 @@ std::optional<BackendId> Fleet::faster_slot(ModelId m, std::int64_t cost, Backen
   // Rent-or-buy: it waits at most as long as the free slot would take to serve it.
   if (waited >= served_here) return std::nullopt;
   const auto bar = std::chrono::duration_cast<Duration>(served_here * (1 - kFasterBy));
-  const BackendSet busy = eligible(m) & ~free_slots() & ~bit(here);
+  const BackendSet busy = eligible(m) & ~free_slots() & ~backend_bit(here);
   std::optional<BackendId> best;
   Duration best_finish = bar;
   std::vector<Time> ends;

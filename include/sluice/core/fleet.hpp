@@ -90,6 +90,10 @@ using ModelId = std::uint32_t;
 inline constexpr ModelId kUnlistedModel = 0;
 /// A set of backends, bit b = backend b.
 using BackendSet = std::uint64_t;
+/// The set holding backend b alone.
+constexpr BackendSet backend_bit(BackendId b) {
+  return BackendSet{1} << b;
+}
 
 struct BackendSpec {
   std::string name;
