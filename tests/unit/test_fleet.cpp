@@ -55,6 +55,13 @@ BackendId place(const Fleet& fleet, ModelId m, Time now = at(0s), Time since = a
   return p.backend;
 }
 
+// One answer of `tokens` decoded in `took` on b, from `start`: teaches b's decode speed.
+void decode(Fleet& fleet, BackendId b, ModelId m, std::int64_t tokens,
+            std::chrono::nanoseconds took, Time start = at(0s)) {
+  fleet.admit(b, m, start);
+  fleet.release(b, m, {.eval_count = tokens, .eval_duration = took}, start + took);
+}
+
 Timings loaded(std::chrono::nanoseconds load) {
   return {.load_duration = load, .eval_count = 100, .eval_duration = 2s};
 }
@@ -320,10 +327,8 @@ TEST_CASE("fleet: a busy fast backend's next slot can beat a free slow one") {
                           {.name = "b", .max_concurrency = 2, .models = {"m1"}}},
                          {{"m1"}, {"m1"}});
   const ModelId m1 = fleet.model("m1");
-  fleet.admit(0, m1, at(0s));
-  fleet.release(0, m1, {.eval_count = 100, .eval_duration = 1s}, at(1s));
-  fleet.admit(1, m1, at(0s));
-  fleet.release(1, m1, {.eval_count = 100, .eval_duration = 4s}, at(4s));
+  decode(fleet, 0, m1, 100, 1s);
+  decode(fleet, 1, m1, 100, 4s);
 
   // a runs 50 tokens from 10 s: expected to end at 10.5 s (its speed, no load factor).
   const Time end = fleet.admit(0, m1, at(10s), 50);
@@ -358,10 +363,8 @@ TEST_CASE("fleet: a faster slot is about speed: warm on both sides, streams 1.5x
   const ModelId m1 = fleet.model("m1");
   const ModelId m2 = fleet.model("m2");
   fleet.set_load_policy(1ms, sluice::core::kLoadSeen);  // loads cost next to nothing...
-  fleet.admit(0, m1, at(0s));
-  fleet.release(0, m1, {.eval_count = 100, .eval_duration = 1s}, at(1s));
-  fleet.admit(1, m2, at(0s));
-  fleet.release(1, m2, {.eval_count = 100, .eval_duration = 4s}, at(4s));
+  decode(fleet, 0, m1, 100, 1s);
+  decode(fleet, 1, m2, 100, 4s);
   fleet.admit(0, m1, at(10s), 50);
   fleet.admit(1, m2, at(10s), 400);
   // ...but whether to wait for a warm slot or load is choose()'s rule, not this one's: m2 is
@@ -374,20 +377,15 @@ TEST_CASE("fleet: a faster slot is about speed: warm on both sides, streams 1.5x
   Fleet close = up_fleet({{.name = "a", .max_concurrency = 1, .models = {"m1"}},
                           {.name = "b", .max_concurrency = 2, .models = {"m1"}}},
                          {{"m1"}, {"m1"}});
-  close.admit(0, m1, at(0s));
-  close.release(0, m1, {.eval_count = 130, .eval_duration = 1s}, at(1s));
-  close.admit(1, m1, at(0s));
-  close.release(1, m1, {.eval_count = 100, .eval_duration = 1s}, at(1s));
+  decode(close, 0, m1, 130, 1s);
+  decode(close, 1, m1, 100, 1s);
   close.admit(0, m1, at(10s), 1);
   close.admit(1, m1, at(10s), 400);
   CHECK(close.faster_slot(m1, 1000, 1, 0s, at(10s)) == std::nullopt);
   // At 1.5x it is: 1000 tokens, 15 s on b beside one other, 6.3 s on a.
-  close.admit(0, m1, at(20s));
-  close.release(0, m1, {.eval_count = 150, .eval_duration = 1s}, at(21s));
-  for (int i = 0; i < 2; ++i) {
-    close.admit(0, m1, at(21s));
-    close.release(0, m1, {.eval_count = 200, .eval_duration = 1s}, at(22s));
-  }
+  decode(close, 0, m1, 150, 1s, at(20s));
+  for (int i = 0; i < 2; ++i)
+    decode(close, 0, m1, 200, 1s, at(21s));
   REQUIRE(close.view(0).tokens_per_second >= 150);  // smoothed: 157.8
   close.admit(0, m1, at(30s), 1);
   CHECK(close.faster_slot(m1, 1000, 1, 0s, at(30s)) == BackendId{0});
