@@ -1,4 +1,5 @@
-// CSV, JSON, Markdown, SVG and target checks (see include/sluice/bench/report.hpp).
+// CSV, JSON and Markdown reports of runs (see include/sluice/bench/report.hpp); the chart is in
+// report_chart.cpp, the target checks in report_targets.cpp.
 #include "sluice/bench/report.hpp"
 
 #include <algorithm>
@@ -8,8 +9,6 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-
-#include "sluice/bench/svg.hpp"
 
 namespace sluice::bench {
 namespace {
@@ -198,13 +197,6 @@ std::string fmt_opt(const std::optional<double>& v) {
   return v ? format_number(*v) : "–";
 }
 
-std::string percent(const std::optional<double>& v) {
-  if (!v) return "–";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f %%", *v * 100);
-  return buf;
-}
-
 std::string ratio_text(const std::optional<double>& value, const std::optional<double>& base) {
   if (!value || !base || !(*base > 0)) return "–";
   char buf[32];
@@ -212,78 +204,14 @@ std::string ratio_text(const std::optional<double>& value, const std::optional<d
   return buf;
 }
 
-using svg::nice_step;
-using svg::num;
-using svg::tick;
-const char* tier_colour(std::size_t i) {
-  return svg::colour(i);
-}
-std::string xml_escape(std::string_view s) {
-  return svg::escape(s);
-}
-
-// ---- targets ----
-
-std::optional<double> metric_value(const Summary& s, const std::string& metric,
-                                   const std::string& subject, std::string& why) {
-  if (metric == "utilisation") {
-    if (!s.upstream.utilisation) why = "no upstream utilisation in run " + s.label;
-    return s.upstream.utilisation;
-  }
-  if (metric == "model_loads") {
-    if (!s.upstream.model_loads) {
-      why = "no model load count in run " + s.label;
-      return std::nullopt;
-    }
-    return double(*s.upstream.model_loads);
-  }
-  std::string kind = "all", name = "all";
-  if (subject != "all") {
-    const auto colon = subject.find(':');
-    if (colon == std::string::npos)
-      throw ReportError("target subject must be tier:NAME, group:NAME or all");
-    kind = subject.substr(0, colon);
-    name = subject.substr(colon + 1);
-    if (kind != "tier" && kind != "group")
-      throw ReportError("target subject must be tier:NAME, group:NAME or all, not " + subject);
-  }
-  const SubjectSummary* sub = s.find(kind, name);
-  if (!sub) {
-    why = "run " + s.label + " has no " + subject;
-    return std::nullopt;
-  }
-  std::optional<double> v;
-  if (metric.rfind("latency_", 0) == 0 || metric.rfind("ttft_", 0) == 0) {
-    const bool lat = metric[0] == 'l';
-    const Distribution& d = lat ? sub->latency : sub->ttft;
-    const std::string which = metric.substr(lat ? 8 : 5);
-    if (which == "p50") {
-      v = d.p50;
-    } else if (which == "p90") {
-      v = d.p90;
-    } else if (which == "p99") {
-      v = d.p99;
-    } else if (which == "max") {
-      v = d.max;
-    } else if (which == "mean") {
-      v = d.mean;
-    } else {
-      throw ReportError("unknown target metric " + metric);
-    }
-  } else if (metric == "jain") {
-    v = sub->jain;
-  } else if (metric == "failures") {
-    v = double(sub->failed);
-  } else if (metric == "tokens_per_s") {
-    v = sub->tokens_per_s;
-  } else {
-    throw ReportError("unknown target metric " + metric);
-  }
-  if (!v) why = "run " + s.label + ": no value of " + metric + " for " + subject;
-  return v;
-}
-
 }  // namespace
+
+std::string format_percent(const std::optional<double>& v) {
+  if (!v) return "–";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %%", *v * 100);
+  return buf;
+}
 
 std::string format_number(double v) {
   char buf[64];
@@ -505,7 +433,7 @@ std::string markdown_table(const std::vector<Run>& runs, const std::string& base
         out << " " << (b ? ratio_text(row->latency.p50, b->latency.p50) : "–") << " | "
             << (b ? ratio_text(row->latency.p90, b->latency.p90) : "–") << " |";
       }
-      out << " " << (first ? percent(s.upstream.utilisation) : "") << " |\n";
+      out << " " << (first ? format_percent(s.upstream.utilisation) : "") << " |\n";
       first = false;
     }
   }
@@ -554,247 +482,16 @@ std::string fleet_markdown_table(const std::vector<Run>& runs) {
     std::string per_backend;
     for (const auto& b : s.upstream.backends) {
       if (!per_backend.empty()) per_backend += " · ";
-      per_backend += percent(b.utilisation);
+      per_backend += format_percent(b.utilisation);
       if (b.model_loads) per_backend += ", " + std::to_string(*b.model_loads) + " loads";
     }
     out << "| " << s.label << " | " << s.requests << " | " << s.failed << " | "
         << format_number(s.span_s) << " | " << fmt_opt(s.all.tokens_per_s) << " | "
         << (s.upstream.model_loads ? std::to_string(*s.upstream.model_loads) : "–") << " | "
         << (s.upstream.model_loads ? format_number(s.upstream.load_s) : "–") << " | "
-        << percent(s.upstream.utilisation) << " | " << (per_backend.empty() ? "–" : per_backend)
-        << " |\n";
+        << format_percent(s.upstream.utilisation) << " | "
+        << (per_backend.empty() ? "–" : per_backend) << " |\n";
   }
-  return out.str();
-}
-
-std::string svg_chart(const std::vector<Run>& runs, const std::string& title) {
-  constexpr double panel_w = 440, panel_h = 300, left = 56, right = 16, top = 58, bottom = 46;
-  const std::size_t columns = std::min<std::size_t>(std::max<std::size_t>(runs.size(), 1), 3);
-  const std::size_t rows_n = (runs.size() + columns - 1) / std::max<std::size_t>(columns, 1);
-  const double width = double(columns) * panel_w;
-  const double height = 64 + double(std::max<std::size_t>(rows_n, 1)) * panel_h + 24;
-
-  // Colour by tier; by group when every request is of one tier but groups differ (e.g. a heavy
-  // and a light group of the same tier), so the chart still tells them apart.
-  std::vector<std::string> tiers, groups;
-  double max_latency = 0, max_time = 0;
-  bool scaled = false;
-  for (const auto& run : runs) {
-    scaled = scaled || run.summary.time_scale != 1;
-    for (const auto& r : run.records) {
-      if (std::find(tiers.begin(), tiers.end(), r.tier) == tiers.end()) tiers.push_back(r.tier);
-      if (std::find(groups.begin(), groups.end(), r.group) == groups.end())
-        groups.push_back(r.group);
-      if (r.latency_s) {
-        max_latency = std::max(max_latency, *r.latency_s);
-        max_time = std::max(max_time, r.end_s());
-      }
-    }
-  }
-  const double y_step = nice_step(max_latency, 5);
-  const double y_max = std::max(y_step, std::ceil(max_latency / y_step) * y_step);
-  const double x_step = nice_step(max_time, 5);
-  const double x_max = std::max(x_step, std::ceil(max_time / x_step) * x_step);
-  const bool by_group = tiers.size() <= 1 && groups.size() > 1;
-  const std::vector<std::string>& keys = by_group ? groups : tiers;
-  const char* key_kind = by_group ? "group" : "tier";
-  auto key_of = [&](const RequestRecord& r) -> const std::string& {
-    return by_group ? r.group : r.tier;
-  };
-  auto colour_of = [&](const std::string& key) {
-    return tier_colour(std::size_t(std::find(keys.begin(), keys.end(), key) - keys.begin()));
-  };
-  auto subjects = [&](const Summary& s) -> const std::vector<SubjectSummary>& {
-    return by_group ? s.groups : s.tiers;
-  };
-
-  std::ostringstream out;
-  svg::open(out, width, height, title);
-  out << "<text x=\"16\" y=\"42\" fill=\"#555\">end-to-end latency of each request (y) against "
-         "the time it completed (x)"
-      << (scaled ? ", simulated seconds" : ", seconds") << "; dashed: p90 per " << key_kind;
-  out << "</text>\n";
-  double lx = width - 16;
-  for (auto it = keys.rbegin(); it != keys.rend(); ++it) {
-    lx -= 8 + 7 * double(it->size()) + 18;
-    out << "<circle cx=\"" << num(lx) << "\" cy=\"20\" r=\"5\" fill=\"" << colour_of(*it)
-        << "\"/><text x=\"" << num(lx + 9) << "\" y=\"24\">" << xml_escape(*it) << "</text>\n";
-  }
-
-  for (std::size_t i = 0; i < runs.size(); ++i) {
-    const Run& run = runs[i];
-    const double ox = double(i % columns) * panel_w;
-    const double oy = 56 + double(i / columns) * panel_h;
-    const double pw = panel_w - left - right, ph = panel_h - top - bottom;
-    const double x0 = ox + left, y0 = oy + top;
-    const svg::Axes axes{x0, y0, pw, ph, x_max, x_step, y_max, y_step};
-    auto px = [&](double t) { return axes.px(t); };
-    auto py = [&](double l) { return axes.py(l); };
-
-    out << "<g>\n<text x=\"" << num(x0) << "\" y=\"" << num(oy + 20)
-        << "\" font-size=\"13\" font-weight=\"bold\">" << xml_escape(run.summary.label)
-        << "</text>\n";
-    std::string figures;
-    for (const auto& t : subjects(run.summary)) {
-      if (!figures.empty()) figures += " · ";
-      figures += t.name + " p50 " + fmt_opt(t.latency.p50) + " p90 " + fmt_opt(t.latency.p90);
-    }
-    if (run.summary.upstream.utilisation)
-      figures += " · busy " + percent(run.summary.upstream.utilisation);
-    out << "<text x=\"" << num(x0) << "\" y=\"" << num(oy + 36) << "\" fill=\"#555\">"
-        << xml_escape(figures) << "</text>\n";
-    svg::axes(out, axes, "completed at (s since start)", "latency (s)");
-    // The most numerous tier (group) first, so the smaller ones are drawn on top of it.
-    std::map<std::string, std::size_t> counts;
-    for (const auto& r : run.records)
-      ++counts[key_of(r)];
-    std::vector<std::string> draw = keys;
-    std::stable_sort(draw.begin(), draw.end(), [&](const std::string& a, const std::string& b) {
-      return counts[a] > counts[b];
-    });
-    std::vector<const RequestRecord*> order;
-    for (const auto& k : draw)
-      for (const auto& r : run.records)
-        if (key_of(r) == k) order.push_back(&r);
-    for (const RequestRecord* rp : order) {
-      const RequestRecord& r = *rp;
-      if (!r.latency_s) continue;
-      const double cx = px(r.end_s()), cy = py(*r.latency_s);
-      if (r.ok()) {
-        out << "<circle cx=\"" << num(cx) << "\" cy=\"" << num(cy) << "\" r=\"2.4\" fill=\""
-            << colour_of(key_of(r)) << "\" fill-opacity=\"0.75\"/>\n";
-      } else {
-        out << "<path d=\"M" << num(cx - 3) << " " << num(cy - 3) << "l6 6m0 -6l-6 6\" stroke=\""
-            << colour_of(key_of(r)) << "\" stroke-width=\"1.5\"/>\n";
-      }
-    }
-    for (const auto& t : subjects(run.summary)) {
-      if (!t.latency.p90) continue;
-      const double y = py(*t.latency.p90);
-      out << "<line x1=\"" << num(x0) << "\" x2=\"" << num(x0 + pw) << "\" y1=\"" << num(y)
-          << "\" y2=\"" << num(y) << "\" stroke=\"" << colour_of(t.name)
-          << "\" stroke-dasharray=\"5 4\" stroke-width=\"1.2\"/>\n";
-    }
-    out << "</g>\n";
-  }
-  out << "</svg>\n";
-  return out.str();
-}
-
-std::vector<TargetResult> evaluate_targets(std::string_view targets_json,
-                                           const std::vector<Run>& runs) {
-  std::vector<TargetResult> results;
-  if (targets_json.empty()) return results;
-  json list;
-  try {
-    list = json::parse(targets_json);
-  } catch (const json::exception& e) {
-    throw ReportError(std::string("targets: ") + e.what());
-  }
-  if (!list.is_array()) throw ReportError("targets: must be an array");
-  auto find_run = [&](const std::string& label) -> const Run* {
-    for (const auto& r : runs)
-      if (r.summary.label == label) return &r;
-    return nullptr;
-  };
-  for (std::size_t i = 0; i < list.size(); ++i) {
-    const json& t = list[i];
-    const std::string where = "targets[" + std::to_string(i) + "]";
-    if (!t.is_object()) throw ReportError(where + ": must be an object");
-    static const std::set<std::string> known = {"name", "run", "metric",    "subject",  "baseline",
-                                                "max",  "min", "max_ratio", "min_ratio"};
-    for (const auto& [k, v] : t.items())
-      if (!known.count(k)) throw ReportError(where + "." + k + ": unknown key");
-    auto str = [&](const char* key, std::string fallback) {
-      auto it = t.find(key);
-      if (it == t.end()) return fallback;
-      if (!it->is_string()) throw ReportError(where + "." + key + ": must be a string");
-      return it->get<std::string>();
-    };
-    auto bound = [&](const char* key) -> std::optional<double> {
-      auto it = t.find(key);
-      if (it == t.end()) return std::nullopt;
-      if (!it->is_number()) throw ReportError(where + "." + key + ": must be a number");
-      return it->get<double>();
-    };
-    TargetResult res;
-    const std::string run_label = str("run", "");
-    const std::string metric = str("metric", "");
-    const std::string subject = str("subject", "all");
-    const std::string baseline = str("baseline", "");
-    if (run_label.empty() || metric.empty())
-      throw ReportError(where + ": \"run\" and \"metric\" are required");
-    const auto max = bound("max"), min = bound("min"), max_ratio = bound("max_ratio"),
-               min_ratio = bound("min_ratio");
-    if ((max_ratio || min_ratio) && baseline.empty())
-      throw ReportError(where + ": a ratio bound needs \"baseline\"");
-    if (!max && !min && !max_ratio && !min_ratio)
-      throw ReportError(where + ": needs a bound (max, min, max_ratio or min_ratio)");
-    res.name = str("name", metric + " of " + subject + " in " + run_label);
-
-    const Run* run = find_run(run_label);
-    const Run* base = baseline.empty() ? nullptr : find_run(baseline);
-    if (!run || (!baseline.empty() && !base)) {
-      res.status = "skipped";
-      res.detail = "run " + (run ? baseline : run_label) + " is not part of this experiment";
-      results.push_back(std::move(res));
-      continue;
-    }
-    std::string why;
-    const auto value = metric_value(run->summary, metric, subject, why);
-    std::optional<double> base_value;
-    if (base) base_value = metric_value(base->summary, metric, subject, why);
-    if (!value || (base && (!base_value || !(*base_value > 0)))) {
-      res.status = "skipped";
-      res.detail = why.empty() ? "baseline value is zero" : why;
-      results.push_back(std::move(res));
-      continue;
-    }
-    bool met = true;
-    std::ostringstream detail;
-    const bool is_fraction = metric == "utilisation" || metric == "jain";
-    auto show = [&](double v) {
-      return metric == "utilisation" ? percent(v) : format_number(v) + (is_fraction ? "" : " s");
-    };
-    const bool plain_count =
-        metric == "failures" || metric == "tokens_per_s" || metric == "model_loads";
-    auto show_value = [&](double v) { return plain_count ? format_number(v) : show(v); };
-    detail << run_label << " " << show_value(*value);
-    if (max) {
-      met = met && *value <= *max;
-      detail << " (max " << show_value(*max) << ")";
-    }
-    if (min) {
-      met = met && *value >= *min;
-      detail << " (min " << show_value(*min) << ")";
-    }
-    if (base) {
-      const double ratio = *value / *base_value;
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%.3f", ratio);
-      detail << " vs " << baseline << " " << show_value(*base_value) << " = " << buf << "×";
-      if (max_ratio) {
-        met = met && ratio <= *max_ratio;
-        detail << " (max " << format_number(*max_ratio) << "×)";
-      }
-      if (min_ratio) {
-        met = met && ratio >= *min_ratio;
-        detail << " (min " << format_number(*min_ratio) << "×)";
-      }
-    }
-    res.status = met ? "met" : "missed";
-    res.detail = detail.str();
-    results.push_back(std::move(res));
-  }
-  return results;
-}
-
-std::string targets_markdown(const std::vector<TargetResult>& results) {
-  std::ostringstream out;
-  out << "| target | result | figures |\n|---|---|---|\n";
-  for (const auto& r : results)
-    out << "| " << r.name << " | " << (r.status == "met" ? "**met**" : r.status) << " | "
-        << r.detail << " |\n";
   return out.str();
 }
 

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -95,5 +96,7 @@ std::string targets_markdown(const std::vector<TargetResult>& results);
 
 /// Three significant figures, no exponent for values >= 1 ("1234", "12.3", "1.23", "0.0421").
 std::string format_number(double value);
+/// A fraction as a percentage with one decimal ("83.3 %"); "–" when absent.
+std::string format_percent(const std::optional<double>& fraction);
 
 }  // namespace sluice::bench
