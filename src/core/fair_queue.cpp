@@ -41,8 +41,8 @@ void Scheduler::State::remove_parked(EntryId e) {
 
 // The best admissible head of account a's subqueues (earliest arrival), blocking the
 // subqueues whose head does not fit its keys. Nil when none is admissible.
-EntryId Scheduler::State::best_head(AccountId a, const std::vector<KeyLimitSpec>& limits,
-                                    Time now) {
+EntryId Scheduler::State::best_head(AccountId a, const std::vector<KeyLimitSpec>& limits, Time now,
+                                    bool may_defer) {
   EntryId best;
   // Blocking never changes acc.subqueues, so iterating by index is safe.
   const std::size_t n = accounts[a].subqueues.size();
@@ -70,12 +70,13 @@ EntryId Scheduler::State::best_head(AccountId a, const std::vector<KeyLimitSpec>
 }
 
 // The next request in fair order that its per-key limits allow, or nil.
-EntryId Scheduler::State::select(const std::vector<KeyLimitSpec>& limits, Time now) {
+EntryId Scheduler::State::select(const std::vector<KeyLimitSpec>& limits, Time now,
+                                 bool may_defer) {
   for (Band& band : bands) {
     while (!band.ready_classes->empty()) {
       Class& cls = classes[band.ready_classes->top()];
       while (!cls.ready_accounts->empty()) {
-        EntryId e = best_head(cls.ready_accounts->top(), limits, now);
+        EntryId e = best_head(cls.ready_accounts->top(), limits, now, may_defer);
         if (!e.is_nil()) return e;
       }
       // sync_ready removed the class from the band once its last account went unready.
@@ -127,7 +128,7 @@ void Scheduler::State::dispatch(const SchedulerConfig& config, std::vector<Admis
                                 Time now) {
   last_now = std::max(last_now, now);
   release_holds_due(now);  // an event may come before the expire() of a warm wait's end
-  admit_in_order(config, out, now);
+  admit_in_order(config, out, now, true);
   if (!deferred.empty()) {
     // Heads that waited for a faster slot while lower-priority work took the free ones: a slot
     // nobody took is theirs after all (work conservation), in fair order; the others are held
@@ -135,17 +136,15 @@ void Scheduler::State::dispatch(const SchedulerConfig& config, std::vector<Admis
     for (SubQueueId s : deferred)
       release_hold(s);
     deferred.clear();
-    may_defer = false;
-    admit_in_order(config, out, now);
-    may_defer = true;
+    admit_in_order(config, out, now, false);
   }
   concurrency_ceiling = std::max(config.max_concurrency, in_flight);
 }
 
 void Scheduler::State::admit_in_order(const SchedulerConfig& config, std::vector<Admission>& out,
-                                      Time now) {
+                                      Time now, bool may_defer) {
   while (in_flight < config.max_concurrency) {
-    EntryId e = select(config.per_key, now);
+    EntryId e = select(config.per_key, now, may_defer);
     if (e.is_nil()) break;
     if (config.max_inflight_tokens > 0 && in_flight > 0 &&
         in_flight_tokens + entries[e].cost > config.max_inflight_tokens) {

@@ -189,8 +189,7 @@ std::string Scheduler::check_invariants() const {
     }
   }
   if (models_held != state.held_models.size()) return fail("held_models has stale models");
-  if (!state.deferred.empty() || !state.may_defer)
-    return fail("a wait for a faster slot outlived dispatch()");
+  if (!state.deferred.empty()) return fail("a wait for a faster slot outlived dispatch()");
   // Work conservation: with a free slot, no parked head may fit its per-key limits and have a
   // backend that may take it now, unless the global token budget is what holds the queue back.
   // (A head waiting for a warm slot has no backend that may take it now: choose() says so.)

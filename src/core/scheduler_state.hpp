@@ -517,13 +517,13 @@ struct Scheduler::State {
   void remove_parked(EntryId e);
   // The chosen head's backend, set by best_head()/select() with the entry they return.
   BackendId chosen_backend = 0;
-  // dispatch(): whether heads may wait for a faster slot in this pass, and the subqueues held
-  // for one (released again before dispatch() returns; empty between calls).
-  bool may_defer = true;
+  // The subqueues held for a faster slot by dispatch()'s first pass (released again before it
+  // returns; empty between calls). `may_defer`: whether heads may wait for one in this pass.
   std::vector<SubQueueId> deferred;
-  void admit_in_order(const SchedulerConfig& config, std::vector<Admission>& out, Time now);
-  EntryId best_head(AccountId a, const std::vector<KeyLimitSpec>& limits, Time now);
-  EntryId select(const std::vector<KeyLimitSpec>& limits, Time now);
+  void admit_in_order(const SchedulerConfig& config, std::vector<Admission>& out, Time now,
+                      bool may_defer);
+  EntryId best_head(AccountId a, const std::vector<KeyLimitSpec>& limits, Time now, bool may_defer);
+  EntryId select(const std::vector<KeyLimitSpec>& limits, Time now, bool may_defer);
   void admit(EntryId e, BackendId b, Time now);
   void dispatch(const SchedulerConfig& config, std::vector<Admission>& out, Time now);
   void charge(SubQueueId s, double delta);
