@@ -173,6 +173,14 @@ void ConcurrencyController::back_off(std::int64_t n, Time now) {
   level.backoff_until = now + level.backoff;
 }
 
+std::optional<LimitChange> ConcurrencyController::refuse(std::int64_t n, const Worth& w, Time now) {
+  back_off(n, now);
+  Level& level = levels_[static_cast<std::size_t>(n)];
+  level.refused = w;
+  level.refused_until = now + spec_.max_probe_backoff;
+  return change(n - 1, unworthy_reason(n, w));
+}
+
 std::optional<LimitChange> ConcurrencyController::change(std::int64_t to, std::string reason) {
   to = std::clamp(to, spec_.min, spec_.max);
   if (to == limit_) return std::nullopt;
@@ -329,27 +337,29 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
     // More tokens/s, but for whom? Not worth the slower streams without a queue to drain.
     if (const Worth w = worth(limit_, at_limit.speed, probe_baseline_speed_, at_limit.backlog);
         !w.worth) {
-      back_off(limit_, now);
-      return change(limit_ - 1, unworthy_reason(limit_, w));
+      return refuse(limit_, w, now);
     }
     // Kept: this level is good, its backoff starts over.
     Level& kept = levels_[static_cast<std::size_t>(limit_)];
     kept.backoff = Duration::zero();
+    kept.refused.reset();
     if (at_limit.speed > 0 && probe_baseline_speed_ > 0)
       kept.kept = worth(limit_, at_limit.speed, probe_baseline_speed_, at_limit.backlog);
   } else if (const auto& kept = levels_[static_cast<std::size_t>(limit_)].kept;
              kept && limit_ > spec_.min) {
     // A level kept while a queue justified it steps down once the queue is gone.
-    if (const Worth w = worth(limit_, *kept, at_limit.backlog); !w.worth) {
-      back_off(limit_, now);
-      return change(limit_ - 1, unworthy_reason(limit_, w));
-    }
+    if (const Worth w = worth(limit_, *kept, at_limit.backlog); !w.worth)
+      return refuse(limit_, w, now);
   }
 
   // --- probe up ---------------------------------------------------------------------------------
   if (limit_ >= spec_.max || at_limit.waited > 0) return std::nullopt;
   Level& next = levels_[static_cast<std::size_t>(limit_ + 1)];
   if (now < next.backoff_until) return std::nullopt;
+  // Found not worth its slot lately: probed again only for a queue that would make it worth it.
+  if (next.refused && now < next.refused_until &&
+      !worth(limit_ + 1, *next.refused, at_limit.backlog).worth)
+    return std::nullopt;
   next.count = 0;
   next.next = 0;
   next.known_speed = -1;

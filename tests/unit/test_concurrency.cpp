@@ -532,3 +532,31 @@ TEST_CASE("a reload's new bounds clamp the limit and keep what was learned") {
   CHECK(c.limit() == 7);
   CHECK(c.view().levels.size() >= 6);
 }
+
+TEST_CASE("a level found not worth its slot is probed again only for a queue that makes it so") {
+  // The load of the case above: 3 is refused ("not worth a slot") within the first minute.
+  // Without the memory of that refusal, 3 is probed again after every backoff (60 s, 120 s, ...)
+  // and each probe slows every stream to relearn it. With it, no probe until the queue grows:
+  // a standing queue from 300 s makes 3 (and 4) worth it at once, long before the memory of
+  // the refusal (max_probe_backoff, 10 minutes) runs out.
+  Model model{.parallel = 4, .total = sim_total, .arrivals_per_s = 0.8 * 1.4 * 60 / 250};
+  const Run run = simulate(model, {.min = 1, .max = 32}, 420, 17, [](double t, Model& m) {
+    if (t >= 300) m.arrivals_per_s = 0;  // a standing queue of 64
+  });
+  double refused = -1;
+  int probes_before_queue = 0;
+  double probed_after_queue = -1;
+  for (std::size_t i = 0; i < run.changes.size(); ++i) {
+    const LimitChange& c = run.changes[i];
+    const double t = run.limits[i + 1].first;
+    if (refused < 0 && c.reason.find("not worth a slot: 3 in flight") == 0) refused = t;
+    if (refused >= 0 && t > refused && t < 300 && c.to == 3) ++probes_before_queue;
+    if (t >= 300 && c.to == 3 && probed_after_queue < 0) probed_after_queue = t;
+  }
+  REQUIRE(refused > 0);
+  CHECK(refused < 120);
+  CHECK(probes_before_queue == 0);
+  CHECK(probed_after_queue > 0);
+  CHECK(probed_after_queue < 360);
+  CHECK(*limits_between(run, 380, 420).rbegin() >= 4);
+}

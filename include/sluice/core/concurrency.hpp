@@ -54,6 +54,11 @@
 //    it drained) steps down by one and is backed off like a failed probe. On a GPU that scales
 //    (x ~ 0) every level the waits allow is worth it; on a flat one the limit rises above the
 //    knee only while a long queue waits.
+//    A level refused as not worth it remembers the gain and stretch it measured, and for
+//    max_probe_backoff is probed again only when the backlog at the limit would make it worth
+//    it on those figures: under a load that stays short of the queue it needs, a probe would
+//    only slow every stream again (and, on a backend that meanwhile shrank, make requests wait
+//    inside it) to learn what is known.
 //  * Backoff (hysteresis). A level that failed is not probed again for probe_backoff, doubling
 //    with each failure of the same level up to max_probe_backoff; it resets when a probe of it
 //    succeeds. So a steady state moves by at most one slot, at most once per backoff, and a
@@ -206,6 +211,11 @@ class ConcurrencyController {
     /// measured. A level kept for a queue gives its slot back when the queue has gone, judged
     /// on these (the level below's samples may be from another time: another GPU load).
     std::optional<Worth> kept;
+    /// Set when this level was found not worth its slot (a probe, or a kept level whose queue
+    /// drained): the gain and stretch measured then. Until refused_until it is probed again
+    /// only when the backlog at the limit would make it worth it on those figures.
+    std::optional<Worth> refused;
+    Time refused_until{};
     Time backoff_until{};  ///< not probed before this
     Duration backoff{};    ///< the next failure backs off this long (0: probe_backoff)
   };
@@ -234,6 +244,8 @@ class ConcurrencyController {
   double excess_wait(const Observation& o, double reference_ttfb, double alone) const;
   double throughput(const Judgement& j, std::int64_t n) const;
   void back_off(std::int64_t n, Time now);
+  /// Backs level n off and remembers why it was not worth its slot (Level::refused).
+  std::optional<LimitChange> refuse(std::int64_t n, const Worth& w, Time now);
   std::optional<LimitChange> change(std::int64_t to, std::string reason);
 
   AutoConcurrency spec_;
