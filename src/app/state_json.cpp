@@ -105,6 +105,7 @@ json backends_json(const core::Snapshot& snapshot, const config::Config& config)
         {"resident_capacity", b.resident_capacity},
         {"load_time_ms", std::move(load_times)},
         {"tokens_per_second", b.speed_known ? json(b.tokens_per_second) : json(nullptr)},
+        {"faster_slot_waits", b.faster_slot_waits},
     });
   }
   return list;

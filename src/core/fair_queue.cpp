@@ -102,6 +102,10 @@ void Scheduler::State::admit(EntryId e, BackendId b, Time now) {
   entries[e].backend_in_flight = fleet.in_flight(b);
   entries[e].backend_backlog = adaptive_backlog(b);
   entries[e].backend_load_mark = fleet.in_flight_seconds(b, now);
+  // Held for a faster slot by an earlier dispatch(): it let others take a free slot and waited.
+  if (entries[e].deferred_in != 0 && entries[e].deferred_in != dispatches)
+    fleet.count_faster_slot_wait(b);
+  entries[e].deferred_in = 0;
   // Residency on b changed (m is resident there now, maybe another model was evicted): the
   // requests b may serve are judged again, e.g. those waiting for a warm m may go to b now.
   if (cold) release_holds_for(b);
@@ -127,6 +131,7 @@ void Scheduler::State::admit(EntryId e, BackendId b, Time now) {
 void Scheduler::State::dispatch(const SchedulerConfig& config, std::vector<Admission>& out,
                                 Time now) {
   last_now = std::max(last_now, now);
+  ++dispatches;
   release_holds_due(now);  // an event may come before the expire() of a warm wait's end
   admit_in_order(config, out, now, true);
   if (!deferred.empty()) {

@@ -536,11 +536,16 @@ BackendView Fleet::view(BackendId b) const {
   v.resident_capacity = backend.resident_capacity;
   v.tokens_per_second = backend.tokens_per_second;
   v.speed_known = backend.speed_known;
+  v.faster_slot_waits = backend.faster_slot_waits;
   for (const auto& [model, time] : backend.load_time)
     v.load_times.push_back({.model = model_names_[model], .load_time = time});
   std::sort(v.load_times.begin(), v.load_times.end(),
             [](const LoadTimeView& x, const LoadTimeView& y) { return x.model < y.model; });
   return v;
+}
+
+void Fleet::count_faster_slot_wait(BackendId b) {
+  ++backends_.at(b).faster_slot_waits;
 }
 
 std::string Fleet::check_invariants() const {

@@ -152,7 +152,10 @@ void Scheduler::State::hold(SubQueueId s, const Placement& why) {
   sq.held_pos = static_cast<std::uint32_t>(h.held.size());
   h.held.push_back(s);
   if (why.kind == Placement::Kind::wait_warm) h.wake = std::min(h.wake, why.until);
-  if (why.kind == Placement::Kind::wait_faster) deferred.push_back(s);
+  if (why.kind == Placement::Kind::wait_faster) {
+    deferred.push_back(s);
+    if (entries[sq.head].deferred_in == 0) entries[sq.head].deferred_in = dispatches;
+  }
   sync_ready(s);
 }
 

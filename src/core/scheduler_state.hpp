@@ -92,6 +92,9 @@ struct Entry {
   Time admitted{};      // while in flight: when it was admitted (service time, queue order)
   Time expected_end{};  // while in flight: when its backend expects it to end (Fleet::admit)
   std::uint64_t admit_seq = 0;  // while in flight: admission order
+  // While parked: the dispatch() (State::dispatches) that first held it for a faster slot; 0
+  // when none did. Admitted in a later one, it waited for that slot (faster_slot_waits).
+  std::uint64_t deferred_in = 0;
 };
 
 struct SubQueue {
@@ -520,6 +523,7 @@ struct Scheduler::State {
   // The subqueues held for a faster slot by dispatch()'s first pass (released again before it
   // returns; empty between calls). `may_defer`: whether heads may wait for one in this pass.
   std::vector<SubQueueId> deferred;
+  std::uint64_t dispatches = 0;  // dispatch() calls so far (Entry::deferred_in)
   void admit_in_order(const SchedulerConfig& config, std::vector<Admission>& out, Time now,
                       bool may_defer);
   EntryId best_head(AccountId a, const std::vector<KeyLimitSpec>& limits, Time now, bool may_defer);

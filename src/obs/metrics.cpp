@@ -102,6 +102,7 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Gauge>& backend_inflight;
   prometheus::Family<prometheus::Counter>& backend_requests;
   prometheus::Family<prometheus::Counter>& backend_model_loads;
+  prometheus::Family<prometheus::Counter>& backend_faster_slot_waits;
 };
 
 struct Metrics::BackendSeries {
@@ -110,6 +111,8 @@ struct Metrics::BackendSeries {
   prometheus::Gauge* inflight = nullptr;
   prometheus::Gauge* limit = nullptr;  ///< sluice_concurrency_limit{backend}
   std::array<prometheus::Counter*, kOutcomeCount> requests{};
+  /// sluice_backend_faster_slot_waits_total: follows the scheduler's count (update_from).
+  prometheus::Counter* faster_slot_waits = nullptr;
   /// By model label, created with the first load; at most kMaxModelLoadSeries + "other".
   std::vector<std::pair<std::string, prometheus::Counter*>> loads;
 };
@@ -221,6 +224,11 @@ Metrics::Metrics(std::span<const std::string> workload_names)
           .Help("Model loads the backend reported (a load_duration of at least 250 ms), by model; "
                 "models the fleet does not know count as \"other\"")
           .Register(r),
+      prometheus::BuildCounter()
+          .Name("sluice_backend_faster_slot_waits_total")
+          .Help("Requests that left a free slot on a slower backend to lower-priority work, "
+                "waited for a faster slot and ran on this backend")
+          .Register(r),
   });
   for (UpstreamError e : kUpstreamErrors) {
     upstream_errors_[static_cast<std::size_t>(e)] =
@@ -331,6 +339,12 @@ void Metrics::update_from(const core::Snapshot& snapshot) {
     b->up->Set(found && it->up ? 1 : 0);
     b->inflight->Set(found ? static_cast<double>(it->in_flight) : 0);
     if (found) b->limit->Set(static_cast<double>(it->max_concurrency));
+    // The scheduler counts; the counter follows (it never goes down: a backend re-added under
+    // the same name got a new series from set_backends()).
+    if (found && static_cast<double>(it->faster_slot_waits) > b->faster_slot_waits->Value()) {
+      b->faster_slot_waits->Increment(static_cast<double>(it->faster_slot_waits) -
+                                      b->faster_slot_waits->Value());
+    }
   }
 }
 
@@ -349,6 +363,7 @@ void Metrics::remove_backend(BackendSeries& series) {
     families_->backend_requests.Remove(c);
   for (const auto& [model, counter] : series.loads)
     families_->backend_model_loads.Remove(counter);
+  families_->backend_faster_slot_waits.Remove(series.faster_slot_waits);
 }
 
 void Metrics::set_backends(std::span<const std::string> names) {
@@ -369,6 +384,7 @@ void Metrics::set_backends(std::span<const std::string> names) {
     b->up = &families_->backend_up.Add({{"backend", n}});
     b->inflight = &families_->backend_inflight.Add({{"backend", n}});
     b->limit = &families_->concurrency_limit.Add({{"backend", n}});
+    b->faster_slot_waits = &families_->backend_faster_slot_waits.Add({{"backend", n}});
     for (Outcome o : kOutcomes) {
       b->requests[static_cast<std::size_t>(o)] =
           &families_->backend_requests.Add({{"backend", n}, {"outcome", std::string(name(o))}});

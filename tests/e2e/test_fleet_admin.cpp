@@ -129,6 +129,8 @@ TEST_CASE("fleet admin: per-backend metrics and /admin/state backends follow rea
   CHECK(sample(text, R"(sluice_backend_up{backend="gpu-a"})") == 1);
   CHECK(sample(text, R"(sluice_backend_up{backend="gpu-b"})") == 1);
   CHECK(sample(text, R"(sluice_backend_requests_total{backend="gpu-a",outcome="ok"})") == 0);
+  CHECK(sample(text, R"(sluice_backend_faster_slot_waits_total{backend="gpu-b"})") == 0);
+  CHECK(doc["backends"][1]["faster_slot_waits"] == 0);
 
   // alpha is warm on gpu-a: served, no load. beta is not: gpu-a loads it (evicting alpha).
   HttpResponse warm = http_request(proxy.port(), generate("alpha"));

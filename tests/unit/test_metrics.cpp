@@ -265,6 +265,19 @@ TEST_CASE("metrics: per-backend families, series at 0, recorded by backend name"
         2);
   CHECK(sample(text, "sluice_backend_model_loads_total{backend=\"gpu-b\",model=\"other\"}") == 1);
   CHECK_FALSE(contains(text, "not-configured"));
+  CHECK(contains(text, "# TYPE sluice_backend_faster_slot_waits_total counter"));
+  CHECK(sample(text, "sluice_backend_faster_slot_waits_total{backend=\"gpu-a\"}") == 0);
+
+  // The scheduler's count of requests that waited for a faster slot: the counter follows it.
+  snapshot.backends[0].faster_slot_waits = 3;
+  m.update_from(snapshot);
+  m.update_from(snapshot);  // a second scrape of the same count adds nothing
+  text = m.serialize();
+  CHECK(sample(text, "sluice_backend_faster_slot_waits_total{backend=\"gpu-a\"}") == 3);
+  CHECK(sample(text, "sluice_backend_faster_slot_waits_total{backend=\"gpu-b\"}") == 0);
+  snapshot.backends[0].faster_slot_waits = 5;
+  m.update_from(snapshot);
+  CHECK(sample(m.serialize(), "sluice_backend_faster_slot_waits_total{backend=\"gpu-a\"}") == 5);
 }
 
 TEST_CASE("metrics: model-load labels are bounded per backend; the rest count as other") {

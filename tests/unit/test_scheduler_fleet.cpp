@@ -159,11 +159,12 @@ TEST_CASE("fleet scheduler: a request waits for a warm slot at most one load tim
 }
 
 TEST_CASE("fleet scheduler: a slow backend's slot goes to lower-priority work first") {
-  // fast decodes 100 tokens/s, slow 25; one slot each, both serve m1 (fast m2 too).
-  Harness h(fleet_config({{.name = "fast", .max_concurrency = 1, .models = {"m1", "m2"}},
-                          {.name = "slow", .max_concurrency = 1, .models = {"m1"}}}));
+  // fast decodes 100 tokens/s, slow 25; one slot each, both serve m1 and m3 (fast m2 too); m3
+  // is resident on fast only.
+  Harness h(fleet_config({{.name = "fast", .max_concurrency = 1, .models = {"m1", "m2", "m3"}},
+                          {.name = "slow", .max_concurrency = 1, .models = {"m1", "m3"}}}));
   all_up(h);
-  h.set_resident(0, {"m1"});
+  h.set_resident(0, {"m1", "m3"});
   h.set_resident(1, {"m1"});
   const int teach_fast = h.submit({.user = "t", .cost = 100, .model = "m1"});
   const int teach_slow = h.submit({.user = "t", .cost = 100, .model = "m1"});
@@ -191,6 +192,10 @@ TEST_CASE("fleet scheduler: a slow backend's slot goes to lower-priority work fi
     h.now = at(10s) + 500ms;
     h.finish(short_one);
     CHECK(h.backend_of.at(p) == 0);
+    // Counted once, on the backend it waited for (sluice_backend_faster_slot_waits_total).
+    const auto backends = h.sched.snapshot(h.now).backends;
+    CHECK(backends.at(0).faster_slot_waits == 1);
+    CHECK(backends.at(1).faster_slot_waits == 0);
   }
   SUBCASE("nothing of lower priority waits: the slow slot is paid's (work conservation)") {
     const int p = h.submit({.workload = "paid", .user = "p", .cost = 100, .model = "m1"});
@@ -205,6 +210,18 @@ TEST_CASE("fleet scheduler: a slow backend's slot goes to lower-priority work fi
     h.finish(long_one);
     CHECK(h.backend_of.at(p) == 1);  // f may run only on fast
     CHECK(h.is_parked(f));
+  }
+  SUBCASE("lower-priority work that waits for a warm slot does not keep the slow slot idle") {
+    const int f = h.submit({.workload = "free", .user = "f", .cost = 100, .model = "m3"});
+    const int p = h.submit({.workload = "paid", .user = "p", .cost = 100, .model = "m1"});
+    h.now = at(10s) + 100ms;
+    h.finish(long_one);
+    // p lets f go first; f would rather wait for fast (warm) than load m3 on slow; so p takes
+    // slow in the same instant, and did not wait for a faster slot.
+    CHECK(h.backend_of.at(p) == 1);
+    CHECK(h.is_parked(f));
+    for (const auto& b : h.sched.snapshot(h.now).backends)
+      CHECK(b.faster_slot_waits == 0);
   }
   SUBCASE("peers keep fair order: the first of two paid requests takes the slow slot") {
     const int p1 = h.submit({.workload = "paid", .user = "p", .cost = 100, .model = "m1"});

@@ -165,6 +165,9 @@ struct BackendView {
   double tokens_per_second = 0;          ///< per stream, smoothed
   bool speed_known = false;              ///< false: tokens_per_second is kDefaultTokensPerSecond
   std::vector<LoadTimeView> load_times;  ///< learned ones only, by model name
+  /// Requests that let a free slot elsewhere go to lower-priority work, waited for a faster
+  /// one (Fleet::faster_slot) and then ran here, since the backend was added.
+  std::uint64_t faster_slot_waits = 0;
   /// With `"max_concurrency": "auto"`: the controller's state (max_concurrency is its limit).
   std::optional<ConcurrencyView> auto_concurrency;
 
@@ -263,6 +266,8 @@ class Fleet {
   /// Learned (or default) time to load m on b.
   Duration load_time(BackendId b, ModelId m) const;
   BackendView view(BackendId b) const;
+  /// A request that waited for a faster slot (see BackendView::faster_slot_waits) runs on b.
+  void count_faster_slot_wait(BackendId b);
 
   /// Recomputes the counters and masks from scratch; "" or the first violation. For tests.
   std::string check_invariants() const;
@@ -289,6 +294,7 @@ class Fleet {
     double tokens_per_second = kDefaultTokensPerSecond;
     bool speed_known = false;
     std::unordered_map<ModelId, Duration> load_time;
+    std::uint64_t faster_slot_waits = 0;
   };
 
   ModelId intern(std::string_view name);

@@ -15,6 +15,8 @@
 //   sluice_backend_inflight{backend}                   gauge    requests running on it
 //   sluice_backend_requests_total{backend,outcome}     counter  requests sent to it, ended
 //   sluice_backend_model_loads_total{backend,model}    counter  loads seen in load_duration
+//   sluice_backend_faster_slot_waits_total{backend}    counter  requests that waited for a
+//                                                               faster slot and ran on it
 //
 // Bounded cardinality, by construction: a `workload` label value is either a name registered from
 // the config (constructor, add_workloads) or one of the two pseudo-workloads "passthrough"
@@ -139,10 +141,10 @@ class Metrics {
   /// "" for any other (counted as kOtherModel). No effect for an unknown backend.
   void count_model_load(std::string_view backend, std::string_view model);
 
-  /// Sets every queue_length / inflight gauge, the concurrency limit and the backend gauges
-  /// (up, inflight) from a scheduler snapshot (registered workloads absent from it read 0; a
-  /// registered backend absent from it reads down with nothing in flight). Call right before
-  /// serialize().
+  /// Sets every queue_length / inflight gauge, the concurrency limit, the backend gauges
+  /// (up, inflight) and sluice_backend_faster_slot_waits_total from a scheduler snapshot
+  /// (registered workloads absent from it read 0; a registered backend absent from it reads down
+  /// with nothing in flight). Call right before serialize().
   void update_from(const core::Snapshot& snapshot);
 
   /// Prometheus text exposition format (version 0.0.4) of every metric.
