@@ -5,7 +5,8 @@
 // closed-loop user is one coroutine that sends, waits for the answer, thinks, and sends again.
 // A request coroutine takes an in-flight slot (FIFO hand-off, so no request is overtaken while
 // waiting), connects, writes, and reads the response head and then the body chunk by chunk into a
-// fixed buffer (buffer_body), feeding the NDJSON scanner.
+// fixed buffer (buffer_body), feeding the NDJSON scanner. Around the run (load_watch.cpp): the
+// simulators' clocks and records before and after it, and the watcher thread during it.
 //
 // Invariants: every planned request gets exactly one record with an outcome; every network
 // operation runs under the request's absolute deadline (min(send + request timeout, run
@@ -17,7 +18,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -32,8 +32,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <thread>
 
+#include "load_watch.hpp"
 #include "sluice/bench/report.hpp"
 #include "sluice/bench/stream.hpp"
 
@@ -50,7 +50,6 @@ constexpr auto as_tuple = asio::as_tuple(use_awaitable);
 
 constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 constexpr std::size_t kMaxErrorBodyBytes = 4096;
-constexpr std::size_t kMaxStatsBytes = 256 * 1024 * 1024;
 
 Clock::duration real_duration(double seconds) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
@@ -83,85 +82,6 @@ std::string request_body(const Scenario& s, const std::string& model, const std:
   j["stream"] = true;
   if (num_predict) j["options"] = {{"num_predict", *num_predict}};
   return j.dump();
-}
-
-// A GET on its own io_context (before and after the run): status and body, or why not.
-struct GetResult {
-  int status = 0;
-  std::string body;
-  std::string error;
-  Clock::time_point sent, received;
-};
-
-// A GET, or a POST of a JSON body when `post_body` is given.
-GetResult http_get(const HttpTarget& target, const std::string& path, std::chrono::seconds timeout,
-                   const std::string* post_body = nullptr) {
-  GetResult result;
-  asio::io_context ioc(1);
-  auto op = [&]() -> asio::awaitable<void> {
-    auto ex = co_await asio::this_coro::executor;
-    tcp::resolver resolver(ex);
-    auto [rec, endpoints] =
-        co_await resolver.async_resolve(target.host, std::to_string(target.port), as_tuple);
-    if (rec) {
-      result.error = "resolve " + target.host + ": " + rec.message();
-      co_return;
-    }
-    beast::tcp_stream stream(ex);
-    stream.expires_after(timeout);
-    auto [cec, ep] = co_await stream.async_connect(endpoints, as_tuple);
-    if (cec) {
-      result.error = "connect " + target.to_string() + ": " + cec.message();
-      co_return;
-    }
-    http::request<http::string_body> req{post_body ? http::verb::post : http::verb::get,
-                                         target.base_path + path, 11};
-    req.set(http::field::host, target.host_header);
-    req.set(http::field::user_agent, "sluice-bench");
-    if (post_body) {
-      req.set(http::field::content_type, "application/json");
-      req.body() = *post_body;
-      req.prepare_payload();
-    }
-    result.sent = Clock::now();
-    stream.expires_after(timeout);
-    auto [wec, wn] = co_await http::async_write(stream, req, as_tuple);
-    if (wec) {
-      result.error = "write: " + wec.message();
-      co_return;
-    }
-    beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.header_limit(kMaxHeaderBytes);
-    parser.body_limit(kMaxStatsBytes);
-    stream.expires_after(timeout);
-    auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, as_tuple);
-    result.received = Clock::now();
-    if (hec) {
-      result.error = "read: " + hec.message();
-      co_return;
-    }
-    stream.expires_after(timeout);
-    auto [bec, bn] = co_await http::async_read(stream, buffer, parser, as_tuple);
-    if (bec) {
-      result.error = "read: " + bec.message();
-      co_return;
-    }
-    result.status = parser.get().result_int();
-    result.body = std::move(parser.get().body());
-    boost::system::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  };
-  asio::co_spawn(ioc, op(), [&](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      result.error = ex.what();
-    }
-  });
-  ioc.run();
-  return result;
 }
 
 class LoadRun {
@@ -583,56 +503,10 @@ class LoadRun {
 
 }  // namespace
 
-std::optional<double> probe_time_scale(const std::vector<HttpTarget>& stats, std::string* why) {
-  std::optional<double> scale;
-  for (const auto& target : stats) {
-    const auto got = http_get(target, "/sim/stats?limit=0", std::chrono::seconds(10));
-    if (!got.error.empty() || got.status != 200) {
-      if (why)
-        *why = target.to_string() + ": " +
-               (got.error.empty() ? "HTTP " + std::to_string(got.status) : got.error);
-      return std::nullopt;
-    }
-    const auto parsed = parse_sim_stats(got.body, "", why);
-    if (!parsed) return std::nullopt;
-    if (scale && std::abs(*scale - parsed->time_scale) > 1e-9) {
-      if (why)
-        *why = "the simulators run at different time scales (" + std::to_string(*scale) + " and " +
-               std::to_string(parsed->time_scale) + ")";
-      return std::nullopt;
-    }
-    scale = parsed->time_scale;
-  }
-  if (!scale && why) *why = "no simulator given";
-  return scale;
-}
-
 LoadResult run_load(const Scenario& scenario, const Plan& plan, const LoadOptions& options) {
   LoadResult result;
-
-  // Anchor each simulator's clock to ours: its now_ns at the midpoint of a stats round trip.
-  struct Anchor {
-    SimStats before;
-    Clock::time_point wall{};
-  };
-  std::vector<Anchor> anchors;
-  std::string stats_note;
-  for (const auto& target : options.sim_stats) {
-    const auto got = http_get(target, "/sim/stats?limit=1", std::chrono::seconds(10));
-    std::optional<SimStats> before;
-    if (got.error.empty() && got.status == 200) {
-      before = parse_sim_stats(got.body, "", &stats_note);
-    } else {
-      stats_note = "GET " + target.to_string() + "/sim/stats: " +
-                   (got.error.empty() ? "HTTP " + std::to_string(got.status) : got.error);
-    }
-    if (!before) {
-      anchors.clear();
-      break;
-    }
-    anchors.push_back({*before, got.sent + (got.received - got.sent) / 2});
-  }
-  if (options.sim_stats.empty()) stats_note = "no --sim-stats given";
+  // Each simulator's clock anchored to ours: its now_ns at the midpoint of a stats round trip.
+  const SimAnchors sims = anchor_simulators(options.sim_stats);
 
   asio::io_context ioc(1);
   tcp::resolver resolver(ioc);
@@ -648,98 +522,18 @@ LoadResult run_load(const Scenario& scenario, const Plan& plan, const LoadOption
 
   LoadRun run(scenario, plan, options, ioc);
   run.start(std::move(endpoints));
-  // The watcher: live changes at their time, and the limit sluice has in force. Its own thread
-  // with blocking calls, so the load's io_context is not slowed by it; it only reads the run's
-  // start time (fixed before it starts) and writes what it owns until it is joined.
-  std::atomic<bool> stop_watch{false};
-  std::vector<LimitPoint> limits;
-  std::vector<std::string> watch_notes;
-  std::thread watcher;
-  if (options.watch_state || !options.live_changes.empty()) {
-    watcher = std::thread([&] {
-      std::size_t next_change = 0;
-      std::optional<long> last;
-      std::string why;
-      while (!stop_watch) {
-        const double now_s = run.run_seconds(Clock::now());
-        while (next_change < options.live_changes.size() &&
-               options.live_changes[next_change].at_s <= now_s) {
-          const LiveChange& change = options.live_changes[next_change++];
-          std::string note = "live change at " + format_number(now_s) + " s: " + change.body;
-          if (options.sim_stats.empty()) {
-            note += " not applied: no --sim-stats";
-          } else {
-            const auto got = http_get(options.sim_stats[0], "/sim/config", std::chrono::seconds(5),
-                                      &change.body);
-            if (!got.error.empty() || got.status != 200)
-              note += " failed: " + (got.error.empty() ? got.body : got.error);
-          }
-          watch_notes.push_back(std::move(note));
-        }
-        if (options.watch_state) {
-          const auto got = http_get(*options.watch_state, "/admin/state", std::chrono::seconds(5));
-          std::optional<long> limit;
-          if (got.error.empty() && got.status == 200) limit = parse_state_limit(got.body, &why);
-          if (limit && limit != last) {
-            limits.push_back({run.run_seconds(got.sent + (got.received - got.sent) / 2), *limit});
-            last = limit;
-          } else if (!limit && why.empty()) {
-            why = got.error.empty() ? "HTTP " + std::to_string(got.status) : got.error;
-          }
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(options.watch_interval_ms));
-      }
-      if (options.watch_state && limits.empty())
-        watch_notes.push_back("GET /admin/state gave no limit: " + why);
-    });
-  }
+  const RunClock run_time = [&run](Clock::time_point t) { return run.run_seconds(t); };
+  // Live changes and the limit in force, on the watcher's own thread with blocking calls, so
+  // the load's io_context is not slowed by them (it only reads the run's fixed start time).
+  LoadWatcher watcher(options, run_time);
   ioc.run();
-  stop_watch = true;
-  if (watcher.joinable()) watcher.join();
-  result.limits = std::move(limits);
-  result.notes = std::move(watch_notes);
+  watcher.stop();
+  result.limits = watcher.take_limits();
+  result.notes = watcher.take_notes();
   result.wall_s = std::chrono::duration<double>(Clock::now() - run.started()).count();
   result.records = run.take_records();
   result.truncated = run.truncated();
-
-  std::vector<UpstreamObservation> observed;
-  std::string scale_note;
-  for (std::size_t i = 0; i < anchors.size(); ++i) {
-    const auto& target = options.sim_stats[i];
-    const auto& before = anchors[i].before;
-    const auto since = "/sim/stats?since=" + std::to_string(before.last_id);
-    const auto got = http_get(target, since, std::chrono::seconds(30));
-    std::optional<SimStats> after;
-    if (got.error.empty() && got.status == 200) {
-      after = parse_sim_stats(got.body, options.run_id, &stats_note);
-    } else {
-      stats_note = "GET " + target.to_string() + "/sim/stats after the run: " +
-                   (got.error.empty() ? "HTTP " + std::to_string(got.status) : got.error);
-    }
-    if (!after) {
-      observed.clear();
-      break;
-    }
-    UpstreamObservation o;
-    o.target = target.to_string();
-    o.intervals = to_run_time(*after, before.now_ns, run.run_seconds(anchors[i].wall));
-    result.intervals.insert(result.intervals.end(), o.intervals.begin(), o.intervals.end());
-    if (before.loads && after->loads && *after->loads >= *before.loads) {
-      o.model_loads = *after->loads - *before.loads;
-      o.load_s = double(after->load_ns_total.value_or(0) - before.load_ns_total.value_or(0)) / 1e9;
-    }
-    if (std::abs(after->time_scale - options.time_scale) > 1e-9)
-      scale_note = "the simulator's time scale (" + std::to_string(after->time_scale) +
-                   ") differs from --time-scale";
-    observed.push_back(std::move(o));
-  }
-  if (!observed.empty()) {
-    result.upstream = upstream_usage(result.records, observed);
-    result.upstream.note = scale_note;
-    return result;
-  }
-  result.upstream.available = false;
-  result.upstream.note = stats_note;
+  collect_upstream(sims, options, run_time, result);
   return result;
 }
 

@@ -16,6 +16,7 @@
 
 #include "child_process.hpp"
 #include "http_client.hpp"
+#include "sluice/bench/adaptive.hpp"
 #include "sluice/bench/report.hpp"
 #include "sluice/bench/stats.hpp"
 
@@ -562,6 +563,51 @@ TEST_CASE("through sluice: queue times and workloads are recorded; paid goes fir
     REQUIRE(s);
     check_subject(t, *s);
     check_distribution(t["queue_s"], s->queue);
+  }
+}
+
+TEST_CASE(
+    "through sluice with auto: --sim-config-at changes the simulator, --watch-state the limit") {
+  Sim sim({"--wall-durations"});
+  TempDir dir;
+  write(dir.path / "sluice.json", R"({ "admin_listen": "127.0.0.1:0",
+    "upstream": { "url": ")" + sim.url() +
+                                      R"(", "max_concurrency": "auto" },
+    "log": { "level": "info", "access_log": false } })");
+  ChildProcess proxy(SLUICE_PATH,
+                     {"--config", (dir.path / "sluice.json").string(), "--listen", "127.0.0.1:0"});
+  const auto port = proxy.wait_for_port();
+  const auto admin = proxy.wait_for_port("admin listening on http://127.0.0.1:");
+  write(dir.path / "live.json", R"({
+    "name": "live", "seed": 5,
+    "prompts": {"p": ["Summarise this ticket in one line.", "What is a mutex?"]},
+    "num_predict": {"distribution": "uniform", "min": 20, "max": 30},
+    "groups": [{"name": "users", "tier": "free", "prompts": "p", "users": 3,
+                "requests_per_user": 6, "arrival": {"mode": "closed_loop", "think_time_s": 0}}]
+  })");
+  const fs::path out = dir.path / "run";
+  REQUIRE(bench({"run", "--scenario", (dir.path / "live.json").string(), "--target",
+                 "http://127.0.0.1:" + std::to_string(port), "--sim-stats", sim.url(),
+                 "--watch-state", "http://127.0.0.1:" + std::to_string(admin), "--sim-config-at",
+                 R"(0.5={"parallel":3})", "--label", "auto", "--out", out.string(),
+                 "--no-progress"}) == 0);
+  // The change reached the simulator, and the run says when it was applied.
+  auto config = http_request(sim.port, HttpRequest{"GET", "/sim/config", {}, ""});
+  REQUIRE(config.status == 200);
+  CHECK(json::parse(config.body)["parallel"] == 3);
+  const json summary = json::parse(read(out / "summary.json"));
+  const std::string note = summary["notes"].value("watch_0", "");
+  CHECK(note.find("live change at ") == 0);
+  CHECK(note.find(R"({"parallel":3})") != std::string::npos);
+  CHECK(note.find("failed") == std::string::npos);
+  // The limit in force from the first poll on: "auto" starts at its min, 1.
+  const auto limits = parse_limits_csv(read(out / "limits.csv"));
+  REQUIRE_FALSE(limits.empty());
+  CHECK(limits.front().limit == 1);
+  CHECK(limits.front().t_s < 1.0);
+  for (std::size_t i = 1; i < limits.size(); ++i) {
+    CHECK(limits[i].t_s >= limits[i - 1].t_s);
+    CHECK(limits[i].limit != limits[i - 1].limit);  // only changes are recorded
   }
 }
 #endif
