@@ -171,6 +171,7 @@ void ConcurrencyController::back_off(std::int64_t n, Time now) {
                       ? spec_.probe_backoff
                       : std::min(2 * level.backoff, spec_.max_probe_backoff);
   level.backoff_until = now + level.backoff;
+  level.backoff_speed = -1;  // learned from the samples at the limit below it (observe())
 }
 
 std::optional<LimitChange> ConcurrencyController::refuse(std::int64_t n, const Worth& w, Time now) {
@@ -355,6 +356,24 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
   // --- probe up ---------------------------------------------------------------------------------
   if (limit_ >= spec_.max || at_limit.waited > 0) return std::nullopt;
   Level& next = levels_[static_cast<std::size_t>(limit_ + 1)];
+  // Held back (backed off, or not worth it): on the curve of the streams at the limit since.
+  // When that curve moves, the GPU changed (a second tenant came or left): the level above is
+  // judged afresh, by a probe from a baseline measured wholly on the new curve.
+  if ((now < next.backoff_until || next.refused) && at_limit.speeds >= 2) {
+    if (next.backoff_speed < 0) {
+      next.backoff_speed = at_limit.speed;
+    } else if (std::abs(at_limit.speed / next.backoff_speed - 1) > kCurveChange) {
+      next.backoff_until = Time{};
+      next.backoff = Duration::zero();
+      next.backoff_speed = -1;
+      next.refused.reset();
+      Level& here = levels_[static_cast<std::size_t>(limit_)];
+      here.count = 0;
+      here.next = 0;
+      here.known_speed = -1;
+      return std::nullopt;
+    }
+  }
   if (now < next.backoff_until) return std::nullopt;
   // Found not worth its slot lately: probed again only for a queue that would make it worth it.
   if (next.refused && now < next.refused_until &&

@@ -560,3 +560,23 @@ TEST_CASE("a level found not worth its slot is probed again only for a queue tha
   CHECK(probed_after_queue < 360);
   CHECK(*limits_between(run, 380, 420).rbegin() >= 4);
 }
+
+TEST_CASE("a second tenant after a refusal: the GPU changed, so the limit is probed again at once") {
+  // As above, 3 is found not worth it within the first minute and backed off. At 90 s a tenant
+  // of 4 streams takes most of the GPU: sluice's streams at 2 decode at a third of the speed, a
+  // 3rd stream would now add 28 % of sluice's tokens/s, and the queue grows. What held 3 back
+  // was learned on the old curve: it is forgotten and the limit rises within seconds, rather
+  // than after the backoff (and the memory of the refusal) runs out.
+  Model model{.parallel = 4, .total = sim_total, .arrivals_per_s = 0.8 * 1.4 * 60 / 250};
+  const Run run = simulate(model, {.min = 1, .max = 32}, 200, 17,
+                           [](double t, Model& m) { m.external_streams = t >= 90 ? 4 : 0; });
+  double refused = -1;
+  for (std::size_t i = 0; i < run.changes.size() && refused < 0; ++i) {
+    if (run.changes[i].reason.find("not worth a slot: 3 in flight") == 0)
+      refused = run.limits[i + 1].first;
+  }
+  REQUIRE(refused > 0);
+  REQUIRE(refused < 80);
+  CHECK(*limits_between(run, refused + 1, 90).rbegin() == 2);
+  CHECK(*limits_between(run, 90, 150).rbegin() >= 3);
+}

@@ -63,6 +63,11 @@
 //    with each failure of the same level up to max_probe_backoff; it resets when a probe of it
 //    succeeds. So a steady state moves by at most one slot, at most once per backoff, and a
 //    backend whose parallelism grows is found by the next probe.
+//  * The GPU changed. While the level above the limit is backed off or refused, the per-stream
+//    speed first seen at the limit is its reference; when the speed there moves by more than
+//    kCurveChange from it (a second tenant came or left, another model runs), the backoff and
+//    the refusal are forgotten, the limit's samples too, and a probe may follow as soon as the
+//    limit is binding again: what held the level back was learned on another curve.
 //
 // OpenAI-compatible answers carry no durations. Then the wait is estimated from the time to
 // first byte alone: TTFB - the median TTFB of the lowest level that has samples (at level 1
@@ -97,6 +102,10 @@ inline constexpr std::size_t kLevelWindow = 4;
 inline constexpr std::size_t kAloneWindow = 8;
 /// How far a request's mean concurrency may be from its level for its speed to count there.
 inline constexpr double kSpeedLevelSlack = 0.5;
+/// A per-stream speed at the limit this far (relative) from the one a level above was backed off
+/// at means the GPU changed under it (a second tenant came or left, another model runs): the
+/// backoff and a "not worth it" are forgotten and the level may be probed at once.
+inline constexpr double kCurveChange = 0.25;
 
 /// The config's `auto_concurrency` (bounds and the per-stream floor) and the controller's
 /// tuning, which the config does not expose.
@@ -218,6 +227,9 @@ class ConcurrencyController {
     Time refused_until{};
     Time backoff_until{};  ///< not probed before this
     Duration backoff{};    ///< the next failure backs off this long (0: probe_backoff)
+    /// While backed off or refused: the per-stream speed first seen at the limit below it since
+    /// (< 0 not yet); a move beyond kCurveChange from it forgets the backoff and the refusal.
+    double backoff_speed = -1;
   };
   struct Judgement {
     std::size_t samples = 0;
