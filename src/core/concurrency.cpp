@@ -186,11 +186,9 @@ std::optional<LimitChange> ConcurrencyController::change(std::int64_t to, std::s
   to = std::clamp(to, spec_.min, spec_.max);
   if (to == limit_) return std::nullopt;
   if (to < limit_) {
-    // What the new limit's level remembers ran beside more requests than it will: judged afresh.
-    Level& level = levels_[static_cast<std::size_t>(to)];
-    level.count = 0;
-    level.next = 0;
-    level.known_speed = -1;  // (its `kept` stays: the gain and stretch are the GPU's)
+    // What the new limit's level remembers ran beside more requests than it will: judged afresh
+    // (its `kept` stays: the gain and stretch are the GPU's).
+    levels_[static_cast<std::size_t>(to)].forget_samples();
   }
   LimitChange c{.from = limit_, .to = to, .reason = std::move(reason)};
   limit_ = to;
@@ -367,10 +365,7 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
       next.backoff = Duration::zero();
       next.backoff_speed = -1;
       next.refused.reset();
-      Level& here = levels_[static_cast<std::size_t>(limit_)];
-      here.count = 0;
-      here.next = 0;
-      here.known_speed = -1;
+      levels_[static_cast<std::size_t>(limit_)].forget_samples();
       return std::nullopt;
     }
   }
@@ -379,9 +374,7 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
   if (next.refused && now < next.refused_until &&
       !worth(limit_ + 1, *next.refused, at_limit.backlog).worth)
     return std::nullopt;
-  next.count = 0;
-  next.next = 0;
-  next.known_speed = -1;
+  next.forget_samples();
   next.kept.reset();
   probing_ = true;
   probe_since_ = now;

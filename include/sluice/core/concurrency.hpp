@@ -216,6 +216,12 @@ class ConcurrencyController {
     std::size_t count = 0;  ///< valid entries, <= kLevelWindow
     std::size_t next = 0;
     double known_speed = -1;  ///< median speed of the samples that ran at it, when last known
+    /// Its samples (and the speed they gave) are from another time: judged afresh.
+    void forget_samples() {
+      count = 0;
+      next = 0;
+      known_speed = -1;
+    }
     /// Set when a probe of this level was kept with the speeds known: the gain and stretch it
     /// measured. A level kept for a queue gives its slot back when the queue has gone, judged
     /// on these (the level below's samples may be from another time: another GPU load).
