@@ -2,8 +2,8 @@
 // per run (see include/sluice/bench/report.hpp).
 #include <algorithm>
 #include <cmath>
-#include <optional>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>

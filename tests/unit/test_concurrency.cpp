@@ -561,7 +561,8 @@ TEST_CASE("a level found not worth its slot is probed again only for a queue tha
   CHECK(*limits_between(run, 380, 420).rbegin() >= 4);
 }
 
-TEST_CASE("a second tenant after a refusal: the GPU changed, so the limit is probed again at once") {
+TEST_CASE(
+    "a second tenant after a refusal: the GPU changed, so the limit is probed again at once") {
   // As above, 3 is found not worth it within the first minute and backed off. At 90 s a tenant
   // of 4 streams takes most of the GPU: sluice's streams at 2 decode at a third of the speed, a
   // 3rd stream would now add 28 % of sluice's tokens/s, and the queue grows. What held 3 back
