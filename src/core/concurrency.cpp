@@ -340,8 +340,7 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
     }
     // Kept: this level is good, its backoff starts over.
     Level& kept = levels_[static_cast<std::size_t>(limit_)];
-    kept.backoff = Duration::zero();
-    kept.refused.reset();
+    kept.forgive();
     if (at_limit.speed > 0 && probe_baseline_speed_ > 0)
       kept.kept = worth(limit_, at_limit.speed, probe_baseline_speed_, at_limit.backlog);
   } else if (const auto& kept = levels_[static_cast<std::size_t>(limit_)].kept;
@@ -361,10 +360,7 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
     if (next.backoff_speed < 0) {
       next.backoff_speed = at_limit.speed;
     } else if (std::abs(at_limit.speed / next.backoff_speed - 1) > kCurveChange) {
-      next.backoff_until = Time{};
-      next.backoff = Duration::zero();
-      next.backoff_speed = -1;
-      next.refused.reset();
+      next.forgive();
       levels_[static_cast<std::size_t>(limit_)].forget_samples();
       return std::nullopt;
     }

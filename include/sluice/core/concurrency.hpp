@@ -236,6 +236,14 @@ class ConcurrencyController {
     /// While backed off or refused: the per-stream speed first seen at the limit below it since
     /// (< 0 not yet); a move beyond kCurveChange from it forgets the backoff and the refusal.
     double backoff_speed = -1;
+    /// Nothing holds it back any more (a probe of it was kept, or the GPU changed): no backoff,
+    /// the next failure backs off probe_backoff again, no refusal.
+    void forgive() {
+      backoff_until = Time{};
+      backoff = Duration::zero();
+      backoff_speed = -1;
+      refused.reset();
+    }
   };
   struct Judgement {
     std::size_t samples = 0;
