@@ -46,7 +46,7 @@ class LoadWatcher {
   LoadWatcher(const LoadWatcher&) = delete;
   LoadWatcher& operator=(const LoadWatcher&) = delete;
 
-  /// Joins the thread; then limits() and notes() are complete.
+  /// Joins the thread; then take_limits() and take_notes() hold the whole run.
   void stop();
   std::vector<LimitPoint> take_limits() { return std::move(limits_); }
   std::vector<std::string> take_notes() { return std::move(notes_); }
