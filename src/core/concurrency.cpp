@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 namespace sluice::core {
 namespace {
@@ -160,6 +161,33 @@ std::string ConcurrencyController::unworthy_reason(std::int64_t n, const Worth& 
   return reason;
 }
 
+std::string ConcurrencyController::held_back_reason(std::int64_t n, const Worth& w, Duration left) {
+  std::string text = "not probing ";
+  text += std::to_string(n);
+  text += ": found not worth a slot (";
+  text += fixed(100 * w.gain, 1);
+  text += "% more tokens/s than ";
+  text += std::to_string(n - 1);
+  text += ", each stream ";
+  text += fixed(100 * w.stretch, 0);
+  text += "% longer), and ";
+  text += fixed(w.backlog, w.backlog < 10 && w.backlog != std::floor(w.backlog) ? 1 : 0);
+  text += " requests waiting (p50) do not make it so";
+  // 1/(n-1) + g B >= n x: the backlog B that would.
+  const auto level = static_cast<double>(n);
+  if (w.gain > 0) {
+    text += " (about ";
+    text += fixed(std::ceil((level * w.stretch - 1 / (level - 1)) / w.gain), 0);
+    text += " would)";
+  } else {
+    text += " (no queue would: it adds no throughput)";
+  }
+  text += "; probed again only for such a queue for the next ";
+  text += fixed(std::ceil(seconds(left)), 0);
+  text += " s";
+  return text;
+}
+
 double ConcurrencyController::throughput(const Judgement& j, std::int64_t n) const {
   return j.speed < 0 ? -1 : static_cast<double>(n) * j.speed;
 }
@@ -179,6 +207,7 @@ std::optional<LimitChange> ConcurrencyController::refuse(std::int64_t n, const W
   Level& level = levels_[static_cast<std::size_t>(n)];
   level.refused = w;
   level.refused_until = now + spec_.max_probe_backoff;
+  level.refusal_noted = false;
   return change(n - 1, unworthy_reason(n, w));
 }
 
@@ -194,6 +223,15 @@ std::optional<LimitChange> ConcurrencyController::change(std::int64_t to, std::s
   limit_ = to;
   last_change_ = c.reason;
   return c;
+}
+
+void ConcurrencyController::note(std::string text) {
+  if (notes_.size() >= kMaxNotes) notes_.erase(notes_.begin());
+  notes_.push_back(std::move(text));
+}
+
+std::vector<std::string> ConcurrencyController::take_notes() {
+  return std::exchange(notes_, {});
 }
 
 std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySample& sample,
@@ -359,7 +397,23 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
   if ((now < next.backoff_until || next.refused) && at_limit.speeds >= 2) {
     if (next.backoff_speed < 0) {
       next.backoff_speed = at_limit.speed;
-    } else if (std::abs(at_limit.speed / next.backoff_speed - 1) > kCurveChange) {
+    } else if (const double moved = at_limit.speed / next.backoff_speed - 1;
+               std::abs(moved) > kCurveChange) {
+      std::string text = "the GPU changed: per-stream speed at ";
+      text += std::to_string(limit_);
+      text += " in flight is ";
+      text += fixed(at_limit.speed, 1);
+      text += " tokens/s, ";
+      text += fixed(100 * std::abs(moved), 0);
+      text += moved < 0 ? "% slower" : "% faster";
+      text += " than the ";
+      text += fixed(next.backoff_speed, 1);
+      text += " seen since ";
+      text += std::to_string(limit_ + 1);
+      text += " was held back; ";
+      text += std::to_string(limit_ + 1);
+      text += " will be probed again on the new speed";
+      note(std::move(text));
       next.forgive();
       levels_[static_cast<std::size_t>(limit_)].forget_samples();
       return std::nullopt;
@@ -367,9 +421,16 @@ std::optional<LimitChange> ConcurrencyController::observe(const ConcurrencySampl
   }
   if (now < next.backoff_until) return std::nullopt;
   // Found not worth its slot lately: probed again only for a queue that would make it worth it.
-  if (next.refused && now < next.refused_until &&
-      !worth(limit_ + 1, *next.refused, at_limit.backlog).worth)
-    return std::nullopt;
+  if (next.refused && now < next.refused_until) {
+    const Worth w = worth(limit_ + 1, *next.refused, at_limit.backlog);
+    if (!w.worth) {
+      if (!next.refusal_noted) {
+        next.refusal_noted = true;
+        note(held_back_reason(limit_ + 1, w, next.refused_until - now));
+      }
+      return std::nullopt;
+    }
+  }
   next.forget_samples();
   next.kept.reset();
   probing_ = true;

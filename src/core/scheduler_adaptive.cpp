@@ -47,6 +47,11 @@ void Scheduler::State::learn_limit(BackendId b, const Entry& entry, const Timing
                            .eval_count = timings.eval_count,
                            .streamed = timings.streamed};
   std::optional<LimitChange> change = adaptive[b]->observe(sample, now);
+  for (std::string& text : adaptive[b]->take_notes()) {
+    limit_notes.push_back(BackendLimitNote{
+        .backend = b, .backend_name = fleet.view(b).name, .text = std::move(text)});
+    if (limit_notes.size() > 1024) limit_notes.erase(limit_notes.begin());  // nobody takes
+  }
   if (!change) return;
   fleet.set_max_concurrency(b, change->to);
   // More room on b: what it may serve is judged again (dispatch follows in release()).
@@ -58,6 +63,10 @@ void Scheduler::State::learn_limit(BackendId b, const Entry& entry, const Timing
 
 std::vector<BackendLimitChange> Scheduler::take_limit_changes() {
   return std::exchange(state_->limit_changes, {});
+}
+
+std::vector<BackendLimitNote> Scheduler::take_limit_notes() {
+  return std::exchange(state_->limit_notes, {});
 }
 
 }  // namespace sluice::core

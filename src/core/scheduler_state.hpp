@@ -327,6 +327,7 @@ struct Scheduler::State {
   // auto_concurrency; the changes not yet taken by take_limit_changes().
   std::vector<std::optional<ConcurrencyController>> adaptive;
   std::vector<BackendLimitChange> limit_changes;
+  std::vector<BackendLimitNote> limit_notes;  ///< not yet taken by take_limit_notes()
 
   // --- totals ----------------------------------------------------------------------------
   std::int64_t parked = 0;

@@ -69,6 +69,10 @@ Proxy::Impl::Impl(asio::io_context& io_context, std::shared_ptr<const config::Co
     spdlog::info("{} concurrency {} -> {}: {}", known ? backends[c.backend]->name : c.backend_name,
                  c.change.from, c.change.to, c.change.reason);
   };
+  gate.on_limit_note = [this](const core::BackendLimitNote& n) {
+    const bool known = n.backend < backends.size() && backends[n.backend];
+    spdlog::info("{} concurrency: {}", known ? backends[n.backend]->name : n.backend_name, n.text);
+  };
   // The one place metrics learn the workloads and the limit: here and on reconfigure().
   metrics.add_workloads(config->workload_names());
   metrics.set_concurrency_limit(config->scheduler.core.max_concurrency);

@@ -62,6 +62,7 @@ struct Model {
 struct Run {
   std::vector<std::pair<double, std::int64_t>> limits;  // (time s, limit) after each change
   std::vector<LimitChange> changes;
+  std::vector<std::pair<double, std::string>> notes;  // (time s, text): take_notes()
   std::int64_t final_limit = 0;
   std::size_t completed = 0;
   std::size_t waited = 0;  // requests that waited inside the backend more than 5% of service
@@ -179,7 +180,13 @@ Run simulate(Model model, AutoConcurrency spec, double seconds, std::uint64_t se
       if (wait > 0.05 * (end - r.started)) ++run.waited;
       it = in_sluice.erase(it);
       const Time now = at(std::chrono::duration_cast<Duration>(std::chrono::duration<double>(end)));
-      if (std::optional<LimitChange> change = c.observe(s, now)) {
+      std::optional<LimitChange> change = c.observe(s, now);
+      for (std::string& note : c.take_notes()) {
+        REQUIRE(!note.empty());
+        if (std::getenv("SLUICE_TRACE")) std::printf("%7.1f s  note: %s\n", end, note.c_str());
+        run.notes.emplace_back(end, std::move(note));
+      }
+      if (change) {
         REQUIRE(change->from != change->to);
         REQUIRE(!change->reason.empty());
         run.changes.push_back(*change);
@@ -556,6 +563,15 @@ TEST_CASE("a level found not worth its slot is probed again only for a queue tha
   REQUIRE(refused > 0);
   CHECK(refused < 120);
   CHECK(probes_before_queue == 0);
+  // The log says once (per refusal) why no probe comes, and what queue would bring one.
+  int held_back_notes = 0;
+  for (const auto& [t, text] : run.notes) {
+    if (t > refused && t < 300 && text.find("not probing 3: found not worth a slot") == 0) {
+      ++held_back_notes;
+      CHECK(text.find(" would)") != std::string::npos);
+    }
+  }
+  CHECK(held_back_notes == 1);
   CHECK(probed_after_queue > 0);
   CHECK(probed_after_queue < 360);
   CHECK(*limits_between(run, 380, 420).rbegin() >= 4);
@@ -580,4 +596,13 @@ TEST_CASE(
   REQUIRE(refused < 80);
   CHECK(*limits_between(run, refused + 1, 90).rbegin() == 2);
   CHECK(*limits_between(run, 90, 150).rbegin() >= 3);
+  // The log says so: the speed at 2 fell (no limit changed at that moment).
+  bool changed_noted = false;
+  for (const auto& [t, text] : run.notes) {
+    if (t < 90) CHECK(text.find("the GPU changed") == std::string::npos);
+    if (t >= 90 && t < 150 && text.find("the GPU changed: per-stream speed at 2 in flight") == 0 &&
+        text.find("% slower than the") != std::string::npos)
+      changed_noted = true;
+  }
+  CHECK(changed_noted);
 }

@@ -107,6 +107,9 @@ inline constexpr double kSpeedLevelSlack = 0.5;
 /// backoff and a "not worth it" are forgotten and the level may be probed at once.
 inline constexpr double kCurveChange = 0.25;
 
+/// Notes (ConcurrencyController::take_notes) kept until taken; older ones are dropped.
+inline constexpr std::size_t kMaxNotes = 16;
+
 /// The config's `auto_concurrency` (bounds and the per-stream floor) and the controller's
 /// tuning, which the config does not expose.
 struct AutoConcurrency {
@@ -194,6 +197,11 @@ class ConcurrencyController {
   /// Feeds one finished request. Returns the change of the limit it caused, if any.
   std::optional<LimitChange> observe(const ConcurrencySample& sample, Time now);
 
+  /// What the controller decided without changing the limit that an operator should see in the
+  /// log, oldest first: the GPU changed under a level held back (so it may be probed again), a
+  /// probe held back by a refusal's memory (once per refusal). At most kMaxNotes.
+  std::vector<std::string> take_notes();
+
   ConcurrencyView view() const;
 
  private:
@@ -231,8 +239,9 @@ class ConcurrencyController {
     /// only when the backlog at the limit would make it worth it on those figures.
     std::optional<Worth> refused;
     Time refused_until{};
-    Time backoff_until{};  ///< not probed before this
-    Duration backoff{};    ///< the next failure backs off this long (0: probe_backoff)
+    bool refusal_noted = false;  ///< the note that the refusal holds a probe back was made
+    Time backoff_until{};        ///< not probed before this
+    Duration backoff{};          ///< the next failure backs off this long (0: probe_backoff)
     /// While backed off or refused: the per-stream speed first seen at the limit below it since
     /// (< 0 not yet); a move beyond kCurveChange from it forgets the backoff and the refusal.
     double backoff_speed = -1;
@@ -243,6 +252,7 @@ class ConcurrencyController {
       backoff = Duration::zero();
       backoff_speed = -1;
       refused.reset();
+      refusal_noted = false;
     }
   };
   struct Judgement {
@@ -261,6 +271,8 @@ class ConcurrencyController {
   /// The same judgement from a gain and stretch measured earlier (Level::kept).
   static Worth worth(std::int64_t n, const Worth& measured, double backlog);
   static std::string unworthy_reason(std::int64_t n, const Worth& w);
+  /// The note that a refusal's memory holds a probe of n back (Level::refused), for `left` more.
+  static std::string held_back_reason(std::int64_t n, const Worth& w, Duration left);
 
   Judgement judge(std::int64_t n) const;
   bool waited(const Observation& o, double wait) const;
@@ -273,6 +285,7 @@ class ConcurrencyController {
   /// Backs level n off and remembers why it was not worth its slot (Level::refused).
   std::optional<LimitChange> refuse(std::int64_t n, const Worth& w, Time now);
   std::optional<LimitChange> change(std::int64_t to, std::string reason);
+  void note(std::string text);
 
   AutoConcurrency spec_;
   std::int64_t limit_ = 1;
@@ -285,6 +298,7 @@ class ConcurrencyController {
   std::array<double, kAloneWindow> alone_{};  ///< raw native waits at level 1 (ring)
   std::size_t alone_count_ = 0;
   std::size_t alone_next_ = 0;
+  std::vector<std::string> notes_;  ///< not yet taken, <= kMaxNotes
 };
 
 }  // namespace sluice::core

@@ -121,6 +121,14 @@ struct BackendLimitChange {
   LimitChange change;
 };
 
+/// A note of a backend's adaptive controller that changed no limit (Scheduler::take_limit_notes,
+/// ConcurrencyController::take_notes).
+struct BackendLimitNote {
+  BackendId backend = 0;
+  std::string backend_name;  ///< as in BackendLimitChange
+  std::string text;
+};
+
 /// The name of the implicit backend of a config without backends.
 inline constexpr std::string_view kSingleBackend = "default";
 
@@ -319,6 +327,9 @@ class Scheduler {
 
   /// The changes of adaptive limits since the last call, oldest first (for the log).
   std::vector<BackendLimitChange> take_limit_changes();
+  /// The adaptive controllers' notes since the last call (decisions that changed no limit),
+  /// oldest first (for the log).
+  std::vector<BackendLimitNote> take_limit_notes();
 
   /// The fleet (placement state: backends, models, residency), for reads.
   const Fleet& fleet() const;

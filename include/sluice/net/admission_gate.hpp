@@ -208,6 +208,8 @@ class BasicAdmissionGate final : public SlotOwner {
   std::function<void()> on_change;
   /// Called (synchronously) when a backend's adaptive limit changed, before on_change.
   std::function<void(const core::BackendLimitChange&)> on_limit_change;
+  /// Called (synchronously) for each note of an adaptive controller that changed no limit.
+  std::function<void(const core::BackendLimitNote&)> on_limit_note;
 
   void release_slot(core::Permit permit, std::int64_t actual_cost,
                     const core::Timings& timings) override;

@@ -208,6 +208,9 @@ void BasicAdmissionGate<Clock>::release_slot(core::Permit permit, std::int64_t a
   for (const core::BackendLimitChange& change : scheduler_.take_limit_changes()) {
     if (on_limit_change) on_limit_change(change);
   }
+  for (const core::BackendLimitNote& note : scheduler_.take_limit_notes()) {
+    if (on_limit_note) on_limit_note(note);
+  }
   settle(admitted);
 }
 
