@@ -14,8 +14,12 @@
 #
 # Usage: scripts/adaptive-bench.sh [--time-scale F] [--parallel "1 2 4 8"] [--loads "steady burst"]
 #                                  [--no-live] [--change-at S] [--out DIR] [--no-build]
+#                                  [--arms "auto 1 2 4 8 16"] [--repeat N]
 #   --time-scale F  simulator speed-up (default 50); durations are reported in wall time
 #                   (--wall-durations) so sluice's clock and the timings agree
+#   --arms LIST     the arms of each group ("auto" and static limits; default all six). With
+#                   fewer than all six the tables and the chart are not made: for A/B runs
+#   --repeat N      run each group N times (folders GROUP-1 ... GROUP-N), alternating orders
 #   --out DIR       results (default results/adaptive-YYYYmmdd-HHMMSS): OUT/GROUP/ARM/ runs,
 #                   OUT/GROUP.md tables, OUT/results.md all of them, OUT/limits.svg
 set -euo pipefail
@@ -28,6 +32,8 @@ live=1
 change_at=150
 out=""
 build=1
+arms="auto 1 2 4 8 16"
+repeat=1
 while (($#)); do
   case "$1" in
     --time-scale) scale=$2; shift ;;
@@ -37,7 +43,9 @@ while (($#)); do
     --change-at) change_at=$2; shift ;;
     --out) out=$2; shift ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --arms) arms=$2; shift ;;
+    --repeat) repeat=$2; shift ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "adaptive-bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -146,12 +154,13 @@ arm() {
     --sim-stats "http://127.0.0.1:$sim_port" --watch-state "http://127.0.0.1:$admin_port" \
     --label "$label" --out "$out/$group/$label" --no-progress "${extra[@]}" >/dev/null ||
     echo "adaptive-bench: $group/$label had failed requests" >&2
-  grep -h "concurrency .* -> " "$logs/sluice-$name.err" >"$out/$group/$label/limit-changes.log" || true
+  grep -hE " concurrency( [0-9]+ -> |: )" "$logs/sluice-$name.err" >"$out/$group/$label/limit-changes.log" || true
   stop_all
 }
 
-arms_forward=(auto 1 2 4 8 16)
-arms_backward=(16 8 4 2 1 auto)
+read -r -a arms_forward <<<"$arms"
+arms_backward=()
+for ((i = ${#arms_forward[@]} - 1; i >= 0; i--)); do arms_backward+=("${arms_forward[i]}"); done
 flip=0
 # group NAME P LOAD [LIVE_CHANGE]: every arm, in alternating order.
 group() {
@@ -162,6 +171,12 @@ group() {
   echo "== $name: sluice-sim --parallel $parallel, $load load, arms ${order[*]}" >&2
   for limit in "${order[@]}"; do arm "$name" "$parallel" "$load" "$limit" "$change"; done
 }
+# repeated NAME ARGS...: the group, --repeat times (NAME-1 ... when more than once).
+repeated() {
+  local name=$1 r; shift
+  if ((repeat == 1)); then group "$name" "$@"; groups+=("$name"); return; fi
+  for ((r = 1; r <= repeat; r++)); do group "$name-$r" "$@"; groups+=("$name-$r"); done
+}
 
 runs_of() {  # the arm folders of a group, in the table's order
   local g=$1 a
@@ -171,14 +186,19 @@ runs_of() {  # the arm folders of a group, in the table's order
 t0=$(date +%s)
 groups=()
 for load in $loads; do
-  for p in $parallels; do
-    group "P$p-$load" "$p" "$load"
-    groups+=("P$p-$load")
-  done
+  for p in $parallels; do repeated "P$p-$load" "$p" "$load"; done
 done
+live_groups=()
 if ((live)); then
-  group "P4-live-parallel" 4 steady "$change_at={\"parallel\":2}"
-  group "P4-live-tenant" 4 steady "$change_at={\"external_streams\":4}"
+  n=${#groups[@]}
+  repeated P4-live-parallel 4 steady "$change_at={\"parallel\":2}"
+  repeated P4-live-tenant 4 steady "$change_at={\"external_streams\":4}"
+  live_groups=("${groups[@]:n}")
+  groups=("${groups[@]:0:n}")
+fi
+if [[ "$arms" != "auto 1 2 4 8 16" ]]; then
+  echo "== $(($(date +%s) - t0)) s; runs in $out (arms $arms: no tables, see each run's summary)" >&2
+  exit 0
 fi
 
 : >"$out/results.md"
@@ -189,16 +209,14 @@ for g in "${groups[@]}"; do
   cat "$out/$g.md" >>"$out/results.md"
   panels+=("$g=$out/$g/auto")
 done
-if ((live)); then
-  after=$(awk -v c="$change_at" 'BEGIN { print c + 30 }')
-  for g in P4-live-parallel P4-live-tenant; do
-    # shellcheck disable=SC2046
-    "$bench_bin" adaptive --out "$out/$g.md" --title "$g (from $after s: 30 s after the change at $change_at s)" \
-      --from "$after" --converge-from "$change_at" --max-converge 30 $(runs_of "$g") >/dev/null
-    cat "$out/$g.md" >>"$out/results.md"
-    panels+=("$g@$change_at=$out/$g/auto")
-  done
-fi
+after=$(awk -v c="$change_at" 'BEGIN { print c + 30 }')
+for g in "${live_groups[@]}"; do
+  # shellcheck disable=SC2046
+  "$bench_bin" adaptive --out "$out/$g.md" --title "$g (from $after s: 30 s after the change at $change_at s)" \
+    --from "$after" --converge-from "$change_at" --max-converge 30 $(runs_of "$g") >/dev/null
+  cat "$out/$g.md" >>"$out/results.md"
+  panels+=("$g@$change_at=$out/$g/auto")
+done
 "$bench_bin" limit-chart --out "$out/limits.svg" \
   --title "sluice's auto limit over time (sluice-sim at ${scale}x)" "${panels[@]}"
 echo "== $(($(date +%s) - t0)) s; results in $out (results.md, limits.svg)" >&2
