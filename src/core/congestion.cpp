@@ -19,7 +19,7 @@ constexpr double kLoadGain = 0.2;
 
 }  // namespace
 
-double congestion(std::span<const ModelDemand> models, std::span<const double> slots) {
+double congestion(std::span<const ModelDemand> models, std::span<const std::int64_t> slots) {
   assert(models.size() <= kMaxCongestionModels);
   const std::size_t n = models.size();
   std::array<double, std::size_t{1} << kMaxCongestionModels> demand{};
@@ -31,16 +31,16 @@ double congestion(std::span<const ModelDemand> models, std::span<const double> s
     const std::size_t rest = set & (set - 1);
     demand[set] = demand[rest] + models[low].demand;
     holders[set] = holders[rest] | models[low].holders;
-    double capacity = 0;
+    std::int64_t capacity = 0;
     for (BackendSet h = holders[set]; h != 0; h &= h - 1) {
       const auto b = static_cast<std::size_t>(std::countr_zero(h));
-      if (b < slots.size() && slots[b] > 0) capacity += slots[b];
+      if (b < slots.size()) capacity += slots[b];
     }
     if (capacity <= 0) {
       if (demand[set] > 0) return std::numeric_limits<double>::infinity();
       continue;
     }
-    const double ratio = demand[set] / capacity;
+    const double ratio = demand[set] / static_cast<double>(capacity);
     if (ratio > worst) worst = ratio;
   }
   return worst;
@@ -68,17 +68,10 @@ bool Fleet::worth_loading(BackendId b, ModelId m) const {
     demand.push_back({});
     return demand.back();
   };
-  // Each backend's slots, weighed by its decode speed against the fastest usable one's: the
-  // demand a slow backend can carry is smaller (equal while no speed is known).
-  double fastest = 0;
-  for (BackendId other = 0; other < backends_.size(); ++other) {
-    if (usable(other)) fastest = std::max(fastest, backends_[other].tokens_per_second);
-  }
-  std::vector<double> slots(backends_.size(), 0);
+  std::vector<std::int64_t> slots(backends_.size(), 0);
   for (BackendId other = 0; other < backends_.size(); ++other) {
     if (!usable(other)) continue;
-    slots[other] = static_cast<double>(backends_[other].spec.max_concurrency) *
-                   (fastest > 0 ? backends_[other].tokens_per_second / fastest : 1.0);
+    slots[other] = backends_[other].spec.max_concurrency;
     for (const Resident& r : backends_[other].resident) {
       ModelDemand& d = entry(r.model);
       d.demand += static_cast<double>(r.in_flight);

@@ -225,44 +225,6 @@ TEST_CASE("fleet: after a load time it goes cold only where the load relieves th
   CHECK(fleet.check_invariants() == "");
 }
 
-TEST_CASE("fleet: a slow backend's slots carry less of the demand when a load is weighed") {
-  // a holds m1 only, both slots busy, one more m1 parked; b holds m2 (one running, three parked)
-  // and m3 (idle: the load would evict it), one slot free. The m1 request has waited longer
-  // than a load. At equal speeds the copy does not pay: m2's queue on b binds (4 on 2 slots)
-  // before and after. When a decodes at half b's speed its two slots serve like one: m1 carries
-  // 3 per fast slot, and a copy on b brings the worst set down to {m1, m2}: 7 on 3.
-  const std::vector<std::string> models = {"m1", "m2", "m3"};
-  const std::vector<BackendSpec> specs = {{.name = "a", .max_concurrency = 2, .models = models},
-                                          {.name = "b", .max_concurrency = 2, .models = models}};
-  Fleet fleet = up_fleet(specs, {{"m1"}, {"m3", "m2"}});
-  const ModelId m1 = fleet.model("m1"), m2 = fleet.model("m2");
-  bool half_speed = false;
-  SUBCASE("equal speeds") {}
-  SUBCASE("a at half speed") {
-    half_speed = true;
-  }
-  decode(fleet, 0, m1, 100, half_speed ? 4s : 2s);
-  decode(fleet, 1, m2, 100, 2s);
-  REQUIRE(fleet.view(0).speed_known);
-  const Time t0 = at(10s);
-  fleet.admit(0, m1, t0);
-  fleet.admit(0, m1, t0);
-  fleet.admit(1, m2, t0);
-  fleet.note_parked(m1, 1);
-  fleet.note_parked(m2, 3);
-  const Time late = t0 + 2 * kDefaultLoadTime;
-  const Placement p = fleet.choose(m1, 100, t0, late);
-  if (half_speed) {
-    CHECK(p.kind == Kind::place);
-    CHECK(p.backend == 1);
-  } else {
-    CHECK(p.kind == Kind::wait_warm);
-  }
-  fleet.note_parked(m1, -1);
-  fleet.note_parked(m2, -3);
-  CHECK(fleet.check_invariants() == "");
-}
-
 TEST_CASE("fleet: a load onto a backend whose models are all busy waits for one to go idle") {
   // What Ollama does: b holds one model (capacity 1, from /api/ps) and it is busy; the load of
   // m2 waits, m1 goes when its last request ends, and b's capacity stays what it reported.

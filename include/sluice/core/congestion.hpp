@@ -3,9 +3,7 @@
 //
 // For a set X of models, the requests for X (parked and running) can only run on the backends
 // that hold a model of X; so some slot of those backends carries at least demand(X) /
-// slots(holders(X)). A slot counts by its speed (Fleet::worth_loading weighs each backend's
-// slots by its decode speed against the fastest's): a half-speed backend's two slots serve as
-// much as one fast slot. The congestion is the largest such ratio over every set X. By the
+// slots(holders(X)). The congestion is the largest such ratio over every set X. By the
 // max-flow/min-cut theorem it is also the least load per slot that any spreading of the demand
 // over the holders achieves (the demand is routable at that rate and no lower), so it says how
 // well the resident models fit the demand: loading a model somewhere lowers it only when it
@@ -31,9 +29,8 @@ struct ModelDemand {
 };
 
 /// max over non-empty X of demand(X) / slots(holders(X)); +infinity when a demanded set has
-/// no holder; 0 for no models. `slots[b]` is backend b's serving capacity in slots (its
-/// concurrency limit, weighed by speed; entries past the end, and entries <= 0, count 0).
-/// Precondition: models.size() <= kMaxCongestionModels.
-double congestion(std::span<const ModelDemand> models, std::span<const double> slots);
+/// no holder; 0 for no models. `slots[b]` is backend b's concurrency limit (entries past the
+/// end count 0). Precondition: models.size() <= kMaxCongestionModels.
+double congestion(std::span<const ModelDemand> models, std::span<const std::int64_t> slots);
 
 }  // namespace sluice::core
